@@ -1,0 +1,52 @@
+# kiosk-edge: the two commands a newcomer runs are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig mosquitto mosquitto-clients \
+	fonts-unifont xfonts-wqy systemd linux-libc-dev gcc python3-dev
+
+.PHONY: demo test lint bench venv devenv sysdeps clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The demo needs only pure-Python packages (simulated devices, embedded broker, SQLite).
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e '.[gpio,display,cloud]'
+
+demo: venv
+	$(BIN)/kiosk demo --out demo-out
+
+# Debian packages the tests need (real pcscd + vpcd, mosquitto, fonts, systemd-analyze), installed
+# only when missing and only when we are root.
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing Debian packages (run as root to install):$$missing"; \
+		fi; \
+	fi
+
+devenv: sysdeps $(BIN)/python
+	$(BIN)/pip install -q -e '.[hw,gpio,display,cloud,dev]'
+
+lint: devenv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: devenv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

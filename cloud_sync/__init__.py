@@ -1,0 +1,1 @@
+"""The MQTT protocol: device agent (kiosk side) and reconciler (cloud side), cloud store."""

@@ -1,0 +1,24 @@
+"""The `kiosk` command: a thin layer of subcommand groups over library calls."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from edge import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kiosk")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """kiosk-edge: membership card-reader kiosk firmware and its tools."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+
+
+def main() -> None:
+    cli()

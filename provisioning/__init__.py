@@ -1,0 +1,1 @@
+"""Field-tech tooling: keys, enrollment, config, self-test, card issuing."""
