@@ -7,6 +7,7 @@ import logging
 import click
 
 from edge import __version__
+from edge.ledger.cli import ledger
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+cli.add_command(ledger)
 
 
 def main() -> None:

@@ -1,0 +1,108 @@
+"""The ledger's SQLite schema, as numbered migrations (sqlite-utils), and the open-time checks."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database, Migrations
+
+from edge.ledger.errors import DatabaseCorrupt, SchemaTooNew
+
+migrations = Migrations("kiosk-edge-ledger")
+
+
+@migrations(name="0001_initial")
+def _m0001(db: Database) -> None:
+    for stmt in (
+        # Keyring: who may write chains here, and with which public key.
+        """CREATE TABLE replicas (
+            replica TEXT PRIMARY KEY,
+            public_key BLOB NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('cloud', 'kiosk'))
+        )""",
+        """CREATE TABLE ops (
+            replica TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            wall_ms INTEGER NOT NULL,
+            mono_ms INTEGER NOT NULL,
+            kind INTEGER NOT NULL,
+            account TEXT NOT NULL,
+            purse TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            counterpart TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            sig BLOB NOT NULL,
+            PRIMARY KEY (replica, seq)
+        ) WITHOUT ROWID""",
+        # A tap id is unique per replica: a retried tap finds its ops instead of debiting twice.
+        "CREATE INDEX ops_ref ON ops (replica, ref) WHERE ref <> ''",
+        "CREATE INDEX ops_account ON ops (account, purse)",
+        """CREATE TABLE heads (
+            replica TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            hash BLOB NOT NULL
+        )""",
+        # Remote ops that arrived before their predecessor: applied when the gap fills.
+        """CREATE TABLE pending (
+            replica TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            op BLOB NOT NULL,
+            PRIMARY KEY (replica, seq)
+        )""",
+        # Materialised per-replica totals of each purse, kept in the op's own transaction.
+        """CREATE TABLE shares (
+            account TEXT NOT NULL,
+            purse TEXT NOT NULL,
+            replica TEXT NOT NULL,
+            inc INTEGER NOT NULL DEFAULT 0,
+            dec INTEGER NOT NULL DEFAULT 0,
+            debt INTEGER NOT NULL DEFAULT 0,
+            xin INTEGER NOT NULL DEFAULT 0,
+            xout INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (account, purse, replica)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE registers (
+            account TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            replica TEXT NOT NULL,
+            PRIMARY KEY (account, name)
+        ) WITHOUT ROWID""",
+        # Decisions that move nothing (denials) are kept too.
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            wall_ms INTEGER NOT NULL,
+            ref TEXT NOT NULL,
+            account TEXT NOT NULL,
+            purse TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )""",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ):
+        db.execute(stmt)
+
+
+def known_migrations() -> list[str]:
+    return [m.name for m in migrations.pending(Database(memory=True))]
+
+
+def prepare(db: Database, path: str) -> None:
+    """Check integrity, refuse a newer schema, then apply pending migrations."""
+    try:
+        rows = db.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseCorrupt(path, str(exc)) from exc
+    result = "; ".join(str(r[0]) for r in rows)
+    if result != "ok":
+        raise DatabaseCorrupt(path, result)
+    known = set(known_migrations())
+    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+    if unknown:
+        raise SchemaTooNew(path, unknown)
+    migrations.apply(db)

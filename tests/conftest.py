@@ -1,0 +1,64 @@
+"""Shared fixtures: ledgers of a small fleet (one cloud, kiosks) in temporary SQLite files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.ledger import Ledger, RiskPolicy, generate_key, public_bytes
+from edge.ledger.purse import STRICT
+
+
+class Fleet:
+    """A cloud replica and kiosks, each with its own key and file, all trusting each other."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.keys = {}
+        self.ledgers: dict[str, Ledger] = {}
+
+    def add(self, replica: str, role: str = "kiosk", risk: RiskPolicy = STRICT) -> Ledger:
+        key = generate_key()
+        self.keys[replica] = key
+        led = Ledger(self.root / f"{replica}.db", replica=replica, key=key, role=role, risk=risk)  # type: ignore[arg-type]
+        for other, o_led in self.ledgers.items():
+            o_led.trust(replica, public_bytes(key), role)  # type: ignore[arg-type]
+            led.trust(other, public_bytes(self.keys[other]), o_led.role)
+        self.ledgers[replica] = led
+        return led
+
+    def close(self) -> None:
+        for led in self.ledgers.values():
+            led.close()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def cloud_and_kiosks(fleet: Fleet) -> Callable[..., tuple[Ledger, ...]]:
+    def make(n: int = 2, risk: RiskPolicy = STRICT) -> tuple[Ledger, ...]:
+        cloud = fleet.add("cloud", "cloud")
+        kiosks = [fleet.add(f"k{i + 1}", "kiosk", risk) for i in range(n)]
+        return (cloud, *kiosks)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _log_calls_must_format(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail any test whose log call does not format (wrong %-args hide errors in the field)."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        try:
+            record.getMessage()
+        except (TypeError, ValueError) as exc:  # pragma: no cover - the failure path
+            pytest.fail(f"log call does not format: {record.msg!r} % {record.args!r}: {exc}")
