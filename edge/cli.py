@@ -7,6 +7,7 @@ import logging
 import click
 
 from edge import __version__
+from edge.demo import demo
 from edge.ledger.cli import ledger
 
 
@@ -20,6 +21,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(ledger)
+cli.add_command(demo)
 
 
 def main() -> None:

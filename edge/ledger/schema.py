@@ -38,7 +38,7 @@ def _m0001(db: Database) -> None:
             PRIMARY KEY (replica, seq)
         ) WITHOUT ROWID""",
         # A tap id is unique per replica: a retried tap finds its ops instead of debiting twice.
-        "CREATE INDEX ops_ref ON ops (replica, ref) WHERE ref <> ''",
+        "CREATE INDEX ops_ref ON ops (replica, ref)",
         "CREATE INDEX ops_account ON ops (account, purse)",
         """CREATE TABLE heads (
             replica TEXT PRIMARY KEY,

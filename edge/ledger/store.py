@@ -285,7 +285,9 @@ class Ledger:
 
     def _ops_with_ref(self, c: sqlite3.Connection, ref: str) -> list[Op]:
         rows = c.execute(
-            f"SELECT {_OP_COLUMNS} FROM ops WHERE replica = ? AND ref = ? ORDER BY seq",
+            # Without statistics the planner prefers the primary key and scans the whole chain.
+            f"SELECT {_OP_COLUMNS} FROM ops INDEXED BY ops_ref"
+            " WHERE replica = ? AND ref = ? ORDER BY seq",
             (self.replica, ref),
         ).fetchall()
         return [op_from_row(r) for r in rows]
