@@ -24,13 +24,13 @@ from edge.ledger.errors import LedgerError, OpRefused, Refusal, SpendRefused
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import GENESIS, SPENDING, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share, plan_spend, purse_unit
+from edge.ledger.records import CREDIT_LIMIT_PREFIX
 from edge.ledger.schema import prepare
 
 log = logging.getLogger(__name__)
 
 Role = Literal["cloud", "kiosk"]
 ApplyResult = Literal["applied", "duplicate", "pending"]
-CREDIT_LIMIT = "limit:"  # register `limit:<purse>` on an account: overdraft held by the cloud
 
 _OP_COLUMNS = (
     "replica, seq, wall_ms, mono_ms, kind, account, purse, amount, counterpart, ref, data, prev,"
@@ -429,7 +429,7 @@ class Ledger:
         ).fetchall()
         limit = c.execute(
             "SELECT value FROM registers WHERE account = ? AND name = ?",
-            (account, CREDIT_LIMIT + purse),
+            (account, CREDIT_LIMIT_PREFIX + purse),
         ).fetchone()
         return PurseState(
             account=account,
@@ -458,6 +458,15 @@ class Ledger:
             (account, name),
         ).fetchone()
         return None if row is None else Register(*row)
+
+    def registers(self, account: str, prefix: str = "") -> list[Register]:
+        """Registers of an account whose name starts with `prefix`."""
+        rows = self.conn.execute(
+            "SELECT account, name, value, version, replica FROM registers"
+            " WHERE account = ? AND substr(name, 1, ?) = ? ORDER BY name",
+            (account, len(prefix), prefix),
+        )
+        return [Register(*row) for row in rows]
 
     def ops(self, replica: str | None = None, after_seq: int = 0) -> Iterator[Op]:
         """Ops in (replica, seq) order; with a replica, only its chain after `after_seq`."""

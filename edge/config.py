@@ -1,0 +1,141 @@
+"""The kiosk's TOML config, validated by pydantic, with errors a field tech can act on."""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import KioskError
+
+Money = Annotated[int, Field(ge=0, description="minor units (cents, fen)")]
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(enum.StrEnum):
+    GATE = "gate"
+    POS = "pos"
+    TOPUP = "topup"
+
+
+class Product(Strict):
+    """Something a gate sells entry to: paid by time pass, then visits, then cash."""
+
+    name: str
+    price: Money
+    visits_purse: str = ""  # default: visits:<product id>
+
+
+class Tier(Strict):
+    name: str
+    min_points: int = Field(ge=0, description="lifetime points earned to reach this tier")
+    discount_pct: Percent = 0
+    points_multiplier_pct: int = Field(default=100, ge=0, le=1000)
+
+
+class BonusRule(Strict):
+    """Top up at least `min_amount`, get `bonus` extra."""
+
+    min_amount: Money
+    bonus: Money
+
+
+class OfflineMode(enum.StrEnum):
+    STRICT = "strict"
+    RISK = "risk"
+
+
+class OfflinePolicy(Strict):
+    mode: OfflineMode = OfflineMode.STRICT
+    risk_per_tap: Money = 0
+    risk_total: Money = 0
+    # Time passes are checked against card status the cloud pushes; past this age, fail closed.
+    max_denylist_age_s: int = Field(default=24 * 3600, gt=0)
+    rights_request_timeout_ms: int = Field(default=300, gt=0, le=5000)
+
+    @model_validator(mode="after")
+    def _risk_needs_limits(self) -> OfflinePolicy:
+        if self.mode is OfflineMode.RISK and (self.risk_per_tap <= 0 or self.risk_total <= 0):
+            raise ValueError("mode = 'risk' needs risk_per_tap and risk_total above 0")
+        return self
+
+
+class Rules(Strict):
+    products: dict[str, Product] = Field(default_factory=dict)
+    tiers: list[Tier] = Field(default_factory=list)
+    topup_bonus: list[BonusRule] = Field(default_factory=list)
+    points_per_unit: int = Field(default=1, ge=0, description="points per 100 minor units paid")
+    pin_above: Money = Field(default=0, description="ask for the PIN above this amount; 0 = never")
+    pin_max_tries: int = Field(default=5, ge=1)
+    pin_lock_minutes: int = Field(default=15, ge=1)
+    passback_minutes: int = Field(default=0, ge=0, description="0 = no anti-passback")
+    debounce_seconds: float = Field(default=3.0, ge=0)
+    low_balance: Money = 0
+    pass_expiry_notice_days: int = Field(default=7, ge=0)
+    near_tier_points: int = Field(default=0, ge=0)
+    accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
+    redeem_points: bool = False
+    points_per_cash_unit: int = Field(default=100, gt=0, description="points worth 100 minor units")
+
+    def tier(self, name: str) -> Tier:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        return Tier(name=name or "-", min_points=0)
+
+
+class KioskSection(Strict):
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    site: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role
+    product: str = ""  # gate: what entry sells
+    direction: str = Field(default="in", pattern="^(in|out)$")  # gate: entry or exit
+    pos_amount: Money = 0  # pos: fixed amount; 0 = entered on the keypad
+    state_dir: Path = Path("/var/lib/kiosk")
+    key_file: Path = Path("/etc/kiosk/device.key")
+    site_key_file: Path = Path("/etc/kiosk/site.key")
+    cloud_public_key: str = ""  # hex, pinned at enrollment
+
+
+class KioskConfig(Strict):
+    kiosk: KioskSection
+    rules: Rules = Field(default_factory=Rules)
+    offline: OfflinePolicy = Field(default_factory=OfflinePolicy)
+
+    @model_validator(mode="after")
+    def _gate_sells_a_known_product(self) -> KioskConfig:
+        k = self.kiosk
+        if k.role is Role.GATE and k.direction == "in" and k.product not in self.rules.products:
+            known = ", ".join(self.rules.products) or "none defined"
+            raise ValueError(
+                f"kiosk.product {k.product!r} is not in [rules.products] (known: {known})"
+            )
+        return self
+
+
+class ConfigError(KioskError):
+    """The config file is missing, not TOML, or not valid; the message says where and why."""
+
+
+def load_config(path: Path) -> KioskConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return KioskConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: invalid config:"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc

@@ -1,0 +1,30 @@
+"""Where membership facts live in the ledger: account keys and register names, shared by the
+kiosk (which reads them) and the cloud (which writes them)."""
+
+from __future__ import annotations
+
+# A card is an account of its own, keyed by an HMAC of its number: never the number in clear.
+CARD_PREFIX = "card:"
+CARD_MEMBER = "member"  # member id the card belongs to
+CARD_STATUS = "status"  # active | lost | frozen | cancelled | replaced | expired
+CARD_VALID_FROM = "valid_from"  # ms since the epoch, UTC; "0" = always
+CARD_VALID_UNTIL = "valid_until"  # ms since the epoch, UTC; "0" = no end
+
+# Registers of a member account.
+MEMBER_NAME = "name"
+MEMBER_TIER = "tier"
+MEMBER_PIN = "pin"  # pbkdf2 hash, never the PIN
+PIN_FAILS = "pin_fails"
+PIN_LOCKED_UNTIL = "pin_locked_until"
+PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
+CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
+
+# Single-use codes are purses of their own.
+COUPON_PREFIX = "coupon:"  # account coupon:<id>, purse COUPON_PURSE, value 1
+COUPON_PURSE = "use"
+VOUCHER_PREFIX = "voucher:"  # account voucher:<id>, purse VOUCHER_PURSE, value = the amount
+VOUCHER_PURSE = "cash"
+
+
+def card_account(ref: str) -> str:
+    return CARD_PREFIX + ref

@@ -1,0 +1,354 @@
+"""The membership rules: a pure function of (local state, tap, time, config) -> Decision.
+
+No I/O here. The app reads the state from the ledger, calls `decide`, writes the Decision's ops
+durably, and only then opens the gate.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from edge.config import KioskConfig, Role, Tier
+from edge.reasons import DenyReason
+
+DAY_MS = 86_400_000
+PIN_HASH_ITERATIONS = 20_000
+
+
+class CardStatus(enum.StrEnum):
+    ACTIVE = "active"
+    LOST = "lost"
+    FROZEN = "frozen"
+    CANCELLED = "cancelled"
+    REPLACED = "replaced"
+    EXPIRED = "expired"
+
+
+STATUS_REASON = {
+    CardStatus.LOST: DenyReason.CARD_LOST,
+    CardStatus.FROZEN: DenyReason.CARD_FROZEN,
+    CardStatus.CANCELLED: DenyReason.CARD_CANCELLED,
+    CardStatus.REPLACED: DenyReason.CARD_REPLACED,
+    CardStatus.EXPIRED: DenyReason.CARD_EXPIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    ref: str  # HMAC of the card number: the number itself is never stored
+    member: str
+    status: CardStatus = CardStatus.ACTIVE
+    valid_from_ms: int = 0
+    valid_until_ms: int = 0  # 0 = no end
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A time pass for one product."""
+
+    product: str
+    valid_from_ms: int
+    valid_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    tier: str = ""
+    pin_hash: str = ""  # pbkdf2$<iterations>$<salt hex>$<hash hex>; empty = no PIN set
+    pin_fails: int = 0
+    pin_locked_until_ms: int = 0
+    passes: tuple[Pass, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A purse as this kiosk knows it: the member's value, and what the kiosk may spend."""
+
+    value: int
+    rights: int
+    lower_bound: int = 0
+    earned: int = 0  # lifetime credits (points earned, for tiers)
+
+
+@dataclass(frozen=True, slots=True)
+class TapState:
+    card: Card | None
+    member: Member | None
+    balances: Mapping[str, Balance]
+    last_entry_ms: int = 0  # anti-passback: last approved entry of this card through this kiosk
+    denylist_age_ms: int = 0  # how long since this kiosk heard from the cloud
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    tap_id: str
+    now_ms: int
+    authenticated: bool = True
+    pin: str | None = None
+    amount: int | None = None  # point of sale: entered on the keypad
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    purse: str
+    amount: int
+    account: str = ""  # empty = the member's account
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWrite:
+    account: str
+    name: str
+    value: str
+
+
+class Notice(enum.Enum):
+    LOW_BALANCE = ("Low balance", "余额不足，请充值")
+    PASS_EXPIRING = ("Pass expires soon", "票券即将到期")
+    NEAR_NEXT_TIER = ("Close to the next tier", "即将升级")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approved: bool
+    reason: DenyReason | None = None
+    member_name: str = ""
+    debits: tuple[Move, ...] = ()
+    credits: tuple[Move, ...] = ()
+    writes: tuple[RegisterWrite, ...] = ()
+    remaining: Mapping[str, int] = field(default_factory=dict)  # purse -> value after the tap
+    notices: tuple[Notice, ...] = ()
+    needs_pin: bool = False
+    tier: str = ""
+    to_next_tier: tuple[str, int] | None = None  # (tier name, points still needed)
+    repeated: bool = False  # a double tap: shown again, nothing debited
+
+    @property
+    def opens_gate(self) -> bool:
+        return self.approved and not self.needs_pin
+
+
+def deny(reason: DenyReason, name: str = "", writes: tuple[RegisterWrite, ...] = ()) -> Decision:
+    return Decision(approved=False, reason=reason, member_name=name, writes=writes)
+
+
+def hash_pin(pin: str, salt: bytes, iterations: int = PIN_HASH_ITERATIONS) -> str:
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"pbkdf2${iterations}${salt.hex()}${digest.hex()}"
+
+
+def pin_matches(pin: str, stored: str) -> bool:
+    try:
+        scheme, iterations, salt, _ = stored.split("$")
+        if scheme != "pbkdf2":
+            return False
+        expected = hash_pin(pin, bytes.fromhex(salt), int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, stored)
+
+
+# -- the decision -----------------------------------------------------------------------------
+
+
+def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
+    """Decide a card tap at this kiosk."""
+    card, member = state.card, state.member
+    if card is None or member is None:
+        return deny(DenyReason.UNKNOWN_CARD)
+    name = member.name
+    if card.status is not CardStatus.ACTIVE:
+        return deny(STATUS_REASON[card.status], name)
+    if card.valid_from_ms and tap.now_ms < card.valid_from_ms:
+        return deny(DenyReason.CARD_NOT_YET_VALID, name)
+    if card.valid_until_ms and tap.now_ms >= card.valid_until_ms:
+        return deny(DenyReason.CARD_EXPIRED, name)
+    if not tap.authenticated and not cfg.rules.accept_uid_cards:
+        return deny(DenyReason.CARD_NOT_SECURE, name)
+    if member.pin_locked_until_ms > tap.now_ms:
+        return deny(DenyReason.PIN_LOCKED, name)
+    role = cfg.kiosk.role
+    if role is Role.GATE:
+        decision = _gate(state, member, tap, cfg)
+    elif role is Role.POS:
+        decision = _point_of_sale(state, member, tap, cfg)
+    else:
+        decision = Decision(approved=True, member_name=name)  # top-up: the tap opens a session
+    if decision.approved and not decision.needs_pin:
+        decision = _check_pin(decision, member, tap, cfg)
+    return _with_notices(decision, state, member, tap, cfg)
+
+
+def _gate(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decision:
+    rules, kiosk = cfg.rules, cfg.kiosk
+    if kiosk.direction == "out":
+        return Decision(approved=True, member_name=member.name)
+    passback_ms = rules.passback_minutes * 60_000
+    if passback_ms and state.last_entry_ms and tap.now_ms - state.last_entry_ms < passback_ms:
+        return deny(DenyReason.PASSBACK, member.name)
+    product_id = kiosk.product
+    product = rules.products[product_id]
+    for p in member.passes:
+        if p.product == product_id and p.valid_from_ms <= tap.now_ms < p.valid_until_ms:
+            if state.denylist_age_ms > cfg.offline.max_denylist_age_s * 1000:
+                return deny(DenyReason.PASS_CHECK_STALE, member.name)
+            return Decision(approved=True, member_name=member.name)
+    visits = product.visits_purse or f"visits:{product_id}"
+    if state.balances.get(visits, Balance(0, 0)).value > 0:
+        return _pay(state, member, visits, 1, rules.tier(member.tier), cfg, accrue=False)
+    if product.price == 0:
+        return deny(DenyReason.NO_VALID_PASS, member.name)
+    price = _discounted(product.price, rules.tier(member.tier))
+    return _pay(state, member, "cash", price, rules.tier(member.tier), cfg, accrue=True)
+
+
+def _point_of_sale(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decision:
+    rules = cfg.rules
+    amount = tap.amount if tap.amount is not None else cfg.kiosk.pos_amount
+    if amount <= 0:
+        return deny(DenyReason.UNKNOWN_CODE, member.name)
+    tier = rules.tier(member.tier)
+    price = _discounted(amount, tier)
+    debits: list[Move] = []
+    if rules.redeem_points:
+        points = max(state.balances.get("points", Balance(0, 0)).value, 0)
+        # Partial redemption: points pay what they can, cash pays the rest.
+        covered = min(price, points * 100 // rules.points_per_cash_unit)
+        used = -(-covered * rules.points_per_cash_unit // 100)  # ceil: never under-charge
+        if covered > 0:
+            debits.append(Move("points", used))
+            price -= covered
+    if price == 0:
+        return Decision(approved=True, member_name=member.name, debits=tuple(debits))
+    paid = _pay(state, member, "cash", price, tier, cfg, accrue=True)
+    if not paid.approved:
+        return paid
+    return Decision(
+        approved=True,
+        member_name=member.name,
+        debits=(*debits, *paid.debits),
+        credits=paid.credits,
+    )
+
+
+def _pay(
+    state: TapState,
+    member: Member,
+    purse: str,
+    amount: int,
+    tier: Tier,
+    cfg: KioskConfig,
+    *,
+    accrue: bool,
+) -> Decision:
+    bal = state.balances.get(purse, Balance(0, 0))
+    if bal.value - amount < bal.lower_bound:
+        return deny(DenyReason.INSUFFICIENT_BALANCE, member.name)
+    credits: tuple[Move, ...] = ()
+    if accrue and cfg.rules.points_per_unit:
+        points = amount // 100 * cfg.rules.points_per_unit * tier.points_multiplier_pct // 100
+        if points > 0:
+            credits = (Move("points", points),)
+    # Rights are the ledger's business: it refuses (or records debt) when this kiosk holds too few.
+    return Decision(
+        approved=True, member_name=member.name, debits=(Move(purse, amount),), credits=credits
+    )
+
+
+def _discounted(price: int, tier: Tier) -> int:
+    return price - price * tier.discount_pct // 100
+
+
+def _check_pin(decision: Decision, member: Member, tap: Tap, cfg: KioskConfig) -> Decision:
+    rules = cfg.rules
+    cash = sum(m.amount for m in decision.debits if m.purse == "cash")
+    if not rules.pin_above or cash <= rules.pin_above or not member.pin_hash:
+        return decision
+    if tap.pin is None:
+        return Decision(approved=True, member_name=member.name, needs_pin=True)
+    if tap.pin == "":
+        return deny(DenyReason.PIN_CANCELLED, member.name)
+    if pin_matches(tap.pin, member.pin_hash):
+        if member.pin_fails:
+            reset = RegisterWrite(member.id, "pin_fails", "0")
+            return replace(decision, writes=(*decision.writes, reset))
+        return decision
+    fails = member.pin_fails + 1
+    writes = [RegisterWrite(member.id, "pin_fails", str(fails))]
+    if fails >= rules.pin_max_tries:
+        until = tap.now_ms + rules.pin_lock_minutes * 60_000
+        writes = [
+            RegisterWrite(member.id, "pin_fails", "0"),
+            RegisterWrite(member.id, "pin_locked_until", str(until)),
+        ]
+        return deny(DenyReason.PIN_LOCKED, member.name, tuple(writes))
+    return deny(DenyReason.PIN_WRONG, member.name, tuple(writes))
+
+
+def _with_notices(
+    decision: Decision, state: TapState, member: Member, tap: Tap, cfg: KioskConfig
+) -> Decision:
+    if not decision.approved or decision.needs_pin:
+        return decision
+    rules = cfg.rules
+    remaining = {p: b.value for p, b in state.balances.items()}
+    for m in decision.debits:
+        if not m.account:
+            remaining[m.purse] = remaining.get(m.purse, 0) - m.amount
+    for m in decision.credits:
+        if not m.account:
+            remaining[m.purse] = remaining.get(m.purse, 0) + m.amount
+    notices: list[Notice] = []
+    if rules.low_balance and "cash" in remaining and remaining["cash"] < rules.low_balance:
+        notices.append(Notice.LOW_BALANCE)
+    horizon = tap.now_ms + rules.pass_expiry_notice_days * DAY_MS
+    if any(tap.now_ms < p.valid_until_ms <= horizon for p in member.passes):
+        notices.append(Notice.PASS_EXPIRING)
+    earned = state.balances.get("points", Balance(0, 0)).earned
+    earned += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
+    nxt = next(
+        (t for t in sorted(rules.tiers, key=lambda t: t.min_points) if t.min_points > earned), None
+    )
+    to_next = (nxt.name, nxt.min_points - earned) if nxt else None
+    if to_next and rules.near_tier_points and to_next[1] <= rules.near_tier_points:
+        notices.append(Notice.NEAR_NEXT_TIER)
+    return replace(
+        decision,
+        remaining=remaining,
+        notices=tuple(notices),
+        tier=member.tier,
+        to_next_tier=to_next,
+    )
+
+
+# -- top-up, coupons, vouchers ----------------------------------------------------------------
+
+
+def topup_bonus(amount: int, cfg: KioskConfig) -> int:
+    """The bonus for one top-up: the best rule whose minimum the amount reaches."""
+    eligible = [r.bonus for r in cfg.rules.topup_bonus if amount >= r.min_amount]
+    return max(eligible, default=0)
+
+
+def decide_single_use(
+    kind: str, code_account: str, balance: Balance | None, member: Member | None, purse: str
+) -> Decision:
+    """A coupon or voucher is a purse of its own: using it moves it once, even offline at two
+    kiosks, because only the kiosk holding its right can spend it."""
+    used = DenyReason.COUPON_USED if kind == "coupon" else DenyReason.VOUCHER_USED
+    if balance is None:
+        return deny(DenyReason.UNKNOWN_CODE)
+    if balance.value <= 0:
+        return deny(used)
+    name = member.name if member else ""
+    debit = Move(purse, balance.value, account=code_account)
+    credits: tuple[Move, ...] = ()
+    if kind == "voucher" and member is not None:
+        credits = (Move("cash", balance.value),)
+    return Decision(approved=True, member_name=name, debits=(debit,), credits=credits)
