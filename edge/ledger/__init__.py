@@ -11,9 +11,9 @@ from edge.ledger.errors import (
     SpendRefused,
 )
 from edge.ledger.keys import generate_key, load_private_key, public_bytes, save_private_key
-from edge.ledger.op import Kind, Op
+from edge.ledger.op import Intent, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskLimit, RiskPolicy, Share
-from edge.ledger.store import Clock, Intent, Ledger, Register
+from edge.ledger.store import Clock, Ledger, Register
 from edge.ledger.verify import VerifyReport, verify
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -26,6 +27,18 @@ class Kind(enum.IntEnum):
 
 
 SPENDING = frozenset({Kind.DEC, Kind.DEBT})
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a local write wants to do; the store turns it into a signed op (or refuses)."""
+
+    kind: Kind
+    account: str
+    purse: str
+    amount: int
+    counterpart: str = ""
+    data: str = ""
 
 
 class Op(msgspec.Struct, frozen=True, array_like=True):

@@ -3,6 +3,8 @@ kiosk (which reads them) and the cloud (which writes them)."""
 
 from __future__ import annotations
 
+from edge.ledger.op import Intent, Kind
+
 # A card is an account of its own, keyed by an HMAC of its number: never the number in clear.
 CARD_PREFIX = "card:"
 CARD_MEMBER = "member"  # member id the card belongs to
@@ -28,3 +30,28 @@ VOUCHER_PURSE = "cash"
 
 def card_account(ref: str) -> str:
     return CARD_PREFIX + ref
+
+
+def register_writes(account: str, version: int, **values: str) -> list[Intent]:
+    """Register writes for an account at one version (the cloud uses its wall clock in ms)."""
+    return [Intent(Kind.SET, account, name, version, data=value) for name, value in values.items()]
+
+
+def member_intents(
+    member_id: str, name: str, version: int, *, tier: str = "", pin_hash: str = ""
+) -> list[Intent]:
+    values = {MEMBER_NAME: name}
+    if tier:
+        values[MEMBER_TIER] = tier
+    if pin_hash:
+        values[MEMBER_PIN] = pin_hash
+    return register_writes(member_id, version, **values)
+
+
+def card_intents(
+    ref: str, member_id: str, version: int, *, status: str = "active", valid_until_ms: int = 0
+) -> list[Intent]:
+    values = {CARD_MEMBER: member_id, CARD_STATUS: status}
+    if valid_until_ms:
+        values[CARD_VALID_UNTIL] = str(valid_until_ms)
+    return register_writes(card_account(ref), version, **values)

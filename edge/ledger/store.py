@@ -22,7 +22,7 @@ from sqlite_utils import Database
 from edge.ledger import op as opcodec
 from edge.ledger.errors import LedgerError, OpRefused, Refusal, SpendRefused
 from edge.ledger.keys import public_bytes, public_key_from_bytes
-from edge.ledger.op import GENESIS, SPENDING, Kind, Op
+from edge.ledger.op import GENESIS, SPENDING, Intent, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share, plan_spend, purse_unit
 from edge.ledger.records import CREDIT_LIMIT_PREFIX
 from edge.ledger.schema import prepare
@@ -36,18 +36,6 @@ _OP_COLUMNS = (
     "replica, seq, wall_ms, mono_ms, kind, account, purse, amount, counterpart, ref, data, prev,"
     " sig"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """What a local write wants to do; the store turns it into a signed op (or refuses)."""
-
-    kind: Kind
-    account: str
-    purse: str
-    amount: int
-    counterpart: str = ""
-    data: str = ""
 
 
 @dataclass(frozen=True, slots=True)

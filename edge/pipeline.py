@@ -1,0 +1,353 @@
+"""The decision pipeline: token -> card ref -> state -> rules -> durable ops -> gate and screen.
+
+The op is committed (fsync) before the gate opens or the screen says approved. Every decision has
+a tap id; a retry of the same tap never debits twice. Denials go to the audit log with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from edge.config import KioskConfig, Role
+from edge.drivers.base import Token
+from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
+from edge.ledger import records as rec
+from edge.members import intents_for, read_balances, read_card, read_member
+from edge.reasons import DenyReason
+from edge.rules import Decision, Tap, TapState, decide, decide_single_use, deny, topup_bonus
+from edge.tokens import card_ref
+
+log = logging.getLogger(__name__)
+
+REFUSAL_REASON = {
+    Refusal.INSUFFICIENT_RIGHTS: DenyReason.HELD_ELSEWHERE,
+    Refusal.RISK_PER_TAP: DenyReason.RISK_LIMIT,
+    Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
+}
+PIN_TIMEOUT_S = 30.0
+TOPUP_SESSION_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a tap came to, for the screen, the buzzer and the logs."""
+
+    decision: Decision
+    tap_id: str
+    card_ref: str = ""
+    started_ns: int = 0
+    durable_ns: int = 0  # when the ops were committed (0: nothing written)
+    gate_ns: int = 0  # when the gate signal was given (0: not opened)
+    topup_total: int = 0
+
+
+class Effects(Protocol):
+    """The physical side of an outcome. `open_gate` must signal at once (the pulse may go on)."""
+
+    def open_gate(self) -> None: ...
+
+    async def show(self, outcome: Outcome) -> None: ...
+
+    async def ask_pin(self, name: str) -> None: ...
+
+
+class RightsSource(Protocol):
+    """The cloud link, when there is one: asks for rights online within a time budget."""
+
+    @property
+    def online(self) -> bool: ...
+
+    @property
+    def last_contact_ms(self) -> int: ...
+
+    async def request_rights(self, account: str, purse: str, amount: int) -> bool: ...
+
+
+@dataclass
+class _PendingPin:
+    token: Token
+    ref: str
+    tap_id: str
+    asked_at: float
+
+
+@dataclass
+class _TopupSession:
+    member: str
+    name: str
+    opened_at: float
+    total: int = 0
+    coins: int = 0
+    credited: list[int] = field(default_factory=list)
+
+
+class Kiosk:
+    """One kiosk's decisions. Single-threaded: the app feeds it events from one task."""
+
+    def __init__(
+        self,
+        cfg: KioskConfig,
+        ledger: Ledger,
+        site_key: bytes,
+        effects: Effects,
+        *,
+        rights: RightsSource | None = None,
+        clock_ms: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.site_key = site_key
+        self.effects = effects
+        self.rights = rights
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.monotonic = monotonic
+        self._recent: OrderedDict[str, tuple[float, Outcome]] = OrderedDict()
+        self._last_entry: OrderedDict[str, int] = OrderedDict()
+        self._pin: _PendingPin | None = None
+        self._topup: _TopupSession | None = None
+        self.last_errors: list[str] = []
+        self.taps = 0
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    async def card(self, token: Token) -> Outcome:
+        """A card was tapped, swiped or scanned."""
+        started = time.perf_counter_ns()
+        self.taps += 1
+        ref = card_ref(self.site_key, token)
+        repeated = self._debounced(ref)
+        if repeated is not None:
+            await self.effects.show(repeated)
+            return repeated
+        if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
+            return await self._close_topup(started)
+        return await self._decide(token, ref, uuid.uuid4().hex[:16], None, started)
+
+    async def pin(self, digits: str) -> Outcome | None:
+        """The member finished typing a PIN (empty string: cancelled)."""
+        pending = self._pin
+        self._pin = None
+        if pending is None or self.monotonic() - pending.asked_at > PIN_TIMEOUT_S:
+            return None
+        started = time.perf_counter_ns()
+        return await self._decide(pending.token, pending.ref, pending.tap_id, digits, started)
+
+    async def code(self, text: str, member_ref: str | None = None) -> Outcome:
+        """A QR code: `C:<id>` coupon (free entry) or `V:<id>` top-up voucher."""
+        started = time.perf_counter_ns()
+        tap_id = uuid.uuid4().hex[:16]
+        kind, _, code_id = text.strip().partition(":")
+        if kind not in ("C", "V") or not code_id or len(code_id) > 64:
+            return await self._finish_denied(deny(DenyReason.UNKNOWN_CODE), tap_id, "", started)
+        if kind == "C":
+            account, purse, what = rec.COUPON_PREFIX + code_id, rec.COUPON_PURSE, "coupon"
+        else:
+            account, purse, what = rec.VOUCHER_PREFIX + code_id, rec.VOUCHER_PURSE, "voucher"
+        session = self._topup
+        member = None
+        if what == "voucher":
+            if session is None:
+                return await self._finish_denied(deny(DenyReason.UNKNOWN_CARD), tap_id, "", started)
+            member = read_member(self.ledger, session.member)
+        balances = read_balances(self.ledger, account)
+        decision = decide_single_use(what, account, balances.get(purse), member, purse)
+        target = member.id if member else ""
+        outcome = await self._commit(decision, target, tap_id, "", started)
+        if session is not None and outcome.decision.approved:
+            session.total += sum(m.amount for m in decision.credits)
+        return outcome
+
+    async def coin(self, amount: int) -> Outcome:
+        """A coin or note was counted: credit it at once, so a power cut loses nothing."""
+        started = time.perf_counter_ns()
+        tap_id = uuid.uuid4().hex[:16]
+        session = self._topup
+        if session is None or self.monotonic() - session.opened_at > TOPUP_SESSION_S:
+            # Money in the box with no card: kept on the kiosk's unclaimed account for staff.
+            account = f"unclaimed:{self.cfg.kiosk.id}"
+            self.ledger.append([Intent(Kind.INC, account, "cash", amount)], ref=tap_id)
+            log.warning("coin of %d with no top-up session: kept as unclaimed", amount)
+            decision = deny(DenyReason.UNKNOWN_CARD)
+            outcome = Outcome(decision, tap_id, started_ns=started)
+            await self.effects.show(outcome)
+            return outcome
+        self.ledger.append([Intent(Kind.INC, session.member, "cash", amount)], ref=tap_id)
+        durable = time.perf_counter_ns()
+        session.total += amount
+        session.coins += 1
+        balances = read_balances(self.ledger, session.member)
+        decision = Decision(
+            approved=True,
+            member_name=session.name,
+            credits=(),
+            remaining={p: b.value for p, b in balances.items()},
+        )
+        outcome = Outcome(
+            decision, tap_id, started_ns=started, durable_ns=durable, topup_total=session.total
+        )
+        await self.effects.show(outcome)
+        return outcome
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def _debounced(self, ref: str) -> Outcome | None:
+        window = self.cfg.rules.debounce_seconds
+        seen = self._recent.get(ref)
+        if seen is None or self.monotonic() - seen[0] > window:
+            return None
+        return replace(
+            seen[1], decision=replace(seen[1].decision, repeated=True), durable_ns=0, gate_ns=0
+        )
+
+    def _state(self, ref: str) -> TapState:
+        card = read_card(self.ledger, ref)
+        member = read_member(self.ledger, card.member) if card else None
+        balances = read_balances(self.ledger, member.id) if member else {}
+        age = 0
+        if self.rights is not None:
+            age = max(0, self.clock_ms() - self.rights.last_contact_ms)
+        return TapState(
+            card=card,
+            member=member,
+            balances=balances,
+            last_entry_ms=self._last_entry.get(ref, 0),
+            denylist_age_ms=age,
+        )
+
+    async def _decide(
+        self, token: Token, ref: str, tap_id: str, pin: str | None, started: int
+    ) -> Outcome:
+        now = self.clock_ms()
+        state = self._state(ref)
+        tap = Tap(tap_id=tap_id, now_ms=now, authenticated=token.authenticated, pin=pin)
+        decision = decide(state, tap, self.cfg)
+        if decision.needs_pin:
+            self._pin = _PendingPin(token, ref, tap_id, self.monotonic())
+            await self.effects.ask_pin(decision.member_name)
+            return Outcome(decision, tap_id, ref, started)
+        if not decision.approved:
+            return await self._finish_denied(decision, tap_id, ref, started)
+        if self.cfg.kiosk.role is Role.TOPUP and state.member is not None:
+            self._topup = _TopupSession(state.member.id, state.member.name, self.monotonic())
+        member_id = state.member.id if state.member else ""
+        return await self._commit(decision, member_id, tap_id, ref, started)
+
+    async def _commit(
+        self, decision: Decision, member_id: str, tap_id: str, ref: str, started: int
+    ) -> Outcome:
+        if not decision.approved:
+            return await self._finish_denied(decision, tap_id, ref, started)
+        intents = intents_for(decision, member_id, self.clock_ms())
+        try:
+            self._append(intents, tap_id)
+        except SpendRefused as exc:
+            if not await self._ask_cloud(exc):
+                reason = REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
+                return await self._finish_denied(
+                    replace(decision, approved=False, reason=reason, debits=(), credits=()),
+                    tap_id,
+                    ref,
+                    started,
+                )
+            try:
+                self._append(intents, tap_id)
+            except SpendRefused as again:
+                reason = REFUSAL_REASON.get(again.reason, DenyReason.INSUFFICIENT_BALANCE)
+                denied = replace(decision, approved=False, reason=reason, debits=(), credits=())
+                return await self._finish_denied(denied, tap_id, ref, started)
+        durable = time.perf_counter_ns()
+        gate = 0
+        if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
+            self.effects.open_gate()
+            gate = time.perf_counter_ns()
+            if ref:
+                self._remember_entry(ref)
+        outcome = Outcome(decision, tap_id, ref, started, durable, gate)
+        self._remember(ref, outcome)
+        await self.effects.show(outcome)
+        return outcome
+
+    def _append(self, intents: list[Intent], tap_id: str) -> None:
+        if intents:
+            self.ledger.append(intents, ref=tap_id)
+
+    async def _ask_cloud(self, exc: SpendRefused) -> bool:
+        if self.rights is None or not self.rights.online:
+            return False
+        if exc.reason is not Refusal.INSUFFICIENT_RIGHTS:
+            return False
+        shortfall = exc.amount - max(exc.rights, 0)
+        try:
+            return await self.rights.request_rights(exc.account, exc.purse, shortfall)
+        except Exception as err:  # the cloud link must never break a tap
+            log.warning("rights request failed: %s", err)
+            return False
+
+    async def _finish_denied(
+        self, decision: Decision, tap_id: str, ref: str, started: int
+    ) -> Outcome:
+        reason = decision.reason or DenyReason.UNKNOWN_CARD
+        if decision.writes:
+            now = self.clock_ms()
+            writes = [
+                Intent(Kind.SET, w.account, w.name, now, data=w.value) for w in decision.writes
+            ]
+            self.ledger.append(writes, ref=tap_id)
+        self.ledger.record_denial(
+            ref=tap_id,
+            account=ref and rec.card_account(ref),
+            purse="",
+            amount=0,
+            reason=reason.name,
+        )
+        outcome = Outcome(decision, tap_id, ref, started)
+        self._remember(ref, outcome)
+        await self.effects.show(outcome)
+        return outcome
+
+    async def _close_topup(self, started: int) -> Outcome:
+        session = self._topup
+        assert session is not None
+        self._topup = None
+        tap_id = uuid.uuid4().hex[:16]
+        bonus = topup_bonus(session.total, self.cfg)
+        durable = 0
+        if bonus:
+            self.ledger.append([Intent(Kind.INC, session.member, "cash", bonus)], ref=tap_id)
+            durable = time.perf_counter_ns()
+        balances = read_balances(self.ledger, session.member)
+        decision = Decision(
+            approved=True,
+            member_name=session.name,
+            credits=(),
+            remaining={p: b.value for p, b in balances.items()},
+        )
+        outcome = Outcome(decision, tap_id, "", started, durable, topup_total=session.total + bonus)
+        await self.effects.show(outcome)
+        return outcome
+
+    # -- memory of recent taps (bounded) -------------------------------------------------------
+
+    def _remember(self, ref: str, outcome: Outcome) -> None:
+        if not ref:
+            return
+        self._recent[ref] = (self.monotonic(), outcome)
+        self._recent.move_to_end(ref)
+        while len(self._recent) > 256:
+            self._recent.popitem(last=False)
+
+    def _remember_entry(self, ref: str) -> None:
+        if self.cfg.kiosk.direction == "out":
+            self._last_entry.pop(ref, None)
+            return
+        self._last_entry[ref] = self.clock_ms()
+        self._last_entry.move_to_end(ref)
+        while len(self._last_entry) > 10_000:
+            self._last_entry.popitem(last=False)
