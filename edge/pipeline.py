@@ -200,7 +200,7 @@ class Kiosk:
     def _debounced(self, ref: str) -> Outcome | None:
         window = self.cfg.rules.debounce_seconds
         seen = self._recent.get(ref)
-        if seen is None or self.monotonic() - seen[0] > window:
+        if seen is None or window <= 0 or self.monotonic() - seen[0] > window:
             return None
         return replace(
             seen[1], decision=replace(seen[1].decision, repeated=True), durable_ns=0, gate_ns=0
@@ -308,7 +308,8 @@ class Kiosk:
             reason=reason.name,
         )
         outcome = Outcome(decision, tap_id, ref, started)
-        self._remember(ref, outcome)
+        if reason not in (DenyReason.PIN_WRONG, DenyReason.PIN_CANCELLED):
+            self._remember(ref, outcome)  # a member retrying a PIN is not a double tap
         await self.effects.show(outcome)
         return outcome
 

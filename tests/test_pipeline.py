@@ -1,0 +1,254 @@
+"""The decision pipeline on real ledgers: durable op before the gate, retries never debit twice,
+denials audited, PIN lockout recorded as ops, top-up with bonus, single-use coupons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kiosk_helpers import (
+    SITE_KEY,
+    RecordingEffects,
+    enroll,
+    gate_config,
+    grant,
+    nfc,
+    sync_down,
+)
+
+from edge.config import KioskConfig
+from edge.ledger import Intent, Kind
+from edge.ledger import records as rec
+from edge.pipeline import Kiosk
+from edge.reasons import DenyReason
+from edge.rules import hash_pin
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def site(cloud_and_kiosks):
+    cloud, k1, k2 = cloud_and_kiosks()
+    return cloud, k1, k2
+
+
+def make_kiosk(ledger, cfg=None, clock=None):
+    fx = RecordingEffects(ledger=ledger)
+    kiosk = Kiosk(cfg or gate_config(), ledger, SITE_KEY, fx, monotonic=clock or Clock())
+    return kiosk, fx
+
+
+async def test_approved_tap_commits_the_op_before_the_gate_opens(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 3000)
+    sync_down(cloud, k1)
+    kiosk, fx = make_kiosk(k1)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.approved
+    assert fx.events == ["gate", "approved"]
+    assert fx.gate_opened_with_durable_op == [True]
+    assert 0 < out.started_ns < out.durable_ns <= out.gate_ns
+    st = k1.purse("m1", "cash")
+    assert (st.value, st.rights("k1")) == (3000, 1000)
+    assert out.decision.remaining["cash"] == 3000
+
+
+async def test_double_tap_shows_the_same_result_and_debits_nothing(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    clock = Clock()
+    kiosk, fx = make_kiosk(k1, clock=clock)
+    first = await kiosk.card(nfc("04AA"))
+    clock.t += 1.0
+    again = await kiosk.card(nfc("04AA"))
+    assert again.decision.repeated
+    assert again.tap_id == first.tap_id
+    assert fx.events == ["gate", "approved", "approved"]
+    assert k1.purse("m1", "cash").value == 3000
+    clock.t += 10.0
+    third = await kiosk.card(nfc("04AA"))
+    assert third.decision.approved
+    assert not third.decision.repeated
+    assert k1.purse("m1", "cash").value == 1000
+
+
+async def test_lost_card_is_denied_offline_and_audited(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000}, status="lost")
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    kiosk, fx = make_kiosk(k1)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.reason is DenyReason.CARD_LOST
+    assert fx.events == ["denied"]
+    assert [d["reason"] for d in k1.denials()] == ["CARD_LOST"]
+    assert k1.purse("m1", "cash").value == 5000
+
+
+async def test_balance_held_elsewhere_is_refused_in_strict_mode(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 1000)  # the kiosk holds 10.00 of the 50.00
+    sync_down(cloud, k1)
+    kiosk, fx = make_kiosk(k1)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.reason is DenyReason.HELD_ELSEWHERE
+    assert "gate" not in fx.events
+    assert k1.purse("m1", "cash").rights("k1") == 1000
+
+
+class OnlineCloud:
+    """The cloud link at its seam: grants on request by writing a real xfer on the cloud ledger."""
+
+    def __init__(self, cloud, kiosk):
+        self.cloud, self.kiosk = cloud, kiosk
+        self.online = True
+        self.last_contact_ms = 0
+        self.requests = []
+
+    async def request_rights(self, account, purse, amount):
+        self.requests.append((account, purse, amount))
+        grant(self.cloud, self.kiosk, account, purse, amount)
+        sync_down(self.cloud, self.kiosk)
+        return True
+
+
+async def test_online_kiosk_asks_the_cloud_for_missing_rights(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 1000)
+    sync_down(cloud, k1)
+    fx = RecordingEffects(ledger=k1)
+    link = OnlineCloud(cloud, k1)
+    link.last_contact_ms = 1 << 62
+    kiosk = Kiosk(gate_config(), k1, SITE_KEY, fx, rights=link)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.approved
+    assert link.requests == [("m1", "cash", 1000)]
+    assert k1.purse("m1", "cash").value == 3000
+
+
+async def test_wrong_pins_lock_the_card_and_the_lock_is_an_op(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 9000}, pin_hash=hash_pin("2468", b"s"))
+    grant(cloud, k1, "m1", "cash", 9000)
+    sync_down(cloud, k1)
+    kiosk, fx = make_kiosk(k1, gate_config(pin_above=1000, debounce_seconds=0))
+    for i in range(5):
+        asked = await kiosk.card(nfc("04AA"))
+        assert asked.decision.needs_pin
+        out = await kiosk.pin("1111")
+        expect = DenyReason.PIN_LOCKED if i == 4 else DenyReason.PIN_WRONG
+        assert out.decision.reason is expect
+    locked = k1.register("m1", "pin_locked_until")
+    assert locked is not None
+    assert int(locked.value) > 0
+    # the lock is an op of this kiosk's chain, so every kiosk and the cloud learn it
+    assert any(o.purse == "pin_locked_until" for o in k1.ops("k1"))
+    again = await kiosk.card(nfc("04AA"))
+    assert again.decision.reason is DenyReason.PIN_LOCKED
+    assert k1.purse("m1", "cash").value == 9000
+    assert "gate" not in fx.events
+
+
+async def test_right_pin_opens_the_gate(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 9000}, pin_hash=hash_pin("2468", b"s"))
+    grant(cloud, k1, "m1", "cash", 9000)
+    sync_down(cloud, k1)
+    kiosk, fx = make_kiosk(k1, gate_config(pin_above=1000))
+    await kiosk.card(nfc("04AA"))
+    out = await kiosk.pin("2468")
+    assert out.decision.opens_gate
+    assert fx.events == ["pin?", "gate", "approved"]
+    assert k1.purse("m1", "cash").value == 7000
+
+
+def topup_config() -> KioskConfig:
+    return KioskConfig.model_validate(
+        {
+            "kiosk": {"id": "k1", "site": "pool", "role": "topup"},
+            "rules": {"topup_bonus": [{"min_amount": 10000, "bonus": 1000}]},
+        }
+    )
+
+
+async def test_topup_credits_each_coin_at_once_and_the_bonus_at_the_end(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA")
+    sync_down(cloud, k1)
+    clock = Clock()
+    kiosk, fx = make_kiosk(k1, topup_config(), clock)
+    opened = await kiosk.card(nfc("04AA"))
+    assert opened.decision.approved
+    for _ in range(2):
+        await kiosk.coin(5000)
+        assert k1.purse("m1", "cash").value in (5000, 10000)
+    clock.t += 5
+    done = await kiosk.card(nfc("04AA"))
+    assert done.topup_total == 11000
+    st = k1.purse("m1", "cash")
+    assert (st.value, st.rights("k1")) == (11000, 11000)
+
+
+async def test_coin_without_a_session_is_kept_for_staff(site):
+    _, k1, _ = site
+    kiosk, _ = make_kiosk(k1, topup_config())
+    await kiosk.coin(100)
+    assert k1.purse("unclaimed:k1", "cash").value == 100
+
+
+async def test_coupon_works_once_even_at_two_offline_kiosks(site):
+    cloud, k1, k2 = site
+    cloud.append([Intent(Kind.INC, "coupon:FREE1", rec.COUPON_PURSE, 1)])
+    grant(cloud, k1, "coupon:FREE1", rec.COUPON_PURSE, 1)
+    sync_down(cloud, k1)
+    sync_down(cloud, k2)
+    kiosk1, _ = make_kiosk(k1)
+    kiosk2, _ = make_kiosk(k2)
+    first = await kiosk1.code("C:FREE1")
+    at_other = await kiosk2.code("C:FREE1")
+    again = await kiosk1.code("C:FREE1")
+    assert first.decision.approved
+    assert at_other.decision.reason is DenyReason.HELD_ELSEWHERE
+    assert again.decision.reason is DenyReason.COUPON_USED
+    assert await kiosk1.code("X:garbage") is not None
+    assert (await kiosk1.code("nonsense")).decision.reason is DenyReason.UNKNOWN_CODE
+
+
+async def test_voucher_tops_up_the_member_in_session(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA")
+    cloud.append([Intent(Kind.INC, "voucher:V9", "cash", 3000)])
+    grant(cloud, k1, "voucher:V9", "cash", 3000)
+    sync_down(cloud, k1)
+    kiosk, _ = make_kiosk(k1, topup_config())
+    await kiosk.card(nfc("04AA"))
+    out = await kiosk.code("V:V9")
+    assert out.decision.approved
+    assert k1.purse("m1", "cash").value == 3000
+    assert k1.purse("voucher:V9", "cash").value == 0
+    assert (await kiosk.code("V:V9")).decision.reason is DenyReason.VOUCHER_USED
+
+
+async def test_card_numbers_never_reach_the_ledger(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04A1B2C3D4E5F6", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    kiosk, _ = make_kiosk(k1)
+    await kiosk.card(nfc("04A1B2C3D4E5F6"))
+    await kiosk.card(nfc("04FFFFFFFFFFFF"))
+    k1.close()
+    raw = b"".join(p.read_bytes() for p in Path(k1.path).parent.glob("k1.db*"))
+    assert b"04A1B2C3D4E5F6" not in raw.upper()
+    assert b"04FFFFFFFFFFFF" not in raw.upper()
