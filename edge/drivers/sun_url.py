@@ -1,4 +1,4 @@
-"""The NDEF file of an NTAG 424 DNA and the SUN URL inside it: parse, and build (for simulated cards).
+"""The NDEF file of an NTAG 424 DNA and its SUN URL: parse, and build (for simulated cards).
 
 One layout: a URI record `https://<host>/<path>?e=<PICCData, 32 hex>&cmac=<SDMMAC, 16 hex>`, the
 card configured with SDMMACInputOffset = SDMMACOffset, so the MAC input is empty (AN12196 4.4).
@@ -21,7 +21,13 @@ __all__ = [
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 # NFC Forum URI record prefixes (RTD URI 1.0, table 3); only the common ones, others read as "".
-_URI_PREFIXES = {0x00: "", 0x01: "http://www.", 0x02: "https://www.", 0x03: "http://", 0x04: "https://"}
+_URI_PREFIXES = {
+    0x00: "",
+    0x01: "http://www.",
+    0x02: "https://www.",
+    0x03: "http://",
+    0x04: "https://",
+}
 _TNF_WELL_KNOWN = 0x01
 MAX_NDEF_LEN = 1024
 
@@ -111,7 +117,7 @@ def parse_sun_url(uri: str) -> SunMessage:
 
 
 def sun_url(base: str, picc_enc: bytes, mac: bytes) -> str:
-    """The URL a card in our layout mirrors: base + `?e=..&cmac=..` (uppercase hex, as NTAG does)."""
+    """The URL a card in our layout mirrors: base + `?e=..&cmac=..` (uppercase hex, as NTAG)."""
     return f"{base}?e={picc_enc.hex().upper()}&cmac={mac.hex().upper()}"
 
 
