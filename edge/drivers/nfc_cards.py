@@ -63,8 +63,9 @@ class Ntag424Tag:
     def __init__(
         self,
         uid: bytes,
-        keys: SiteKeys,
         *,
+        meta_key: bytes,
+        file_key: bytes,
         read_ctr: int = 0,
         base_url: str = "https://tap.example/k",
         random: Callable[[int], bytes] = os.urandom,
@@ -73,13 +74,20 @@ class Ntag424Tag:
         self.read_ctr = read_ctr
         self.forge_mac = False
         self.replay_next = False
-        self._meta_key = keys.meta_read_key
-        self._file_key = keys.file_read_key(uid)
+        self._meta_key = meta_key
+        self._file_key = file_key
         self._base_url = base_url
         self._random = random
         self._app = False
         self._file: bytes | None = None
         self._last_file: bytes | None = None
+
+    @classmethod
+    def for_site(cls, uid: bytes, keys: SiteKeys, *, read_ctr: int = 0) -> Ntag424Tag:
+        """A card provisioned for a site: keys diversified from its master key (AN10922)."""
+        return cls(
+            uid, meta_key=keys.meta_read_key, file_key=keys.file_read_key(uid), read_ctr=read_ctr
+        )
 
     def reset(self) -> None:
         self._app = False

@@ -21,6 +21,7 @@ __all__ = [
     "an10922_diversify",
     "decrypt_file_data",
     "decrypt_picc_data",
+    "encrypt_file_data",
     "encrypt_picc_data",
     "sdm_mac",
     "session_enc_key",
@@ -195,6 +196,15 @@ def decrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, enc: bytes) ->
     key = session_enc_key(file_key, uid, read_ctr)
     iv = _aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
     return _aes_cbc(key, iv, enc, decrypt=True)
+
+
+def encrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, plain: bytes) -> bytes:
+    """What a card mirrors as SDM encrypted file data (the inverse of decrypt_file_data)."""
+    if not plain or len(plain) % BLOCK:
+        raise ValueError("file data must be whole 16-byte blocks")
+    key = session_enc_key(file_key, uid, read_ctr)
+    iv = _aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
+    return _aes_cbc(key, iv, plain, decrypt=False)
 
 
 def verify_sun(
