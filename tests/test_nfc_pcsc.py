@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.drivers.base import TokenKind
+from edge.drivers.base import Check, TokenKind
 from edge.drivers.nfc import (
     CardPresented,
     CardRejected,
     CardRemovedEarly,
     NfcEvent,
+    NfcReader,
     ReaderBack,
     ReaderLost,
     RejectReason,
@@ -78,7 +79,7 @@ async def _open(keys: SiteKeys, store: SqliteCounterStore) -> AsyncIterator[Sess
         try:
             yield Session(events)
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()  # type: ignore[attr-defined]  # AsyncIterator has no aclose
 
 
 @pytest.fixture
@@ -195,12 +196,12 @@ async def test_self_test_reads_a_card_on_the_reader(
     assert checks[2].detail == "read a ntag424_sun card"
 
 
-async def _self_test_once_card_seen(reader: object) -> list:  # type: ignore[type-arg]
+async def _self_test_once_card_seen(reader: NfcReader) -> list[Check]:
     # pcscd notices an inserted card on its next poll: retry until the self-test sees it.
     for _ in range(100):
-        checks = await reader.self_test()  # type: ignore[attr-defined]
+        checks = await reader.self_test()
         if "no card" not in checks[-1].detail:
-            return checks  # type: ignore[no-any-return]
+            return checks
         await asyncio.sleep(0.1)
     raise AssertionError("pcscd never reported the inserted card")
 
