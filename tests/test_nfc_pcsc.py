@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("smartcard", reason="pyscard not installed (pip install -e '.[hw]')")
+
 from edge.drivers.base import Check, TokenKind
 from edge.drivers.nfc import (
     CardPresented,

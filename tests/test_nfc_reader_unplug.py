@@ -7,6 +7,9 @@ import time
 from typing import Any
 
 import pytest
+
+pytest.importorskip("smartcard", reason="pyscard not installed (pip install -e '.[hw]')")
+
 from smartcard import scard as real_scard
 
 from edge.drivers import nfc_pcsc
