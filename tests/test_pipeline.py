@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kiosk_helpers import (
+
+from edge.config import KioskConfig
+from edge.ledger import Intent, Kind
+from edge.ledger import records as rec
+from edge.pipeline import Kiosk
+from edge.reasons import DenyReason
+from edge.rules import hash_pin
+from tests.kiosk_helpers import (
     SITE_KEY,
     RecordingEffects,
     enroll,
@@ -15,13 +22,6 @@ from kiosk_helpers import (
     nfc,
     sync_down,
 )
-
-from edge.config import KioskConfig
-from edge.ledger import Intent, Kind
-from edge.ledger import records as rec
-from edge.pipeline import Kiosk
-from edge.reasons import DenyReason
-from edge.rules import hash_pin
 
 
 class Clock:

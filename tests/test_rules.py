@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rules_helpers import NOW, config, state, tap
 
 from edge.reasons import DenyReason
 from edge.rules import (
@@ -24,6 +23,7 @@ from edge.rules import (
     hash_pin,
     topup_bonus,
 )
+from tests.rules_helpers import NOW, config, state, tap
 
 CASH = Balance(value=10_000, rights=10_000)
 
