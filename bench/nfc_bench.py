@@ -19,6 +19,7 @@ from typing import Any
 
 from smartcard import scard
 
+from bench.report import percentile, row
 from edge.drivers.nfc import (
     CardPresented,
     SiteKeys,
@@ -34,25 +35,6 @@ UID_RESPONSE_LEN = 7 + 2
 # pcsc-lite polls a reader without interrupt support for card presence every 400 ms
 # (PCSCLITE_STATUS_POLL_RATE in pcsc-lite 1.9.9); vpcd is such a reader.
 PCSCD_POLL_MS = 400.0
-
-
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _row(
-    name: str, unit: str, value: float, baseline: str, base: float, goal: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "unit": unit,
-        "value": round(value, 1),
-        "baseline": baseline,
-        "baseline_value": round(base, 1),
-        "ratio": round(value / base, 2) if base else None,
-        "goal": goal,
-    }
 
 
 def _loopback_rtt_us(n: int) -> list[float]:
@@ -167,11 +149,23 @@ def run(apdus: int = 200, taps: int = 15) -> list[dict[str, Any]]:
     tap_base = "pcscd card-presence poll interval (pcsc-lite PCSCLITE_STATUS_POLL_RATE)"
     rtt_goal = "p50 < 1 ms, p99 < 2 ms: the PC/SC stack must not be the cost of a tap"
     return [
-        _row("nfc_apdu_rtt_p50", "us", _pct(rtt, 0.5), base + " (p50)", _pct(loop, 0.5), rtt_goal),
-        _row(
-            "nfc_apdu_rtt_p99", "us", _pct(rtt, 0.99), base + " (p99)", _pct(loop, 0.99), rtt_goal
+        row(
+            "nfc_apdu_rtt_p50",
+            "us",
+            percentile(rtt, 50),
+            base + " (p50)",
+            percentile(loop, 50),
+            rtt_goal,
         ),
-        _row(
+        row(
+            "nfc_apdu_rtt_p99",
+            "us",
+            percentile(rtt, 99),
+            base + " (p99)",
+            percentile(loop, 99),
+            rtt_goal,
+        ),
+        row(
             "nfc_tap_detect_p50",
             "ms",
             statistics.median(tap),
@@ -179,7 +173,7 @@ def run(apdus: int = 200, taps: int = 15) -> list[dict[str, Any]]:
             PCSCD_POLL_MS,
             "p50 <= poll interval; a member sees the result within 500 ms of the tap",
         ),
-        _row(
+        row(
             "nfc_tap_detect_max",
             "ms",
             max(tap),
