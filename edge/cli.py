@@ -18,7 +18,5 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-
-
 def main() -> None:
     cli()
