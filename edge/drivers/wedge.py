@@ -1,0 +1,678 @@
+"""Keyboard-wedge readers (magstripe, barcode/QR scanner, PIN keypad) read through python-evdev.
+
+    async with open_wedge(cfg) as reader:
+        async for event in reader.events():
+            ...
+
+The backend gives raw key events: `EvdevKeySource` (a real /dev/input device, grabbed so the
+console never sees card data) or `SimulatedKeySource` (a scripted reader for demos and training).
+`FrameDecoder` turns key events into frames and typed events; `WedgeReader` owns the read task and
+recovers by itself when the device goes away. Card numbers, track data and PINs are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+import evdev
+from evdev import ecodes
+
+from edge.drivers import cardformats, keymap
+from edge.drivers.base import DeviceGone, DriverError, Token, TokenKind, UnknownBackend
+from edge.drivers.config import WedgeConfig
+
+__all__ = [
+    "BACKENDS",
+    "BankCardRefused",
+    "CouldNotRead",
+    "EvdevKeySource",
+    "FrameDecoder",
+    "InputSource",
+    "KeySource",
+    "PinCleared",
+    "PinEntered",
+    "PinKeyed",
+    "QrPayload",
+    "ReaderBack",
+    "ReaderLost",
+    "Scanned",
+    "SimulatedKeySource",
+    "Swiped",
+    "WedgeEvent",
+    "WedgeReader",
+    "find_input_device",
+    "open_wedge",
+]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("real", "sim")
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Swiped:
+    """A member's magstripe card (TokenKind.MAGSTRIPE)."""
+
+    token: Token
+    tracks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """A member's numeric barcode with a valid check digit (TokenKind.BARCODE)."""
+
+    token: Token
+    check: Literal["luhn", "ean13"]
+
+
+@dataclass(frozen=True, slots=True)
+class QrPayload:
+    """Any other scanned code (QR, DataMatrix, alphanumeric): the raw text, for vouchers etc."""
+
+    token: Token
+
+    @property
+    def text(self) -> str:
+        return self.token.value
+
+
+@dataclass(frozen=True, slots=True)
+class PinEntered:
+    """PIN keypad: Enter after digits. `repr` hides the PIN."""
+
+    pin: str
+
+    def __repr__(self) -> str:
+        return f"PinEntered(length={len(self.pin)})"
+
+
+@dataclass(frozen=True, slots=True)
+class PinKeyed:
+    """PIN keypad: a digit was pressed; `length` digits so far (for a masked display)."""
+
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinCleared:
+    """PIN keypad: the digits so far were thrown away (clear key, or a card read mid-PIN)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BankCardRefused:
+    """A payment card was swiped: refused, and nothing of it kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class CouldNotRead:
+    """Garbage: half swipe, noise, wrong keyboard layout. `reason` is plain words for a screen."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderLost:
+    """The reader is not there (unplugged, not found, no permission); retrying with backoff."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderBack:
+    """The reader is back after a ReaderLost."""
+
+    device: str
+
+
+WedgeEvent = (
+    Swiped
+    | Scanned
+    | QrPayload
+    | PinEntered
+    | PinKeyed
+    | PinCleared
+    | BankCardRefused
+    | CouldNotRead
+    | ReaderLost
+    | ReaderBack
+)
+
+
+def event_for(result: cardformats.Result) -> WedgeEvent:
+    """The event for one parsed frame."""
+    match result:
+        case cardformats.Magstripe(number=number, tracks=tracks):
+            return Swiped(Token(TokenKind.MAGSTRIPE, number, authenticated=False), tracks)
+        case cardformats.Barcode(number=number, check=check):
+            return Scanned(Token(TokenKind.BARCODE, number, authenticated=False), check)
+        case cardformats.Qr(text=text):
+            return QrPayload(Token(TokenKind.QR, text, authenticated=False))
+        case cardformats.BankCard():
+            return BankCardRefused()
+        case cardformats.Unreadable(reason=reason):
+            return CouldNotRead(reason)
+    raise AssertionError(f"unhandled parse result {type(result).__name__}")
+
+
+# --------------------------------------------------------------------------------------- decoder
+
+
+class FrameDecoder:
+    """Key events -> frames -> events. Pure: no I/O, time comes from the events' own timestamps
+    (the kernel's for a real device, the simulated reader's injectable clock otherwise), so a busy
+    loop that reads late never splits a swipe.
+
+    A frame ends at Enter/KPEnter, or when the next key comes more than `frame_gap_s` after the
+    last one (`flush()` ends it when no key comes at all). Only key-down (value 1) types; 0 is up,
+    2 is auto-repeat. Shift is tracked from its own down/up events.
+    """
+
+    def __init__(
+        self, *, frame_gap_s: float = 0.1, pin_mode: bool = False, max_pin_length: int = 8
+    ) -> None:
+        self.frame_gap_s = frame_gap_s
+        self.max_pin_length = max_pin_length
+        self._pin_mode = pin_mode
+        self._shift: set[int] = set()
+        self._chars: list[str] = []
+        self._bad: str | None = None
+        self._last_key_t: float | None = None
+        self._pin: list[str] = []
+        self._swallow = False  # PIN mode: rest of a card read being thrown away
+
+    @property
+    def pin_mode(self) -> bool:
+        return self._pin_mode
+
+    @pin_mode.setter
+    def pin_mode(self, on: bool) -> None:
+        self._pin_mode = on
+        self._reset_frame()
+        self._pin.clear()
+        self._swallow = False
+
+    @property
+    def pending(self) -> bool:
+        """True while a frame is open (the reader should flush it after `frame_gap_s`)."""
+        return bool(self._chars or self._bad or self._swallow)
+
+    def feed(self, event: evdev.InputEvent) -> list[WedgeEvent]:
+        if event.type != ecodes.EV_KEY:
+            return []
+        code, value = int(event.code), int(event.value)
+        if code in keymap.SHIFT_KEYS:
+            if value == 1:
+                self._shift.add(code)
+            elif value == 0:
+                self._shift.discard(code)
+            return []
+        if value != 1:
+            return []
+        t = event.timestamp()
+        out: list[WedgeEvent] = []
+        if (
+            self.pending
+            and self._last_key_t is not None
+            and t - self._last_key_t > self.frame_gap_s
+        ):
+            out += self.flush()
+        self._last_key_t = t
+        if self._pin_mode:
+            out += self._pin_key(code)
+        else:
+            out += self._code_key(code)
+        return out
+
+    def flush(self) -> list[WedgeEvent]:
+        """End the open frame (inter-key timeout)."""
+        if self._swallow:
+            self._swallow = False
+            return [CouldNotRead("card read during PIN entry: enter the PIN on the keypad")]
+        if not (self._chars or self._bad):
+            return []
+        return [self._end_frame()]
+
+    def _reset_frame(self) -> None:
+        self._chars.clear()
+        self._bad = None
+
+    def _end_frame(self) -> WedgeEvent:
+        text, bad = "".join(self._chars), self._bad
+        self._reset_frame()
+        if bad is not None:
+            return CouldNotRead(bad)
+        return event_for(cardformats.classify(text))
+
+    def _code_key(self, code: int) -> list[WedgeEvent]:
+        if code in keymap.ENTER_KEYS:
+            return [self._end_frame()] if (self._chars or self._bad) else []
+        ch = keymap.char_for(code, bool(self._shift))
+        if ch is None:
+            self._bad = "unexpected keys: noise, or the reader is in the wrong mode"
+        elif len(self._chars) >= cardformats.MAX_FRAME:
+            self._bad = "too long: a stuck key or noise"
+        else:
+            self._chars.append(ch)
+        return []
+
+    def _pin_key(self, code: int) -> list[WedgeEvent]:
+        if self._swallow:
+            if code in keymap.ENTER_KEYS:
+                return self.flush()
+            return []
+        if code in keymap.ENTER_KEYS:
+            if not self._pin:
+                return []
+            pin = "".join(self._pin)
+            self._pin.clear()
+            return [PinEntered(pin)]
+        if code in keymap.CLEAR_KEYS:
+            had = bool(self._pin)
+            self._pin.clear()
+            return [PinCleared()] if had else []
+        ch = keymap.char_for(code, bool(self._shift))
+        if (
+            code in keymap.KEYPAD_DIGITS
+            and ch is not None
+            and ch.isdigit()
+            and len(self._pin) < self.max_pin_length
+        ):
+            self._pin.append(ch)
+            return [PinKeyed(len(self._pin))]
+        # Not a PIN key (a swipe or scan typing into the keypad, or too many digits): throw the
+        # PIN away so that no card digit is ever taken for part of it.
+        had = bool(self._pin)
+        self._pin.clear()
+        self._swallow = True
+        return [PinCleared()] if had else []
+
+
+# -------------------------------------------------------------------------------------- backends
+
+
+class InputSource(Protocol):
+    """What `EvdevKeySource` needs of an open device: evdev's InputDevice, or any EventIO."""
+
+    def grab(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def async_read_loop(self) -> AsyncIterator[evdev.InputEvent]: ...
+
+
+class KeySource(Protocol):
+    """A backend: raw key events from one reader."""
+
+    async def open(self) -> str:
+        """Open the device; return a description for logs. DriverError if it is not there."""
+        ...
+
+    def keys(self) -> AsyncIterator[evdev.InputEvent]:
+        """Key events until the device goes away (then DeviceGone)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def find_input_device(path: str | None, name: str | None) -> evdev.InputDevice[str]:
+    """Open an input device by path, else by a case-insensitive part of its name."""
+    if path:
+        try:
+            return evdev.InputDevice(path)
+        except FileNotFoundError:
+            raise DeviceGone(f"no input device at {path}") from None
+        except PermissionError:
+            raise DriverError(
+                f"no permission to read {path}: add the kiosk user to group 'input'"
+            ) from None
+        except OSError as exc:
+            raise DeviceGone(f"cannot open {path}: {exc.strerror}") from None
+    if not name:
+        raise DriverError("wedge: neither a device path nor a name to look for")
+    for candidate in evdev.list_devices():
+        try:
+            dev = evdev.InputDevice(candidate)
+        except OSError:
+            continue
+        if name.lower() in dev.name.lower():
+            return dev
+        dev.close()
+    raise DeviceGone(f"no input device named like {name!r}")
+
+
+class EvdevKeySource:
+    """A real reader at a /dev/input path (or found by name), grabbed while open.
+
+    `opener` replaces the device lookup (tests pass a pipe-backed evdev EventIO)."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        name: str | None = None,
+        grab: bool = True,
+        opener: Callable[[], InputSource] | None = None,
+    ) -> None:
+        self._path = path
+        self._name = name
+        self._grab = grab
+        self._opener = opener
+        self._device: InputSource | None = None
+
+    def describe(self) -> str:
+        return self._path or f"device named like {self._name!r}"
+
+    async def open(self) -> str:
+        device: InputSource
+        if self._opener is not None:
+            try:
+                device = self._opener()
+            except OSError as exc:
+                raise DeviceGone(f"{self.describe()}: {exc.strerror or exc}") from None
+        else:
+            device = find_input_device(self._path, self._name)
+        if self._grab:
+            try:
+                device.grab()
+            except OSError as exc:
+                device.close()
+                if exc.errno == errno.EBUSY:
+                    raise DriverError(
+                        f"{self.describe()} is grabbed by another program (stop it, e.g. a "
+                        "second kiosk service)"
+                    ) from None
+                raise DeviceGone(f"{self.describe()}: {exc.strerror}") from None
+        self._device = device
+        label = getattr(device, "name", None) or self.describe()
+        return str(label)
+
+    async def keys(self) -> AsyncIterator[evdev.InputEvent]:
+        device = self._device
+        if device is None:
+            raise DeviceGone("not open")
+        try:
+            async for event in device.async_read_loop():
+                yield event
+        except OSError as exc:  # ENODEV on unplug (python-evdev #64, #191)
+            raise DeviceGone(f"{self.describe()}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        device, self._device = self._device, None
+        if device is None:
+            return
+        try:
+            if self._grab:
+                ungrab = getattr(device, "ungrab", None)
+                if ungrab is not None:
+                    ungrab()
+        except OSError:
+            pass  # already gone
+        finally:
+            device.close()
+
+
+class _Unplug:
+    pass
+
+
+class SimulatedKeySource:
+    """A scripted reader: types swipes, scans and keypad presses as US-layout key events, so the
+    same decoder, parsers and recovery run as with a real reader. For demos and field training.
+
+    `clock` stamps the events (seconds); pass a fake one to script pauses between keys."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, name: str = "sim-wedge") -> None:
+        self._clock = clock
+        self._name = name
+        self._queue: asyncio.Queue[evdev.InputEvent | _Unplug] = asyncio.Queue()
+        self._present = True
+
+    # --- script
+    def type_text(self, text: str, *, enter: bool = True) -> None:
+        """Type `text` (US layout) and, by default, Enter. ValueError for an untypeable char."""
+        for ch in text:
+            try:
+                code, shifted = keymap.keys_for(ch)
+            except KeyError:
+                raise ValueError(f"a keyboard wedge cannot type {ch!r}") from None
+            if shifted:
+                self._key(ecodes.KEY_LEFTSHIFT, 1)
+            self.press(code)
+            if shifted:
+                self._key(ecodes.KEY_LEFTSHIFT, 0)
+        if enter:
+            self.press(ecodes.KEY_ENTER)
+
+    def swipe(self, track1: str | None = None, track2: str | None = None) -> None:
+        """A card swipe: the tracks as the reader types them, then Enter."""
+        self.type_text((track1 or "") + (track2 or ""))
+
+    def scan(self, code: str) -> None:
+        """A barcode or QR scan, then Enter."""
+        self.type_text(code)
+
+    def press(self, code: int) -> None:
+        """One key down and up."""
+        self._key(code, 1)
+        self._key(code, 0)
+
+    def unplug(self) -> None:
+        """The cable is pulled: the read fails with DeviceGone and opening fails until replug."""
+        self._present = False
+        self._queue.put_nowait(_Unplug())
+
+    def replug(self) -> None:
+        self._present = True
+
+    def _key(self, code: int, value: int) -> None:
+        if not self._present:
+            return  # typed into a pulled cable
+        t = self._clock()
+        sec, usec = divmod(round(t * 1_000_000), 1_000_000)
+        self._queue.put_nowait(evdev.InputEvent(sec, usec, ecodes.EV_KEY, code, value))
+        self._queue.put_nowait(evdev.InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
+
+    # --- KeySource
+    async def open(self) -> str:
+        if not self._present:
+            raise DeviceGone(f"{self._name} is unplugged")
+        # An unplug seen before this open is over; keep the keys typed while plugged in.
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not isinstance(item, _Unplug):
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+        return self._name
+
+    async def keys(self) -> AsyncIterator[evdev.InputEvent]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _Unplug):
+                raise DeviceGone(f"{self._name} was unplugged")
+            yield item
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+
+class _Gone:
+    def __init__(self, error: DeviceGone) -> None:
+        self.error = error
+
+
+class WedgeReader:
+    """The wedge driver: typed events from a KeySource, with recovery. Reusable, not reentrant."""
+
+    def __init__(
+        self,
+        source: KeySource,
+        *,
+        frame_gap_s: float = 0.1,
+        pin_mode: bool = False,
+        max_pin_length: int = 8,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self.source = source
+        self._decoder = FrameDecoder(
+            frame_gap_s=frame_gap_s, pin_mode=pin_mode, max_pin_length=max_pin_length
+        )
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._entered = False
+        self._pump: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: WedgeConfig, *, source: KeySource | None = None) -> WedgeReader:
+        return cls(
+            source or make_key_source(cfg.backend, cfg),
+            frame_gap_s=cfg.frame_gap_s,
+            pin_mode=cfg.mode == "pin",
+            max_pin_length=cfg.max_pin_length,
+            retry_initial_s=cfg.retry_initial_s,
+            retry_max_s=cfg.retry_max_s,
+        )
+
+    @property
+    def pin_mode(self) -> bool:
+        return self._decoder.pin_mode
+
+    @pin_mode.setter
+    def pin_mode(self, on: bool) -> None:
+        """Switch a combined reader/keypad between reading codes and taking a PIN."""
+        self._decoder.pin_mode = on
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("WedgeReader is not reentrant")
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop_pump()
+        self.source.close()
+        self._entered = False
+
+    async def events(self) -> AsyncIterator[WedgeEvent]:
+        delay = self._retry_initial_s
+        lost = False
+        while True:
+            try:
+                device = await self.source.open()
+            except DriverError as exc:
+                if not lost:
+                    log.warning("wedge reader not available: %s (retrying)", exc)
+                    lost = True
+                    yield ReaderLost(str(exc))
+                else:
+                    log.debug("wedge reader still not available: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            delay = self._retry_initial_s
+            if lost:
+                log.warning("wedge reader back: %s", device)
+                lost = False
+                yield ReaderBack(device)
+            else:
+                log.info("wedge reader open: %s", device)
+            queue: asyncio.Queue[evdev.InputEvent | _Gone] = asyncio.Queue()
+            self._pump = asyncio.create_task(self._read_keys(queue), name="wedge-read-keys")
+            try:
+                while True:
+                    timeout = self._decoder.frame_gap_s if self._decoder.pending else None
+                    try:
+                        async with asyncio.timeout(timeout):
+                            item = await queue.get()
+                    except TimeoutError:
+                        for event in self._decoder.flush():
+                            yield self._logged(event)
+                        continue
+                    if isinstance(item, _Gone):
+                        for event in self._decoder.flush():
+                            yield self._logged(event)
+                        log.warning("wedge reader lost: %s (retrying)", item.error)
+                        lost = True
+                        yield ReaderLost(str(item.error))
+                        break
+                    for event in self._decoder.feed(item):
+                        yield self._logged(event)
+            finally:
+                await self._stop_pump()
+                self.source.close()
+
+    async def _read_keys(self, queue: asyncio.Queue[evdev.InputEvent | _Gone]) -> None:
+        try:
+            async for event in self.source.keys():
+                queue.put_nowait(event)
+        except DeviceGone as exc:
+            queue.put_nowait(_Gone(exc))
+        else:
+            queue.put_nowait(_Gone(DeviceGone("input stream ended")))
+
+    async def _stop_pump(self) -> None:
+        # Closing an evdev device does not wake a pending read (python-evdev #248): cancel it.
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()
+            try:
+                await pump
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+
+    @staticmethod
+    def _logged(event: WedgeEvent) -> WedgeEvent:
+        # Kinds and lengths only: never a card number, track data or PIN.
+        match event:
+            case BankCardRefused():
+                log.info("bank card swiped: refused, track data discarded")
+            case CouldNotRead(reason=reason):
+                log.info("could not read: %s", reason)
+            case Swiped(tracks=tracks):
+                log.debug("magstripe read (tracks %s)", tracks)
+            case Scanned(check=check):
+                log.debug("barcode read (%s check digit)", check)
+            case QrPayload(token=token):
+                log.debug("QR payload read (%d chars)", len(token.value))
+            case PinEntered(pin=pin):
+                log.debug("PIN entered (%d digits)", len(pin))
+            case _:
+                pass
+        return event
+
+
+def make_key_source(backend: str, cfg: WedgeConfig | None = None) -> KeySource:
+    """The backend named in the config."""
+    cfg = cfg or WedgeConfig(backend="sim")
+    if backend == "real":
+        return EvdevKeySource(path=cfg.path, name=cfg.name, grab=cfg.grab)
+    if backend == "sim":
+        return SimulatedKeySource()
+    raise UnknownBackend("wedge", backend, list(BACKENDS))
+
+
+def open_wedge(cfg: WedgeConfig) -> WedgeReader:
+    """A WedgeReader for the configured backend (use as `async with`)."""
+    return WedgeReader.from_config(cfg)
