@@ -114,7 +114,7 @@ async def _tap_detect_ms(taps: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteCounterStore(Path(tmp) / "c.sqlite", keys.counter_store_key)
         with store:
-            reader = create_nfc_reader("pcsc", SunVerifier(keys, store), reader_name=VPCD_READER)
+            reader = create_nfc_reader("real", SunVerifier(keys, store), reader_name=VPCD_READER)
             async with reader:
                 events = reader.events()
                 for _ in range(taps):

@@ -75,7 +75,7 @@ class Session:
 
 
 async def _open(keys: SiteKeys, store: SqliteCounterStore) -> AsyncIterator[Session]:
-    reader = create_nfc_reader("pcsc", SunVerifier(keys, store), reader_name=VPCD_READER)
+    reader = create_nfc_reader("real", SunVerifier(keys, store), reader_name=VPCD_READER)
     async with reader:
         events = reader.events()
         try:
@@ -174,7 +174,7 @@ async def test_self_test_reads_a_card_on_the_reader(
     pcscd: Pcscd, keys: SiteKeys, store_path: Path
 ) -> None:
     with SqliteCounterStore(store_path, keys.counter_store_key) as store:
-        reader = create_nfc_reader("pcsc", SunVerifier(keys, store), reader_name=VPCD_READER)
+        reader = create_nfc_reader("real", SunVerifier(keys, store), reader_name=VPCD_READER)
         async with reader:
             idle = await reader.self_test()
             assert [(c.name, c.ok) for c in idle] == [
@@ -212,7 +212,7 @@ async def test_self_test_names_the_fix_when_no_reader_matches(pcscd: Pcscd, keys
     from edge.drivers.nfc import MemoryCounterStore
 
     verifier = SunVerifier(keys, MemoryCounterStore(keys.counter_store_key))
-    async with create_nfc_reader("pcsc", verifier, reader_name="ACR122U") as reader:
+    async with create_nfc_reader("real", verifier, reader_name="ACR122U") as reader:
         checks = await reader.self_test()
     assert checks[0].ok is True
     assert checks[1].name == "nfc reader"

@@ -64,7 +64,7 @@ async def test_unplugged_reader_is_lost_then_back(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(nfc_pcsc, "scard", fake)
     monkeypatch.setattr(nfc_pcsc, "BACKOFF_MIN_S", 0.01)
     verifier = SunVerifier(KEYS, MemoryCounterStore(KEYS.counter_store_key))
-    async with create_nfc_reader("pcsc", verifier, reader_name="ACR122U") as reader:
+    async with create_nfc_reader("real", verifier, reader_name="ACR122U") as reader:
         events = reader.events()
         pending = asyncio.ensure_future(anext(events))
         await asyncio.sleep(0.05)

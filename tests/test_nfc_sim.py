@@ -31,7 +31,7 @@ UID = bytes.fromhex("04958CAA5C5E80")
 @pytest.fixture
 def reader() -> SimulatedReader:
     verifier = SunVerifier(KEYS, MemoryCounterStore(KEYS.counter_store_key))
-    sim = create_nfc_reader("simulated", verifier)
+    sim = create_nfc_reader("sim", verifier)
     assert isinstance(sim, SimulatedReader)
     return sim
 
@@ -40,7 +40,7 @@ def test_unknown_backend_names_the_choices() -> None:
     verifier = SunVerifier(KEYS, MemoryCounterStore(KEYS.counter_store_key))
     with pytest.raises(UnknownBackend) as err:
         create_nfc_reader("acr122", verifier)
-    assert err.value.known == ["pcsc", "simulated"]
+    assert err.value.known == ["real", "sim"]
 
 
 async def test_simulated_taps_run_the_same_verification(reader: SimulatedReader) -> None:

@@ -1,6 +1,6 @@
-"""NFC card reader driver: pick a backend by name (`pcsc` or `simulated`), iterate its events.
+"""NFC card reader driver: pick a backend by name (`real`: PC/SC, or `sim`), iterate its events.
 
-Use: `async with create_nfc_reader("pcsc", verifier) as r: async for event in r.events(): ...`
+Use: `async with create_nfc_reader("real", verifier) as r: async for event in r.events(): ...`
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
     "create_nfc_reader",
 ]
 
-BACKENDS = ("pcsc", "simulated")
+BACKENDS = ("real", "sim")  # real: PC/SC through pcscd
 
 
 class NfcReader(Driver[NfcEvent], Protocol):
@@ -56,9 +56,9 @@ def create_nfc_reader(
 
     `reader_name` picks the first PC/SC reader whose name contains it (pcsc backend only).
     """
-    if backend == "simulated":
+    if backend == "sim":
         return SimulatedReader(verifier)
-    if backend == "pcsc":
+    if backend == "real":
         # Imported here: pyscard is an optional (hw) dependency the demo does not need.
         from edge.drivers.nfc_pcsc import PcscReader
 
