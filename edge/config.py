@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.drivers.config import DisplayConfig, GpioConfig, NfcConfig, WedgeConfig
 from edge.errors import KioskError
 
 Money = Annotated[int, Field(ge=0, description="minor units (cents, fen)")]
@@ -99,15 +100,23 @@ class KioskSection(Strict):
     direction: str = Field(default="in", pattern="^(in|out)$")  # gate: entry or exit
     pos_amount: Money = 0  # pos: fixed amount; 0 = entered on the keypad
     state_dir: Path = Path("/var/lib/kiosk")
-    key_file: Path = Path("/etc/kiosk/device.key")
-    site_key_file: Path = Path("/etc/kiosk/site.key")
+    key_file: Path = Path("/etc/kiosk/device.key")  # Ed25519 ledger key, 0600
+    site_key_file: Path = Path("/etc/kiosk/site.key")  # site secret: card refs and NFC keys
     cloud_public_key: str = ""  # hex, pinned at enrollment
+    language: str = Field(default="en", pattern="^(en|zh)$")
+    currency: str = Field(default="", max_length=3)  # shown before amounts, e.g. "¥"
 
 
 class KioskConfig(Strict):
     kiosk: KioskSection
     rules: Rules = Field(default_factory=Rules)
     offline: OfflinePolicy = Field(default_factory=OfflinePolicy)
+    # Hardware: a section left out means the part is not fitted.
+    nfc: NfcConfig | None = None
+    wedge: WedgeConfig | None = None  # barcode/QR scanner or magstripe reader
+    keypad: WedgeConfig | None = None  # PIN keypad (a wedge in mode = "pin")
+    gpio: GpioConfig | None = None
+    display: DisplayConfig | None = None
 
     @model_validator(mode="after")
     def _gate_sells_a_known_product(self) -> KioskConfig:

@@ -54,6 +54,7 @@ def read_member(ledger: Ledger, member_id: str) -> Member | None:
         pin_fails=_int(_reg(ledger, member_id, r.PIN_FAILS)),
         pin_locked_until_ms=_int(_reg(ledger, member_id, r.PIN_LOCKED_UNTIL)),
         passes=tuple(passes),
+        role=_reg(ledger, member_id, r.MEMBER_ROLE) or "",
     )
 
 

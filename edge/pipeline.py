@@ -20,7 +20,16 @@ from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
 from edge.members import intents_for, read_balances, read_card, read_member
 from edge.reasons import DenyReason
-from edge.rules import Decision, Tap, TapState, decide, decide_single_use, deny, topup_bonus
+from edge.rules import (
+    CardStatus,
+    Decision,
+    Tap,
+    TapState,
+    decide,
+    decide_single_use,
+    deny,
+    topup_bonus,
+)
 from edge.tokens import card_ref
 
 log = logging.getLogger(__name__)
@@ -48,13 +57,16 @@ class Outcome:
 
 
 class Effects(Protocol):
-    """The physical side of an outcome. `open_gate` must signal at once (the pulse may go on)."""
+    """The physical side of an outcome. `open_gate` returns once the gate relay is energised;
+    the pulse goes on by itself."""
 
-    def open_gate(self) -> None: ...
+    async def open_gate(self) -> None: ...
 
     async def show(self, outcome: Outcome) -> None: ...
 
     async def ask_pin(self, name: str) -> None: ...
+
+    async def service(self, lines: list[str]) -> None: ...
 
 
 class RightsSource(Protocol):
@@ -100,6 +112,7 @@ class Kiosk:
         rights: RightsSource | None = None,
         clock_ms: Callable[[], int] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        diagnostics: Callable[[], list[str]] = lambda: [],
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
@@ -108,6 +121,7 @@ class Kiosk:
         self.rights = rights
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.monotonic = monotonic
+        self.diagnostics = diagnostics
         self._recent: OrderedDict[str, tuple[float, Outcome]] = OrderedDict()
         self._last_entry: OrderedDict[str, int] = OrderedDict()
         self._pin: _PendingPin | None = None
@@ -129,6 +143,17 @@ class Kiosk:
         if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
             return await self._close_topup(started)
         return await self._decide(token, ref, uuid.uuid4().hex[:16], None, started)
+
+    async def refuse(self, reason: DenyReason, detail: str = "") -> Outcome:
+        """A read that never became a card (bad MAC, replay, half swipe, bank card): shown and
+        audited, nothing else."""
+        tap_id = uuid.uuid4().hex[:16]
+        self.ledger.record_denial(
+            ref=tap_id, account="", purse="", amount=0, reason=reason.name, detail=detail
+        )
+        outcome = Outcome(deny(reason), tap_id, started_ns=time.perf_counter_ns())
+        await self.effects.show(outcome)
+        return outcome
 
     async def pin(self, digits: str) -> Outcome | None:
         """The member finished typing a PIN (empty string: cancelled)."""
@@ -226,6 +251,11 @@ class Kiosk:
     ) -> Outcome:
         now = self.clock_ms()
         state = self._state(ref)
+        member, card = state.member, state.card
+        if member and member.role == "tech" and card and card.status is CardStatus.ACTIVE:
+            log.info("service mode opened by a tech card")
+            await self.effects.service(self.diagnostics())
+            return Outcome(Decision(approved=True, member_name=member.name), tap_id, ref)
         tap = Tap(tap_id=tap_id, now_ms=now, authenticated=token.authenticated, pin=pin)
         decision = decide(state, tap, self.cfg)
         if decision.needs_pin:
@@ -265,7 +295,7 @@ class Kiosk:
         durable = time.perf_counter_ns()
         gate = 0
         if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
-            self.effects.open_gate()
+            await self.effects.open_gate()
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)

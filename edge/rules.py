@@ -64,6 +64,7 @@ class Member:
     pin_fails: int = 0
     pin_locked_until_ms: int = 0
     passes: tuple[Pass, ...] = ()
+    role: str = ""  # "tech" for a field technician's card
 
 
 @dataclass(frozen=True, slots=True)

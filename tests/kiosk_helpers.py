@@ -25,7 +25,7 @@ class RecordingEffects:
     gate_opened_with_durable_op: list[bool] = field(default_factory=list)
     ledger: Ledger | None = None
 
-    def open_gate(self) -> None:
+    async def open_gate(self) -> None:
         self.events.append("gate")
         if self.ledger is not None:
             # the op must already be committed: a fresh connection sees it
@@ -44,6 +44,9 @@ class RecordingEffects:
 
     async def ask_pin(self, name: str) -> None:
         self.events.append("pin?")
+
+    async def service(self, lines: list[str]) -> None:
+        self.events.append("service")
 
 
 def nfc(uid: str, authenticated: bool = True) -> Token:

@@ -16,6 +16,7 @@ CARD_VALID_UNTIL = "valid_until"  # ms since the epoch, UTC; "0" = no end
 MEMBER_NAME = "name"
 MEMBER_TIER = "tier"
 MEMBER_PIN = "pin"  # pbkdf2 hash, never the PIN
+MEMBER_ROLE = "role"  # "tech": the card opens the service screen instead of paying
 PIN_FAILS = "pin_fails"
 PIN_LOCKED_UNTIL = "pin_locked_until"
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass

@@ -1,0 +1,279 @@
+"""The kiosk daemon: one TaskGroup owns the named tasks (each driver's events, the decisions, the
+display, the watchdog); systemd is told READY, STATUS and WATCHDOG; SIGTERM stops it cleanly with
+the screen saying "out of service"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from edge.config import KioskConfig, OfflineMode
+from edge.drivers import gpio as gpio_events
+from edge.drivers import nfc as nfc_events
+from edge.drivers import wedge as wedge_events
+from edge.drivers.display import Display, open_display
+from edge.drivers.gpio import GpioBoard, open_gpio
+from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_nfc_reader
+from edge.drivers.ntag424 import SiteKeys
+from edge.drivers.wedge import WedgeReader, open_wedge
+from edge.effects import KioskEffects
+from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.pipeline import Kiosk, RightsSource
+from edge.reasons import DenyReason
+from edge.sdnotify import Notifier
+from edge.sitekey import load_site_secrets
+
+log = logging.getLogger(__name__)
+
+IDLE_AFTER_S = 4.0
+QUEUE_MAX = 256
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it when the daemon is told to stop."""
+
+
+def risk_policy(cfg: KioskConfig) -> RiskPolicy:
+    off = cfg.offline
+    if off.mode is OfflineMode.STRICT:
+        return RiskPolicy()
+    return RiskPolicy({"cash": RiskLimit(per_tap=off.risk_per_tap, total=off.risk_total)})
+
+
+class KioskDaemon:
+    """Everything a running kiosk has. `run(stop)` returns when `stop` is set."""
+
+    def __init__(
+        self,
+        cfg: KioskConfig,
+        *,
+        notifier: Notifier | None = None,
+        rights: RightsSource | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.rights = rights
+        self.ready = asyncio.Event()
+        self.ledger: Ledger | None = None
+        self.kiosk: Kiosk | None = None
+        self.effects: KioskEffects | None = None
+        self.nfc: NfcReader | None = None
+        self.wedge: WedgeReader | None = None
+        self.keypad: WedgeReader | None = None
+        self.gpio: GpioBoard | None = None
+        self.display: Display | None = None
+        self.inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self.heartbeat = time.monotonic()
+        self.last_errors: list[str] = []
+        self._last_screen = 0.0
+        self._idle_shown = True
+
+    # -- the parts -----------------------------------------------------------------------------
+
+    def open_ledger(self) -> Ledger:
+        k = self.cfg.kiosk
+        k.state_dir.mkdir(parents=True, exist_ok=True)
+        return Ledger(
+            k.state_dir / "ledger.db",
+            replica=k.id,
+            key=load_private_key(k.key_file),
+            role="kiosk",
+            risk=risk_policy(self.cfg),
+        )
+
+    async def _open_drivers(self, stack: AsyncExitStack, sun_master: bytes) -> None:
+        cfg = self.cfg
+        if cfg.nfc is not None:
+            keys = SiteKeys(master=sun_master, system_id=cfg.kiosk.site.encode()[:23])
+            store = SqliteCounterStore(cfg.kiosk.state_dir / "sun_counters.db", sun_master)
+            verifier = SunVerifier(keys, store)
+            reader = create_nfc_reader(
+                cfg.nfc.backend, verifier, reader_name=cfg.nfc.reader or None
+            )
+            self.nfc = await stack.enter_async_context(reader)
+        if cfg.wedge is not None:
+            self.wedge = await stack.enter_async_context(open_wedge(cfg.wedge))
+        if cfg.keypad is not None:
+            self.keypad = await stack.enter_async_context(open_wedge(cfg.keypad))
+        if cfg.gpio is not None:
+            self.gpio = await stack.enter_async_context(open_gpio(cfg.gpio))
+        if cfg.display is not None:
+            self.display = await stack.enter_async_context(open_display(cfg.display))
+
+    def diagnostics(self) -> list[str]:
+        k = self.cfg.kiosk
+        online = self.rights.online if self.rights else False
+        queue = self.ledger.head()[0] if self.ledger else 0
+        readers = [n for n, d in (("nfc", self.nfc), ("wedge", self.wedge)) if d is not None]
+        return [
+            f"{k.id} @ {k.site} ({k.role.value})",
+            f"cloud: {'online' if online else 'offline'}",
+            f"ops: {queue}  inbox: {self.inbox.qsize()}",
+            f"readers: {', '.join(readers) or 'none'}",
+            *(self.last_errors[-2:] or ["no errors"]),
+        ]
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        secrets = load_site_secrets(self.cfg.kiosk.site_key_file)
+        self.ledger = self.open_ledger()
+        try:
+            async with AsyncExitStack() as stack:
+                await self._open_drivers(stack, secrets.sun_master)
+                rights = self.rights
+                online: Callable[[], bool] = (lambda: rights.online) if rights else (lambda: False)
+                self.effects = KioskEffects(self.cfg, self.gpio, self.display, online=online)
+                self.kiosk = Kiosk(
+                    self.cfg,
+                    self.ledger,
+                    secrets.card_ref_key,
+                    self.effects,
+                    rights=self.rights,
+                    diagnostics=self.diagnostics,
+                )
+                await self.effects.idle()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        for name, source in self._sources():
+                            tg.create_task(self._pump(name, source), name=name)
+                        tg.create_task(self._decisions(), name="decisions")
+                        tg.create_task(self._idle_screen(), name="display")
+                        tg.create_task(self._watchdog(), name="watchdog")
+                        tg.create_task(self._until(stop), name="stop")
+                        self.ready.set()
+                        self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
+                        log.info("kiosk %s ready", self.cfg.kiosk.id)
+                except* _Stop:
+                    pass
+                self.notifier.stopping()
+                await self.effects.out_of_service()
+                await self.effects.settle()
+        finally:
+            self.ledger.close()
+            log.info("kiosk %s stopped", self.cfg.kiosk.id)
+
+    def _sources(self) -> list[tuple[str, Any]]:
+        named: tuple[tuple[str, Any], ...] = (
+            ("nfc", self.nfc),
+            ("wedge", self.wedge),
+            ("keypad", self.keypad),
+            ("gpio", self.gpio),
+            ("display-events", self.display),
+        )
+        return [(n, d) for n, d in named if d is not None]
+
+    async def _until(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        raise _Stop
+
+    async def _pump(self, name: str, source: Any) -> None:
+        events: AsyncIterator[object] = source.events()
+        async for event in events:
+            await self.inbox.put(event)
+
+    async def _decisions(self) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(self.inbox.get(), timeout=1.0)
+            except TimeoutError:
+                self.heartbeat = time.monotonic()
+                continue
+            self.heartbeat = time.monotonic()
+            try:
+                await self.handle(event)
+            except Exception as exc:  # one bad event must not stop the kiosk
+                log.exception("event %s failed", type(event).__name__)
+                self._error(f"{type(event).__name__}: {exc}")
+
+    async def handle(self, event: object) -> None:
+        """Route one driver event to the pipeline."""
+        kiosk, effects = self.kiosk, self.effects
+        assert kiosk is not None
+        assert effects is not None
+        self._last_screen = time.monotonic()
+        self._idle_shown = False
+        match event:
+            case nfc_events.CardPresented(token=token):
+                await kiosk.card(token)
+            case wedge_events.Swiped(token=token) | wedge_events.Scanned(token=token):
+                await kiosk.card(token)
+            case wedge_events.QrPayload():
+                await kiosk.code(event.text)
+            case wedge_events.PinEntered(pin=pin):
+                await kiosk.pin(pin)
+            case wedge_events.PinKeyed(length=n):
+                await effects.pin_progress(n)
+            case wedge_events.PinCleared():
+                await effects.pin_progress(0)
+            case nfc_events.CardRejected(reason=reason):
+                log.warning("card rejected: %s", reason)
+                await kiosk.refuse(DenyReason.CARD_NOT_SECURE, str(reason))
+            case nfc_events.CardRemovedEarly():
+                await kiosk.refuse(DenyReason.COULD_NOT_READ, "card removed mid-read")
+            case wedge_events.CouldNotRead(reason=why):
+                await kiosk.refuse(DenyReason.COULD_NOT_READ, why)
+            case wedge_events.BankCardRefused():
+                await kiosk.refuse(DenyReason.BANK_CARD)
+            case gpio_events.CoinInserted(amount_minor=amount):
+                await kiosk.coin(amount)
+            case gpio_events.CoinRejected():
+                log.warning("coin acceptor: %s", event)
+            case gpio_events.DoorHeldOpen(open_s=seconds):
+                self._error(f"door held open {seconds:.0f} s")
+            case gpio_events.Passage():
+                log.debug("passage")
+            case _:
+                # ReaderLost / ReaderBack / DisplayLost / DisplayBack: the drivers recover alone.
+                log.info("%s", event)
+                if type(event).__name__.endswith("Lost"):
+                    self._error(f"{type(event).__name__}")
+
+    def _error(self, text: str) -> None:
+        self.last_errors.append(text)
+        del self.last_errors[:-10]
+
+    async def _idle_screen(self) -> None:
+        assert self.effects is not None
+        while True:
+            await asyncio.sleep(0.5)
+            if not self._idle_shown and time.monotonic() - self._last_screen > IDLE_AFTER_S:
+                self._idle_shown = True
+                await self.effects.idle()
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            # A wedged decision loop stops the pings, and systemd restarts us.
+            if time.monotonic() - self.heartbeat < max(3 * interval, 5.0):
+                self.notifier.watchdog()
+            else:
+                log.error("decision loop stalled; not feeding the watchdog")
+
+
+async def serve(cfg: KioskConfig) -> None:
+    """`kiosk run`: run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    daemon = KioskDaemon(cfg)
+    await daemon.run(stop)
+
+
+def run_cli(config_path: Path) -> None:
+    from edge.config import load_config
+
+    cfg = load_config(config_path)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(cfg))
