@@ -7,6 +7,7 @@ import logging
 import click
 
 from edge import __version__
+from edge.selftest import selftest
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,9 @@ def cli(verbose: int) -> None:
     """kiosk-edge: membership card-reader kiosk firmware and its tools."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(selftest)
 
 
 def main() -> None:
