@@ -59,9 +59,7 @@ async def _guarded(name: str, test: Awaitable[list[Check]], timeout_s: float) ->
         async with asyncio.timeout(timeout_s):
             return await test
     except TimeoutError:
-        return [
-            Check(name, False, f"no answer in {timeout_s:g} s", "check the part's cable/power")
-        ]
+        return [Check(name, False, f"no answer in {timeout_s:g} s", "check the part's cable/power")]
     except Exception as exc:  # a crash in one part's test must not hide the other parts
         log.debug("self-test of %s crashed", name, exc_info=True)
         return [Check(name, False, f"self-test failed: {type(exc).__name__}: {exc}", "")]
