@@ -8,10 +8,12 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import shutil
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,8 +36,9 @@ NFC_MISSING = Check(
 
 
 async def nfc_checks(cfg: NfcConfig) -> list[Check]:
-    """The NFC driver's own self-test, imported lazily: `edge.drivers.nfc.self_test`, called
-    with the [nfc] settings if it takes an argument, awaited if it is a coroutine function."""
+    """The NFC driver's own self-test, imported lazily from `edge.drivers.nfc`: a module-level
+    `self_test([cfg])`, or else the reader's `self_test()` method of
+    `create_nfc_reader(backend, verifier, reader_name=...)`. Sync or async both work."""
     try:
         module = importlib.import_module("edge.drivers.nfc")
     except ModuleNotFoundError as exc:
@@ -43,10 +46,19 @@ async def nfc_checks(cfg: NfcConfig) -> list[Check]:
             raise  # the driver is there but a library it needs is not: show that
         return [NFC_MISSING]
     test: Callable[..., object] | None = getattr(module, "self_test", None)
-    if test is None:
+    create: Callable[..., Any] | None = getattr(module, "create_nfc_reader", None)
+    if test is not None:
+        result = test(cfg) if inspect.signature(test).parameters else test()
+    elif create is not None:
+        # A hardware check reads no SUN message, so throwaway in-memory keys do: the site's
+        # real keys stay where they are.
+        verifier = module.SunVerifier(
+            module.SiteKeys(os.urandom(16)), module.MemoryCounterStore(os.urandom(32))
+        )
+        reader = create(cfg.backend, verifier, reader_name=cfg.reader or None)
+        result = reader.self_test()
+    else:
         return [NFC_MISSING]
-    takes_config = bool(inspect.signature(test).parameters)
-    result = test(cfg) if takes_config else test()
     if inspect.isawaitable(result):
         result = await result
     if not isinstance(result, list) or not all(isinstance(c, Check) for c in result):

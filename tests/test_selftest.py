@@ -31,6 +31,36 @@ def nfc_stub(monkeypatch: pytest.MonkeyPatch) -> list[NfcConfig]:
     return seen
 
 
+def test_nfc_reader_self_test_is_used_through_create_nfc_reader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The NFC driver's shape: create_nfc_reader(backend, verifier, reader_name=) -> a reader
+    with an async self_test()."""
+    made: list[tuple[str, str | None]] = []
+
+    class Reader:
+        async def self_test(self) -> list[Check]:
+            return [Check("nfc reader", False, "no reader named like 'ACR'", "plug it in")]
+
+    def create_nfc_reader(backend: str, verifier: object, *, reader_name: str | None) -> Reader:
+        made.append((backend, reader_name))
+        return Reader()
+
+    module = types.ModuleType("edge.drivers.nfc")
+    module.create_nfc_reader = create_nfc_reader  # type: ignore[attr-defined]
+    module.SunVerifier = lambda keys, counters: (keys, counters)  # type: ignore[attr-defined]
+    module.SiteKeys = lambda master: master  # type: ignore[attr-defined]
+    module.MemoryCounterStore = lambda key: key  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "edge.drivers.nfc", module)
+    config = tmp_path / "kiosk.toml"
+    config.write_text('[nfc]\nbackend = "real"\nreader = "ACR"\n')
+    code, out = run("--config", str(config))
+    assert code == 1
+    assert made == [("real", "ACR")]
+    assert "no reader named like 'ACR'" in out
+    assert "fix: plug it in" in out
+
+
 def run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["selftest", *args])
     return result.exit_code, result.output
