@@ -9,6 +9,7 @@ import click
 from edge import __version__
 from edge.demo import demo
 from edge.ledger.cli import ledger
+from edge.selftest import selftest
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(ledger)
 cli.add_command(demo)
+cli.add_command(selftest)
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ LABELS: dict[str, dict[Lang, str]] = {
     "denied": {"en": "Denied", "zh": "拒绝"},
     "left": {"en": "Left", "zh": "余额"},
     "topup": {"en": "Top-up", "zh": "充值"},
-    "topup_hint": {"en": "Insert coins, tap card to finish", "zh": "请投币，刷卡完成"},
+    "topup_hint": {"en": "Tap card when done", "zh": "投币后请刷卡"},
     "pin": {"en": "Enter PIN", "zh": "请输入密码"},
     "service": {"en": "Service", "zh": "维护"},
     "out_of_service": {"en": "Out of service", "zh": "暂停服务"},

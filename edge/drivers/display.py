@@ -23,7 +23,7 @@ from typing import Any, Protocol, Self
 
 from PIL import Image, ImageDraw
 
-from edge.drivers.base import DriverError, UnknownBackend
+from edge.drivers.base import Check, DriverError, UnknownBackend
 from edge.drivers.config import DisplayConfig
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "calibration_frame",
     "make_panel",
     "open_display",
+    "self_test",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class Display:
         self._next_try = 0.0
         self._entered = False
         self.last_frame: Image.Image | None = None
+        self.last_error = ""
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -281,6 +283,7 @@ class Display:
 
     def _mark_lost(self, detail: str) -> None:
         self._up = False
+        self.last_error = detail
         self._next_try = self._clock() + self._delay
         self._delay = min(self._delay * 2, self._retry_max_s)
         if not self._lost:
@@ -329,3 +332,37 @@ def make_panel(backend: str, cfg: DisplayConfig | None = None) -> Panel:
 def open_display(cfg: DisplayConfig, **kwargs: Any) -> Display:
     """A Display on the configured backend (use as `async with`)."""
     return Display(make_panel(cfg.backend, cfg), **kwargs)
+
+
+async def self_test(cfg: DisplayConfig, *, panel: Panel | None = None) -> list[Check]:
+    """Set the panel up and show the calibration frame."""
+    display = Display(panel or make_panel(cfg.backend, cfg))
+    async with display:
+        if not display.available:
+            detail = display.last_error or "panel does not answer"
+            return [
+                Check(
+                    "display",
+                    False,
+                    detail,
+                    "check the 4 wires (VCC GND SDA SCL), enable I2C/SPI, and [display] "
+                    "controller/i2c_address",
+                )
+            ]
+        shown = await display.show(calibration_frame())
+        where = (
+            display.panel.saved[-1]
+            if isinstance(display.panel, SimulatedPanel) and (display.panel.saved)
+            else None
+        )
+        detail = "test pattern shown: border and diagonals must be complete"
+        if where is not None:
+            detail += f" (frame {where})"
+        return [
+            Check(
+                "display",
+                shown,
+                detail if shown else "the panel stopped answering during the test",
+                "" if shown else "check the wiring and the panel's power",
+            )
+        ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from edge.drivers.base import DeviceGone, DriverError, UnknownBackend
+from edge.drivers.base import Check, DeviceGone, DriverError, UnknownBackend
 from edge.drivers.config import GpioConfig
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "SimulatedInputs",
     "make_pin_factory",
     "open_gpio",
+    "self_test",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,9 @@ class GpioBoard:
                 self._devices["buzzer"] = Buzzer(cfg.buzzer_pin, pin_factory=pf)
             if cfg.door_pin is not None:
                 door = DigitalInputDevice(cfg.door_pin, pull_up=cfg.door_pull_up, pin_factory=pf)
+                if cfg.backend == "sim":  # the simulated door starts closed, as a real one is
+                    closed_high = not cfg.door_open_is_high
+                    door.pin.drive_high() if closed_high else door.pin.drive_low()
                 door.when_activated = self._door_edge
                 door.when_deactivated = self._door_edge
                 self._devices["door"] = door
@@ -442,3 +446,87 @@ class SimulatedInputs:
 def open_gpio(cfg: GpioConfig, **kwargs: Any) -> GpioBoard:
     """A GpioBoard on the configured backend's pin factory (use as `async with`)."""
     return GpioBoard(cfg, pin_factory=make_pin_factory(cfg.backend, cfg.pin_factory), **kwargs)
+
+
+async def self_test(cfg: GpioConfig, *, pin_factory: Any = None) -> list[Check]:
+    """Load the pin factory, set the pins up, click the relay, light the LEDs, beep, and read
+    the door and coin lines."""
+    try:
+        factory = pin_factory or make_pin_factory(cfg.backend, cfg.pin_factory)
+    except DriverError as exc:
+        return [
+            Check(
+                "gpio pins",
+                False,
+                str(exc),
+                "install the GPIO library for this Pi (Pi 5: python3-lgpio; Pi <= 4: "
+                "python3-rpi-lgpio) or set [gpio] pin_factory",
+            )
+        ]
+    board = GpioBoard(cfg, pin_factory=factory)
+    checks: list[Check] = []
+    try:
+        async with board:
+            checks.append(Check("gpio pins", True, f"set up on {type(factory).__name__}"))
+            if cfg.relay_pin is not None:
+                await board.pulse_gate(min(cfg.relay_pulse_s, 0.3))
+                state = "low" if cfg.relay_active_low else "high"
+                checks.append(
+                    Check(
+                        "gate relay",
+                        True,
+                        f"pulsed GPIO{cfg.relay_pin} (active {state}): listen for the click",
+                    )
+                )
+            for pattern in ("approve", "deny"):
+                await board.signal(pattern)
+            parts = [
+                f"{name} GPIO{pin}"
+                for name, pin in (
+                    ("green LED", cfg.green_led_pin),
+                    ("red LED", cfg.red_led_pin),
+                    ("buzzer", cfg.buzzer_pin),
+                )
+                if pin is not None
+            ]
+            if parts:
+                checks.append(
+                    Check("leds and buzzer", True, "approve + deny signals on " + ", ".join(parts))
+                )
+            if cfg.door_pin is not None:
+                is_open = board.door_open
+                checks.append(
+                    Check(
+                        "door sensor",
+                        not is_open,
+                        f"GPIO{cfg.door_pin}: door {'open' if is_open else 'closed'}",
+                        ""
+                        if not is_open
+                        else "close the door; if it is closed, check the contact wiring and "
+                        "[gpio] door_open_is_high / door_pull_up",
+                    )
+                )
+            if cfg.coin_pin is not None:
+                stuck = bool(board._devices["coin"].is_active)
+                checks.append(
+                    Check(
+                        "coin acceptor",
+                        not stuck,
+                        f"GPIO{cfg.coin_pin}: line {'stuck active' if stuck else 'idle'}; "
+                        f"{len(cfg.coin_pulses)} coins in the pulse table",
+                        ""
+                        if not stuck
+                        else "check the acceptor's power and its pulse wire; set [gpio] "
+                        "coin_pull_up to match the acceptor (open collector: true)",
+                    )
+                )
+    except DriverError as exc:
+        checks.append(
+            Check(
+                "gpio pins",
+                False,
+                str(exc),
+                "another program holds these pins (stop it), or a pin number in [gpio] is wrong",
+            )
+        )
+    return checks

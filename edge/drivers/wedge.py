@@ -25,7 +25,7 @@ import evdev
 from evdev import ecodes
 
 from edge.drivers import cardformats, keymap
-from edge.drivers.base import DeviceGone, DriverError, Token, TokenKind, UnknownBackend
+from edge.drivers.base import Check, DeviceGone, DriverError, Token, TokenKind, UnknownBackend
 from edge.drivers.config import WedgeConfig
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "WedgeReader",
     "find_input_device",
     "open_wedge",
+    "self_test",
 ]
 
 log = logging.getLogger(__name__)
@@ -676,3 +677,60 @@ def make_key_source(backend: str, cfg: WedgeConfig | None = None) -> KeySource:
 def open_wedge(cfg: WedgeConfig) -> WedgeReader:
     """A WedgeReader for the configured backend (use as `async with`)."""
     return WedgeReader.from_config(cfg)
+
+
+_SELFTEST_SWIPE = ("%M6012345678^SELF/TEST^?", ";6012345678=4912?")
+
+
+async def self_test(cfg: WedgeConfig, *, wait_card_s: float = 0.0) -> list[Check]:
+    """Find and grab the reader; read a card if one is presented within `wait_card_s`
+    (the simulated reader swipes a test card itself)."""
+    where = cfg.path or (f"named like {cfg.name!r}" if cfg.name else "simulated")
+    source = make_key_source(cfg.backend, cfg)
+    try:
+        device = await source.open()
+    except DriverError as exc:
+        text = str(exc)
+        if "permission" in text:
+            fix = "add the kiosk user to group 'input' (udev rule in systemd/), then log in again"
+        elif "grabbed by another program" in text:
+            fix = "stop the other program reading it (a second kiosk service, a console getty)"
+        else:
+            fix = (
+                "plug the reader in (try another USB port/cable); `ls -l /dev/input/by-id/` "
+                "shows its name; set [wedge] path or name to match"
+            )
+        return [Check("wedge reader", False, text, fix)]
+    finally:
+        source.close()
+    checks = [Check("wedge reader", True, f"found and grabbed: {device} ({where})")]
+    if cfg.backend == "sim":
+        wait_card_s = wait_card_s or 2.0
+    if wait_card_s <= 0:
+        return checks
+    reader = WedgeReader.from_config(cfg, source=source)
+    try:
+        async with reader, asyncio.timeout(wait_card_s):
+            events = reader.events()
+            if isinstance(source, SimulatedKeySource):
+                source.swipe(*_SELFTEST_SWIPE)
+            async for event in events:
+                if isinstance(event, ReaderLost | ReaderBack | PinKeyed | PinCleared):
+                    continue
+                ok = not isinstance(event, CouldNotRead)
+                detail = f"read: {type(event).__name__}" + (
+                    f" ({event.reason})" if isinstance(event, CouldNotRead) else ""
+                )
+                fix = "" if ok else "swipe steadily; check the reader's keyboard layout is US"
+                checks.append(Check("wedge read", ok, detail, fix))
+                break
+    except TimeoutError:
+        checks.append(
+            Check(
+                "wedge read",
+                False,
+                f"nothing read in {wait_card_s:g} s",
+                "swipe or scan a card while the test waits (--wait-card SECONDS)",
+            )
+        )
+    return checks
