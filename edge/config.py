@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import enum
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.drivers.config import DisplayConfig, GpioConfig, NfcConfig, WedgeConfig
-from edge.errors import KioskError
+from edge.drivers.config import (
+    ConfigError,
+    DisplayConfig,
+    GpioConfig,
+    NfcConfig,
+    WedgeConfig,
+    load_model,
+)
 
 Money = Annotated[int, Field(ge=0, description="minor units (cents, fen)")]
 Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+__all__ = ["ConfigError", "KioskConfig", "load_config"]
 
 
 class Strict(BaseModel):
@@ -103,7 +111,6 @@ class KioskSection(Strict):
     key_file: Path = Path("/etc/kiosk/device.key")  # Ed25519 ledger key, 0600
     site_key_file: Path = Path("/etc/kiosk/site.key")  # site secret: card refs and NFC keys
     cloud_public_key: str = ""  # hex, pinned at enrollment
-    language: str = Field(default="en", pattern="^(en|zh)$")
     currency: str = Field(default="", max_length=3)  # shown before amounts, e.g. "¥"
 
 
@@ -129,22 +136,6 @@ class KioskConfig(Strict):
         return self
 
 
-class ConfigError(KioskError):
-    """The config file is missing, not TOML, or not valid; the message says where and why."""
-
-
 def load_config(path: Path) -> KioskConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return KioskConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: invalid config:"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+    """The whole kiosk config; raises ConfigError naming the file, the setting and the fault."""
+    return load_model(KioskConfig, path)

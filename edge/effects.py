@@ -44,9 +44,13 @@ def amount_text(purse: str, amount: int, currency: str = "") -> str:
     return str(amount)
 
 
+def language(cfg: KioskConfig) -> Lang:
+    return cfg.display.language if cfg.display is not None else "en"
+
+
 def screen_for(outcome: Outcome, cfg: KioskConfig) -> Screen:
     """The screen an outcome shows, in the kiosk's language."""
-    lang: Lang = "zh" if cfg.kiosk.language == "zh" else "en"
+    lang = language(cfg)
     d = outcome.decision
     cur = cfg.kiosk.currency
     if d.needs_pin:
@@ -111,15 +115,15 @@ class KioskEffects:
             self._spawn(self.gpio.signal(pattern), "signal")
 
     async def ask_pin(self, name: str) -> None:
-        lang: Lang = "zh" if self.cfg.kiosk.language == "zh" else "en"
+        lang = language(self.cfg)
         await self.render(PinScreen(digits=0, lang=lang))
 
     async def pin_progress(self, digits: int) -> None:
-        lang: Lang = "zh" if self.cfg.kiosk.language == "zh" else "en"
+        lang = language(self.cfg)
         await self.render(PinScreen(digits=digits, lang=lang))
 
     async def idle(self) -> None:
-        lang: Lang = "zh" if self.cfg.kiosk.language == "zh" else "en"
+        lang = language(self.cfg)
         await self.render(IdleScreen(lang=lang))
 
     async def service(self, lines: list[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +23,7 @@ __all__ = [
     "NfcConfig",
     "WedgeConfig",
     "load_drivers_config",
+    "load_model",
 ]
 
 Backend = Literal["real", "sim"]
@@ -143,8 +144,11 @@ class DriversConfig(BaseModel):
     display: DisplayConfig | None = None
 
 
-def load_drivers_config(path: Path) -> DriversConfig:
-    """Read the drivers' sections of a kiosk TOML config; ConfigError with the place of a fault."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_model(model: type[ModelT], path: Path) -> ModelT:
+    """Read a TOML file into a pydantic model; one ConfigError that says where a fault is."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -158,10 +162,15 @@ def load_drivers_config(path: Path) -> DriversConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return DriversConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
             problems.append(f"  [{where}] {err['msg']}")
         raise ConfigError(f"{path}: wrong settings:\n" + "\n".join(problems)) from None
+
+
+def load_drivers_config(path: Path) -> DriversConfig:
+    """Read the drivers' sections of a kiosk TOML config; ConfigError with the place of a fault."""
+    return load_model(DriversConfig, path)
