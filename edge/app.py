@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from edge.config import KioskConfig, OfflineMode
@@ -34,10 +33,6 @@ log = logging.getLogger(__name__)
 
 IDLE_AFTER_S = 4.0
 QUEUE_MAX = 256
-
-
-class _Stop(Exception):
-    """Raised inside the TaskGroup to end it when the daemon is told to stop."""
 
 
 def risk_policy(cfg: KioskConfig) -> RiskPolicy:
@@ -140,19 +135,21 @@ class KioskDaemon:
                     diagnostics=self.diagnostics,
                 )
                 await self.effects.idle()
-                try:
-                    async with asyncio.TaskGroup() as tg:
-                        for name, source in self._sources():
-                            tg.create_task(self._pump(name, source), name=name)
-                        tg.create_task(self._decisions(), name="decisions")
-                        tg.create_task(self._idle_screen(), name="display")
-                        tg.create_task(self._watchdog(), name="watchdog")
-                        tg.create_task(self._until(stop), name="stop")
-                        self.ready.set()
-                        self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
-                        log.info("kiosk %s ready", self.cfg.kiosk.id)
-                except* _Stop:
-                    pass
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(self._pump(name, source), name=name)
+                        for name, source in self._sources()
+                    ]
+                    tasks.append(tg.create_task(self._decisions(), name="decisions"))
+                    tasks.append(tg.create_task(self._idle_screen(), name="display"))
+                    tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                    self.ready.set()
+                    self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
+                    log.info("kiosk %s ready", self.cfg.kiosk.id)
+                    await stop.wait()
+                    # A decision in progress finishes first: ops are written whole or not at all.
+                    for task in tasks:
+                        task.cancel()
                 self.notifier.stopping()
                 await self.effects.out_of_service()
                 await self.effects.settle()
@@ -169,10 +166,6 @@ class KioskDaemon:
             ("display-events", self.display),
         )
         return [(n, d) for n, d in named if d is not None]
-
-    async def _until(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        raise _Stop
 
     async def _pump(self, name: str, source: Any) -> None:
         events: AsyncIterator[object] = source.events()
@@ -215,7 +208,12 @@ class KioskDaemon:
                 await effects.pin_progress(0)
             case nfc_events.CardRejected(reason=reason):
                 log.warning("card rejected: %s", reason)
-                await kiosk.refuse(DenyReason.CARD_NOT_SECURE, str(reason))
+                forged = reason in (
+                    nfc_events.RejectReason.BAD_MAC,
+                    nfc_events.RejectReason.REPLAYED,
+                )
+                why = DenyReason.CARD_NOT_SECURE if forged else DenyReason.COULD_NOT_READ
+                await kiosk.refuse(why, str(reason))
             case nfc_events.CardRemovedEarly():
                 await kiosk.refuse(DenyReason.COULD_NOT_READ, "card removed mid-read")
             case wedge_events.CouldNotRead(reason=why):
@@ -271,9 +269,6 @@ async def serve(cfg: KioskConfig) -> None:
     await daemon.run(stop)
 
 
-def run_cli(config_path: Path) -> None:
-    from edge.config import load_config
-
-    cfg = load_config(config_path)
+def run_cli(cfg: KioskConfig) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg))

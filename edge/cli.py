@@ -9,6 +9,7 @@ import click
 from edge import __version__
 from edge.demo import demo
 from edge.ledger.cli import ledger
+from edge.run import run
 from edge.selftest import selftest
 
 
@@ -24,6 +25,7 @@ def cli(verbose: int) -> None:
 cli.add_command(ledger)
 cli.add_command(demo)
 cli.add_command(selftest)
+cli.add_command(run)
 
 
 def main() -> None:

@@ -95,6 +95,7 @@ class KioskEffects:
         self.display = display
         self.online = online
         self._background: set[asyncio.Task[None]] = set()
+        self.observers: list[Callable[[Outcome], None]] = []  # e.g. the demo's printout
         self.shown: list[str] = []  # screen names, newest last (for the service screen, tests)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -110,6 +111,8 @@ class KioskEffects:
 
     async def show(self, outcome: Outcome) -> None:
         await self.render(screen_for(outcome, self.cfg))
+        for observe in self.observers:
+            observe(outcome)
         if self.gpio is not None:
             pattern: Literal["approve", "deny"] = "approve" if outcome.decision.approved else "deny"
             self._spawn(self.gpio.signal(pattern), "signal")

@@ -432,15 +432,28 @@ class SimulatedInputs:
         else:
             pin.drive_low()
 
-    def coin(self, pulses: int, *, pulse_s: float = 0.05) -> None:
+    def _coin_edges(self) -> tuple[Callable[[], None], Callable[[], None]]:
         pin = self._pin("coin")
-        active = self._active_level("coin")
-        start, end = (pin.drive_high, pin.drive_low) if active else (pin.drive_low, pin.drive_high)
+        if self._active_level("coin"):
+            return pin.drive_high, pin.drive_low
+        return pin.drive_low, pin.drive_high
+
+    def coin(self, pulses: int, *, pulse_s: float = 0.05) -> None:
+        start, end = self._coin_edges()
         for _ in range(pulses):
             start()
             self._wait(pulse_s)
             end()
             self._wait(pulse_s)
+
+    async def insert_coin(self, pulses: int, *, pulse_s: float = 0.03) -> None:
+        """The same pulses in real time, without blocking the event loop (demo, daemon tests)."""
+        start, end = self._coin_edges()
+        for _ in range(pulses):
+            start()
+            await asyncio.sleep(pulse_s)
+            end()
+            await asyncio.sleep(pulse_s)
 
 
 def open_gpio(cfg: GpioConfig, **kwargs: Any) -> GpioBoard:

@@ -1,0 +1,33 @@
+"""`kiosk run --config PATH`: the kiosk daemon under systemd (or in a terminal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edge.config import ConfigError, load_config
+from edge.errors import KioskError
+from edge.ledger import LedgerError
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Kiosk TOML config (see examples/).",
+)
+def run(config_path: Path) -> None:
+    """Run the kiosk daemon until SIGTERM (systemd Type=notify, watchdog aware)."""
+    from edge.app import run_cli
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        run_cli(cfg)
+    except (KioskError, LedgerError) as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,108 @@
+"""A kiosk daemon on simulated drivers in a temporary folder, with a cloud ledger that enrolled
+its members: the same code as a real kiosk, above gpiozero's mock pins and luma's dummy panel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from edge.app import KioskDaemon
+from edge.config import KioskConfig
+from edge.drivers.base import Token, TokenKind
+from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
+from edge.ledger import records as rec
+from edge.pipeline import Outcome
+from edge.sdnotify import Notifier
+from edge.sitekey import create_site_key, load_site_secrets
+from edge.tokens import card_ref
+
+
+def kiosk_config(tmp: Path, role: str = "gate", **rules: Any) -> KioskConfig:
+    return KioskConfig.model_validate(
+        {
+            "kiosk": {
+                "id": "gate-1",
+                "site": "pool",
+                "role": role,
+                "product": "swim" if role == "gate" else "",
+                "state_dir": str(tmp / "state"),
+                "key_file": str(tmp / "device.key"),
+                "site_key_file": str(tmp / "site.key"),
+            },
+            "rules": {"products": {"swim": {"name": "Swim", "price": 2000}}, **rules},
+            "nfc": {"backend": "sim"},
+            "wedge": {"backend": "sim"},
+            "keypad": {"backend": "sim", "mode": "pin"},
+            "gpio": {
+                "backend": "sim",
+                "relay_pulse_s": 0.05,
+                "coin_pin": 6,
+                "coin_pulses": {1: 100, 5: 500},
+            },
+            "display": {"backend": "sim", "frames_dir": str(tmp / "frames")},
+        }
+    )
+
+
+class Site:
+    """The cloud side of a test: enrolls members and hands the kiosk rights before it starts."""
+
+    def __init__(self, tmp: Path, cfg: KioskConfig) -> None:
+        self.cfg = cfg
+        create_site_key(cfg.kiosk.site_key_file)
+        self.secrets = load_site_secrets(cfg.kiosk.site_key_file)
+        key = generate_key()
+        save_private_key(cfg.kiosk.key_file, key)
+        cfg.kiosk.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cloud_key = generate_key()
+        self.cloud = Ledger(tmp / "cloud.db", replica="cloud", key=self.cloud_key, role="cloud")
+        self.cloud.trust(cfg.kiosk.id, public_bytes(key), "kiosk")
+        self.kiosk_key = key
+
+    def ref(self, uid: str) -> str:
+        return card_ref(self.secrets.card_ref_key, Token(TokenKind.NFC_UID, uid, False))
+
+    def enroll(self, member: str, name: str, uid: str, cash: int = 0, **registers: str) -> None:
+        self.cloud.append(rec.member_intents(member, name, 1, **registers))
+        self.cloud.append(rec.card_intents(self.ref(uid), member, 1))
+        if cash:
+            self.cloud.append([Intent(Kind.INC, member, "cash", cash)])
+            self.cloud.append(
+                [Intent(Kind.XFER, member, "cash", cash, counterpart=self.cfg.kiosk.id)]
+            )
+
+    def push(self) -> None:
+        """Hand the kiosk every cloud op (before the daemon opens its ledger)."""
+        k = self.cfg.kiosk
+        led = Ledger(k.state_dir / "ledger.db", replica=k.id, key=self.kiosk_key)
+        led.trust("cloud", public_bytes(self.cloud_key), "cloud")
+        led.apply_many(list(self.cloud.ops("cloud")))
+        led.close()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    cfg: KioskConfig, notifier: Notifier | None = None
+) -> AsyncIterator[tuple[KioskDaemon, asyncio.Queue[Outcome]]]:
+    daemon = KioskDaemon(cfg, notifier=notifier or Notifier({}))
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    async with asyncio.timeout(10):
+        await daemon.ready.wait()
+    outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+    assert daemon.effects is not None
+    daemon.effects.observers.append(outcomes.put_nowait)
+    try:
+        yield daemon, outcomes
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def next_outcome(q: asyncio.Queue[Outcome]) -> Outcome:
+    async with asyncio.timeout(5):
+        return await q.get()
