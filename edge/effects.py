@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -95,13 +96,16 @@ class KioskEffects:
         self.display = display
         self.online = online
         self._background: set[asyncio.Task[None]] = set()
+        self._signal: asyncio.Task[None] | None = None
         self.observers: list[Callable[[Outcome], None]] = []  # e.g. the demo's printout
-        self.shown: list[str] = []  # screen names, newest last (for the service screen, tests)
+        # screen names, newest last (service screen, tests); bounded like every runtime record
+        self.shown: deque[str] = deque(maxlen=64)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def open_gate(self) -> None:
         if self.gpio is None:
@@ -115,7 +119,10 @@ class KioskEffects:
             observe(outcome)
         if self.gpio is not None:
             pattern: Literal["approve", "deny"] = "approve" if outcome.decision.approved else "deny"
-            self._spawn(self.gpio.signal(pattern), "signal")
+            # The newest outcome's beep replaces one still sounding: beeps never queue up.
+            if self._signal is not None and not self._signal.done():
+                self._signal.cancel()
+            self._signal = self._spawn(self.gpio.signal(pattern), "signal")
 
     async def ask_pin(self, name: str) -> None:
         lang = language(self.cfg)

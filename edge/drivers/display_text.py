@@ -57,43 +57,53 @@ def has_cjk(text: str) -> bool:
 
 class Fonts:
     """Ladders of fonts by pixel size, largest first, for text that must shrink to fit: CJK
-    text shrinks only as far as a CJK font goes; Latin text goes smaller."""
+    text shrinks only as far as a CJK font goes; Latin text goes smaller.
+
+    Latin text uses Pillow's built-in scalable font. CJK fonts load on first use: the bitmap
+    ones are held whole in memory (several MB each), which a kiosk showing English never needs.
+    """
 
     def __init__(self, candidates: Sequence[tuple[str, int]] = CJK_FONT_CANDIDATES) -> None:
-        cjk: dict[int, Font] = {}
+        self._cjk_files: dict[int, str] = {}
         for path, px in candidates:
-            if px in cjk or not Path(path).is_file():
-                continue
-            try:
-                cjk[px] = ImageFont.truetype(path, px)
-            except OSError as exc:
-                log.debug("font %s at %d px does not load: %s", path, px, exc)
-        self.has_cjk = bool(cjk)
-        if not cjk:
+            if px not in self._cjk_files and Path(path).is_file():
+                self._cjk_files[px] = path
+        self.has_cjk = bool(self._cjk_files)
+        if not self.has_cjk:
             log.warning(
                 "no CJK font found (install Debian fonts-unifont or xfonts-wqy): Chinese text "
                 "will show as boxes; using Pillow's built-in Latin font"
             )
-            cjk = {px: ImageFont.load_default(size=px) for px in _FALLBACK_SIZES}
-        latin = dict(cjk)
-        for px in _LATIN_SMALL_SIZES:
-            latin.setdefault(px, ImageFont.load_default(size=px))
-        self._cjk = cjk
-        self._latin = latin
-        self.small: Font = ImageFont.load_default(size=10)  # status bar: digits and Latin
+        self._cjk: dict[int, Font] = {}
+        self._latin: dict[int, Font] = {
+            px: ImageFont.load_default(size=px) for px in (*_FALLBACK_SIZES, *_LATIN_SMALL_SIZES)
+        }
+        self.small: Font = self._latin[10]  # status bar: digits and Latin
+
+    def _cjk_sizes(self) -> list[int]:
+        return sorted(self._cjk_files or _FALLBACK_SIZES, reverse=True)
+
+    def _cjk_font(self, px: int) -> Font:
+        font = self._cjk.get(px)
+        if font is None:
+            path = self._cjk_files.get(px)
+            try:
+                font = ImageFont.truetype(path, px) if path else self._latin[px]
+            except OSError as exc:
+                log.warning("font %s at %d px does not load: %s", path, px, exc)
+                font = self._latin.get(px) or ImageFont.load_default(size=px)
+            self._cjk[px] = font
+        return font
 
     def sizes(self, text: str = "") -> list[int]:
         """The pixel sizes `text` can be drawn at, largest first."""
-        return sorted(self._cjk if has_cjk(text) else self._latin, reverse=True)
+        return self._cjk_sizes() if has_cjk(text) else sorted(self._latin, reverse=True)
 
     def font(self, px: int, text: str = "") -> Font:
         """The largest font for `text` not taller than `px` (the smallest one if none is)."""
-        ladder = self._cjk if has_cjk(text) else self._latin
-        sizes = sorted(ladder, reverse=True)
-        for size in sizes:
-            if size <= px:
-                return ladder[size]
-        return ladder[sizes[-1]]
+        sizes = self.sizes(text)
+        size = next((s for s in sizes if s <= px), sizes[-1])
+        return self._cjk_font(size) if has_cjk(text) else self._latin[size]
 
 
 @cache

@@ -46,6 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BACKENDS = ("real", "sim")
+MOCK_HISTORY = 256  # pin changes a simulated board keeps for inspection
 
 Pattern = Literal["approve", "deny", "error"]
 
@@ -386,10 +387,23 @@ class GpioBoard:
             self._queue.put_nowait(event)
 
     async def _tick_loop(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(self._tick_s)
             t = self._clock()
             self._emit(self.coins.tick(t) + self.door.tick(t))
+            ticks += 1
+            if ticks % 500 == 0:
+                self._trim_mock_history()
+
+    def _trim_mock_history(self) -> None:
+        """gpiozero's mock pins record every change; a simulated kiosk runs for days, so keep
+        only the recent past (tests read it right after acting)."""
+        for device in self._devices.values():
+            pin = getattr(device, "pin", None)
+            states = getattr(pin, "states", None)
+            if isinstance(states, list) and len(states) > MOCK_HISTORY:
+                del states[:-MOCK_HISTORY]
 
     async def events(self) -> AsyncIterator[GpioEvent]:
         while True:

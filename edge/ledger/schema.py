@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import sqlite3
-
-from sqlite_utils import Database, Migrations
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge.ledger.errors import DatabaseCorrupt, SchemaTooNew
 
-migrations = Migrations("kiosk-edge-ledger")
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+MIGRATION_SET = "kiosk-edge-ledger"
+MIGRATIONS_TABLE = "_sqlite_migrations"  # sqlite-utils' own bookkeeping table
+Migration = Callable[["Database"], None]
+
+# Numbered migrations, applied in order by sqlite-utils. Never edit one that has shipped.
+MIGRATIONS: dict[str, Migration] = {}
 
 
-@migrations(name="0001_initial")
+def migration(name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS[name] = fn
+        return fn
+
+    return register
+
+
+@migration("0001_initial")
 def _m0001(db: Database) -> None:
     for stmt in (
         # Keyring: who may write chains here, and with which public key.
@@ -89,20 +105,44 @@ def _m0001(db: Database) -> None:
 
 
 def known_migrations() -> list[str]:
-    return [m.name for m in migrations.pending(Database(memory=True))]
+    return list(MIGRATIONS)
 
 
-def prepare(db: Database, path: str) -> None:
-    """Check integrity, refuse a newer schema, then apply pending migrations."""
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (MIGRATIONS_TABLE,)
+    ).fetchone()
+    if exists is None:
+        return []
+    rows = conn.execute(
+        f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY rowid",
+        (MIGRATION_SET,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def prepare(conn: sqlite3.Connection, path: str) -> None:
+    """Check integrity, refuse a newer schema, then apply pending migrations.
+
+    sqlite-utils is imported only when there is a migration to apply (first start, upgrade):
+    it costs ~13 MB of resident memory a kiosk need not carry every day.
+    """
     try:
-        rows = db.execute("PRAGMA integrity_check").fetchall()
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
     except sqlite3.DatabaseError as exc:
         raise DatabaseCorrupt(path, str(exc)) from exc
     result = "; ".join(str(r[0]) for r in rows)
     if result != "ok":
         raise DatabaseCorrupt(path, result)
-    known = set(known_migrations())
-    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+    applied = applied_migrations(conn)
+    unknown = [name for name in applied if name not in MIGRATIONS]
     if unknown:
         raise SchemaTooNew(path, unknown)
-    migrations.apply(db)
+    if len(applied) == len(MIGRATIONS):
+        return
+    from sqlite_utils import Database, Migrations
+
+    registry = Migrations(MIGRATION_SET)
+    for name, fn in MIGRATIONS.items():
+        registry(name=name)(fn)
+    registry.apply(Database(conn))

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlite_utils import Database
 
 from edge.ledger import op as opcodec
 from edge.ledger.errors import LedgerError, OpRefused, Refusal, SpendRefused
@@ -94,14 +93,14 @@ class Ledger:
         self._key = key
         self._lock = threading.Lock()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db = Database(conn)
         self.conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit, so an acknowledged op survives a power cut.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA cache_size=-1024")  # 1 MiB page cache: a Pi Zero has 512 MB
         try:
-            prepare(self.db, self.path)
+            prepare(conn, self.path)
         except BaseException:
             conn.close()
             raise
