@@ -87,6 +87,7 @@ def build_fleet(out: Path) -> Fleet:
 
 def run_ledger_demo(out: Path, seed: int = 7) -> bool:
     """Play the scenario; print what happens; return True when every check holds."""
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("cloud", "kiosk-a", "kiosk-b"):
         for suffix in (".db", ".db-wal", ".db-shm"):
             (out / f"{name}{suffix}").unlink(missing_ok=True)
@@ -187,7 +188,19 @@ def run_ledger_demo(out: Path, seed: int = 7) -> bool:
     help="Folder for the demo's ledgers, keys and frames.",
 )
 def demo(out: Path) -> None:
-    """Play the offline no-overspend scenario on embedded defaults (no hardware, no broker)."""
+    """A day at a pool on simulated devices, then the offline no-overspend promise across two
+    kiosks, then the drivers on their own (no hardware, no broker, no database to install)."""
+    from edge.demo_day import run_day
+    from edge.demo_drivers import run_drivers_demo
+
     out.mkdir(parents=True, exist_ok=True)
-    if not run_ledger_demo(out):
-        raise click.ClickException("the replicas did not converge: see the table above")
+    day_ok = run_day(out)
+    click.echo()
+    click.echo("== Two kiosks offline at once: strict mode never overspends")
+    ledger_ok = run_ledger_demo(out / "offline")
+    click.echo()
+    click.echo("== The drivers on their own: scanner, gate, coin acceptor, display")
+    for line in run_drivers_demo(out / "drivers"):
+        click.echo(f"   {line}")
+    if not (day_ok and ledger_ok):
+        raise click.ClickException("the money did not add up: see the tables above")

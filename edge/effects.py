@@ -60,24 +60,32 @@ def screen_for(outcome: Outcome, cfg: KioskConfig) -> Screen:
         reason = d.reason
         text = (reason.zh if lang == "zh" else reason.en) if reason else ""
         return DeniedScreen(text, lang=lang)
-    if outcome.topup_total:
+    if outcome.topup_open or outcome.topup_total:
         return TopUpScreen(money(outcome.topup_total, cur), lang=lang)
-    return ApprovedScreen(d.member_name or "-", _taken(d, cur), _left(d, cur), lang=lang)
+    own = [m for m in d.debits if not m.account]
+    if d.debits and not own:  # a coupon or voucher, not a member's purse
+        return ApprovedScreen("Code accepted", "Welcome", "-", lang=lang)
+    return ApprovedScreen(d.member_name or "-", _taken(d, cur), _left(d, cur), lang, _note(d))
 
 
 def _taken(d: Decision, currency: str) -> str:
     own = [m for m in d.debits if not m.account]
     if not own:
-        return "Pass OK" if not d.debits else "Code used"
+        return "Pass OK"
     return " + ".join(f"-{amount_text(m.purse, m.amount, currency)}" for m in own)
 
 
 def _left(d: Decision, currency: str) -> str:
     purses = [m.purse for m in d.debits if not m.account] or ["cash"]
     parts = [amount_text(p, d.remaining[p], currency) for p in purses if p in d.remaining]
+    return ", ".join(parts) or "-"
+
+
+def _note(d: Decision) -> str:
+    notes = [n.value[0] for n in d.notices if n.name != "NEAR_NEXT_TIER"]
     if d.to_next_tier:
-        parts.append(f"{d.to_next_tier[1]} pts to {d.to_next_tier[0]}")
-    return " · ".join(parts) or "-"
+        notes.append(f"{d.to_next_tier[1]} pts to {d.to_next_tier[0]}")
+    return " · ".join(notes)
 
 
 class KioskEffects:
@@ -117,16 +125,12 @@ class KioskEffects:
         await self.render(screen_for(outcome, self.cfg))
         for observe in self.observers:
             observe(outcome)
-        if self.gpio is not None:
+        if self.gpio is not None and not outcome.decision.needs_pin:
             pattern: Literal["approve", "deny"] = "approve" if outcome.decision.approved else "deny"
             # The newest outcome's beep replaces one still sounding: beeps never queue up.
             if self._signal is not None and not self._signal.done():
                 self._signal.cancel()
             self._signal = self._spawn(self.gpio.signal(pattern), "signal")
-
-    async def ask_pin(self, name: str) -> None:
-        lang = language(self.cfg)
-        await self.render(PinScreen(digits=0, lang=lang))
 
     async def pin_progress(self, digits: int) -> None:
         lang = language(self.cfg)

@@ -54,6 +54,13 @@ class Outcome:
     durable_ns: int = 0  # when the ops were committed (0: nothing written)
     gate_ns: int = 0  # when the gate signal was given (0: not opened)
     topup_total: int = 0
+    topup_open: bool = False  # a top-up session is open: insert coins
+    finished_ns: int = field(default_factory=time.perf_counter_ns)  # decided, about to be shown
+
+    @property
+    def latency_ns(self) -> int:
+        """From the read to the gate signal (approved at a gate) or to the decision."""
+        return (self.gate_ns or self.finished_ns) - self.started_ns if self.started_ns else 0
 
 
 class Effects(Protocol):
@@ -63,8 +70,6 @@ class Effects(Protocol):
     async def open_gate(self) -> None: ...
 
     async def show(self, outcome: Outcome) -> None: ...
-
-    async def ask_pin(self, name: str) -> None: ...
 
     async def service(self, lines: list[str]) -> None: ...
 
@@ -215,7 +220,12 @@ class Kiosk:
             remaining={p: b.value for p, b in balances.items()},
         )
         outcome = Outcome(
-            decision, tap_id, started_ns=started, durable_ns=durable, topup_total=session.total
+            decision,
+            tap_id,
+            started_ns=started,
+            durable_ns=durable,
+            topup_total=session.total,
+            topup_open=True,
         )
         await self.effects.show(outcome)
         return outcome
@@ -260,12 +270,16 @@ class Kiosk:
         decision = decide(state, tap, self.cfg)
         if decision.needs_pin:
             self._pin = _PendingPin(token, ref, tap_id, self.monotonic())
-            await self.effects.ask_pin(decision.member_name)
-            return Outcome(decision, tap_id, ref, started)
+            asking = Outcome(decision, tap_id, ref, started)
+            await self.effects.show(asking)  # the PIN screen
+            return asking
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
         if self.cfg.kiosk.role is Role.TOPUP and state.member is not None:
             self._topup = _TopupSession(state.member.id, state.member.name, self.monotonic())
+            opened = Outcome(decision, tap_id, ref, started, topup_open=True)
+            await self.effects.show(opened)
+            return opened
         member_id = state.member.id if state.member else ""
         return await self._commit(decision, member_id, tap_id, ref, started)
 

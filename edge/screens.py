@@ -117,20 +117,21 @@ class ApprovedScreen:
     taken: str
     left: str
     lang: Lang = "en"
+    note: str = ""  # one short line at the bottom: next tier, low balance
 
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
         # The check mark says approved; the title is the member's name, which they look for.
         y = _title(draw, self.name, fonts, inverse=True, icon="check")
-        fit_text(draw, self.taken, (0, y, WIDTH, y + 16), fonts=fonts, max_px=16)
-        fit_text(
-            draw,
-            f"{LABELS['left'][self.lang]}: {self.left}",
-            (0, y + 17, WIDTH, HEIGHT),
-            fonts=fonts,
-            max_px=16,
-        )
+        left = f"{LABELS['left'][self.lang]}: {self.left}"
+        if not self.note:
+            fit_text(draw, self.taken, (0, y, WIDTH, y + 16), fonts=fonts, max_px=16)
+            fit_text(draw, left, (0, y + 17, WIDTH, HEIGHT), fonts=fonts, max_px=16)
+            return image
+        fit_text(draw, self.taken, (0, y, WIDTH, y + 13), fonts=fonts, max_px=13)
+        fit_text(draw, left, (0, y + 13, WIDTH, y + 26), fonts=fonts, max_px=13)
+        fit_text(draw, self.note, (0, HEIGHT - 10, WIDTH, HEIGHT), fonts=fonts, max_px=10)
         return image
 
 

@@ -39,11 +39,9 @@ class RecordingEffects:
             self.gate_opened_with_durable_op.append(n > 0)
 
     async def show(self, outcome: Outcome) -> None:
-        self.events.append("approved" if outcome.decision.approved else "denied")
+        d = outcome.decision
+        self.events.append("pin?" if d.needs_pin else "approved" if d.approved else "denied")
         self.shown.append(outcome)
-
-    async def ask_pin(self, name: str) -> None:
-        self.events.append("pin?")
 
     async def service(self, lines: list[str]) -> None:
         self.events.append("service")

@@ -1,35 +1,72 @@
-"""`kiosk demo` runs end to end on embedded defaults and shows the offline no-overspend promise."""
+"""`kiosk demo` runs end to end on embedded defaults: the day at the pool, the offline
+no-overspend promise, the drivers; every file it names exists."""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from edge.cli import cli
+from edge.demo import run_ledger_demo
 from edge.ledger import Ledger, verify
 
 
-def test_demo_refuses_overspend_and_converges(tmp_path):
-    out = tmp_path / "demo-out"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
     result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    return out, result
+
+
+def test_demo_exits_zero(demo_run):
+    _, result = demo_run
     assert result.exit_code == 0, result.output
-    assert "REFUSED   not enough balance held at this kiosk" in result.output
-    assert "(identical)" in result.output
-    assert "MISMATCH" not in result.output
-    for name in ("cloud", "kiosk-a", "kiosk-b"):
-        assert str(out / f"{name}.db") in result.output
-        with Ledger(out / f"{name}.db") as led:
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "DENIED   Card reported lost",
+        "DENIED   Not enough balance",
+        "DENIED   Coupon already used",
+        "DENIED   Wrong PIN",
+        "DENIED   Already entered: exit first",
+        "DENIED   Balance not available offline here",
+        "TOP-UP   done: 110.00 credited",
+        "same result shown again (double tap: nothing debited)",
+    ],
+)
+def test_the_day_shows_each_rule(demo_run, line):
+    assert line in demo_run[1].output
+
+
+def test_the_day_writes_frames_and_a_contact_sheet(demo_run):
+    out, result = demo_run
+    frames = sorted((out / "day" / "frames").rglob("*.png"))
+    assert len(frames) > 20
+    assert all(Image.open(f).size == (128, 64) for f in frames)
+    sheet = Image.open(out / "day-contact-sheet.png")
+    assert sheet.size[1] > 64 * 2 * (len(frames) // 4)
+    assert str(out / "day-contact-sheet.png") in result.output
+
+
+def test_the_day_ends_with_verified_ledgers(demo_run):
+    out, _ = demo_run
+    for path in [out / "day" / "cloud.db", *sorted((out / "day").glob("*/ledger.db"))]:
+        with Ledger(path) as led:
             assert verify(led).ok
-            for purse in led.purses():
-                assert purse.value >= purse.lower_bound
+            assert all(p.value >= p.lower_bound for p in led.purses())
+
+
+def test_offline_kiosks_refuse_overspend_and_converge(tmp_path, capsys):
+    assert run_ledger_demo(tmp_path)
+    output = capsys.readouterr().out
+    assert "REFUSED   not enough balance held at this kiosk" in output
+    assert "(identical)" in output
     values = []
     for name in ("cloud", "kiosk-a", "kiosk-b"):
-        with Ledger(out / f"{name}.db") as led:
+        with Ledger(tmp_path / f"{name}.db") as led:
+            assert verify(led).ok
             values.append([(p.account, p.purse, p.value) for p in led.purses()])
     assert values[0] == values[1] == values[2]
-
-
-def test_demo_runs_twice_in_the_same_folder(tmp_path):
-    runner = CliRunner()
-    first = runner.invoke(cli, ["demo", "--out", str(tmp_path)])
-    second = runner.invoke(cli, ["demo", "--out", str(tmp_path)])
-    assert first.exit_code == second.exit_code == 0

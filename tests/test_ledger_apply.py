@@ -5,7 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from edge.ledger import Intent, Kind, Ledger, OpRefused, generate_key
+from edge.ledger import (
+    Intent,
+    Kind,
+    Ledger,
+    OpRefused,
+    SpendRefused,
+    generate_key,
+    public_bytes,
+)
 
 
 def kiosk_history(k1, n=5):
@@ -90,3 +98,18 @@ def test_apply_many_counts_and_logs_refusals(cloud_and_kiosks, caplog):
     counts = cloud.apply_many([ops[0], ops[0], bad, ops[1]])
     assert counts == {"applied": 2, "duplicate": 1, "pending": 0, "refused": 1}
     assert "k1#3 refused: bad signature" in caplog.text
+
+
+def test_a_kiosk_applies_cloud_transfers_to_kiosks_it_does_not_know(fleet):
+    cloud = fleet.add("cloud", "cloud")
+    k1 = fleet.add("k1")
+    cloud.append([Intent(Kind.INC, "m1", "cash", 100)])
+    # k2 is enrolled with the cloud only: k1 has never heard of it.
+    cloud.trust("k2", public_bytes(generate_key()), "kiosk")
+    cloud.append([Intent(Kind.XFER, "m1", "cash", 40, counterpart="k2")])
+    counts = k1.apply_many(list(cloud.ops("cloud")))
+    assert counts == {"applied": 2, "duplicate": 0, "pending": 0, "refused": 0}
+    assert k1.purse("m1", "cash").rights("k2") == 40
+    # but a kiosk's own transfer to anything but the cloud is still refused
+    with pytest.raises(SpendRefused):
+        k1.append([Intent(Kind.XFER, "m1", "cash", 10, counterpart="k3")])
