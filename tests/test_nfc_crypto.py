@@ -16,13 +16,12 @@ from edge.drivers.nfc_cards import Ntag424Tag
 from edge.drivers.ntag424 import RejectReason, SiteKeys, SunRejected
 from edge.drivers.sun_url import parse_ndef_uri, parse_sun_url
 
-VECTORS_PATH = Path("/work/shared/vectors/ntag424_sun.json")
+# NXP AN12196's published examples, kept in the repo so the check never skips.
+VECTORS_PATH = Path(__file__).parent / "vectors" / "ntag424_sun.json"
 ZERO = bytes(16)
 
 
 def _vectors() -> list[dict[str, object]]:
-    if not VECTORS_PATH.exists():
-        pytest.skip(f"shared vectors not found at {VECTORS_PATH}")
     vectors: list[dict[str, object]] = json.loads(VECTORS_PATH.read_text())["vectors"]
     return vectors
 
