@@ -201,7 +201,7 @@ class KioskDaemon:
             case wedge_events.QrPayload():
                 await kiosk.code(event.text)
             case wedge_events.PinEntered(pin=pin):
-                await kiosk.pin(pin)
+                await kiosk.keyed(pin)
             case wedge_events.PinKeyed(length=n):
                 await effects.pin_progress(n)
             case wedge_events.PinCleared():

@@ -40,6 +40,7 @@ REFUSAL_REASON = {
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
 }
 PIN_TIMEOUT_S = 30.0
+MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
 
 
@@ -131,6 +132,7 @@ class Kiosk:
         self._last_entry: OrderedDict[str, int] = OrderedDict()
         self._pin: _PendingPin | None = None
         self._topup: _TopupSession | None = None
+        self._amount: int | None = None  # point of sale: keyed amount for the next tap
         self.last_errors: list[str] = []
         self.taps = 0
 
@@ -160,14 +162,19 @@ class Kiosk:
         await self.effects.show(outcome)
         return outcome
 
-    async def pin(self, digits: str) -> Outcome | None:
-        """The member finished typing a PIN (empty string: cancelled)."""
+    async def keyed(self, digits: str) -> Outcome | None:
+        """Digits and Enter on the keypad: the PIN a tap asked for, or, at a point of sale with
+        no fixed price, the amount (in minor units) for the next tap."""
         pending = self._pin
         self._pin = None
-        if pending is None or self.monotonic() - pending.asked_at > PIN_TIMEOUT_S:
-            return None
-        started = time.perf_counter_ns()
-        return await self._decide(pending.token, pending.ref, pending.tap_id, digits, started)
+        if pending is not None and self.monotonic() - pending.asked_at <= PIN_TIMEOUT_S:
+            started = time.perf_counter_ns()
+            return await self._decide(pending.token, pending.ref, pending.tap_id, digits, started)
+        kiosk = self.cfg.kiosk
+        if kiosk.role is Role.POS and kiosk.pos_amount == 0 and digits.isdigit():
+            self._amount = int(digits) if 0 < int(digits) <= MAX_KEYED_AMOUNT else None
+            log.info("amount keyed for the next tap: %s", self._amount)
+        return None
 
     async def code(self, text: str, member_ref: str | None = None) -> Outcome:
         """A QR code: `C:<id>` coupon (free entry) or `V:<id>` top-up voucher."""
@@ -266,7 +273,13 @@ class Kiosk:
             log.info("service mode opened by a tech card")
             await self.effects.service(self.diagnostics())
             return Outcome(Decision(approved=True, member_name=member.name), tap_id, ref)
-        tap = Tap(tap_id=tap_id, now_ms=now, authenticated=token.authenticated, pin=pin)
+        tap = Tap(
+            tap_id=tap_id,
+            now_ms=now,
+            authenticated=token.authenticated,
+            pin=pin,
+            amount=self._amount,
+        )
         decision = decide(state, tap, self.cfg)
         if decision.needs_pin:
             self._pin = _PendingPin(token, ref, tap_id, self.monotonic())
@@ -275,6 +288,7 @@ class Kiosk:
             return asking
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
+        self._amount = None  # a keyed amount pays one sale
         if self.cfg.kiosk.role is Role.TOPUP and state.member is not None:
             self._topup = _TopupSession(state.member.id, state.member.name, self.monotonic())
             opened = Outcome(decision, tap_id, ref, started, topup_open=True)

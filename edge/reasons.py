@@ -28,6 +28,7 @@ class DenyReason(enum.Enum):
     COUPON_USED = ("Coupon already used", "优惠券已使用")
     VOUCHER_USED = ("Voucher already used", "充值券已使用")
     UNKNOWN_CODE = ("Code not recognised", "无法识别此码")
+    NO_AMOUNT = ("Enter the amount first", "请先输入金额")
     COULD_NOT_READ = ("Could not read: try again", "读取失败，请重试")
     BANK_CARD = ("Bank cards are not accepted", "不接受银行卡")
     OUT_OF_SERVICE = ("Out of service", "暂停服务")

@@ -213,7 +213,7 @@ def _point_of_sale(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) 
     rules = cfg.rules
     amount = tap.amount if tap.amount is not None else cfg.kiosk.pos_amount
     if amount <= 0:
-        return deny(DenyReason.UNKNOWN_CODE, member.name)
+        return deny(DenyReason.NO_AMOUNT, member.name)
     tier = rules.tier(member.tier)
     price = _discounted(amount, tier)
     debits: list[Move] = []

@@ -146,7 +146,7 @@ async def test_wrong_pins_lock_the_card_and_the_lock_is_an_op(site):
     for i in range(5):
         asked = await kiosk.card(nfc("04AA"))
         assert asked.decision.needs_pin
-        out = await kiosk.pin("1111")
+        out = await kiosk.keyed("1111")
         expect = DenyReason.PIN_LOCKED if i == 4 else DenyReason.PIN_WRONG
         assert out.decision.reason is expect
     locked = k1.register("m1", "pin_locked_until")
@@ -167,7 +167,7 @@ async def test_right_pin_opens_the_gate(site):
     sync_down(cloud, k1)
     kiosk, fx = make_kiosk(k1, gate_config(pin_above=1000))
     await kiosk.card(nfc("04AA"))
-    out = await kiosk.pin("2468")
+    out = await kiosk.keyed("2468")
     assert out.decision.opens_gate
     assert fx.events == ["pin?", "gate", "approved"]
     assert k1.purse("m1", "cash").value == 7000
@@ -252,3 +252,38 @@ async def test_card_numbers_never_reach_the_ledger(site):
     raw = b"".join(p.read_bytes() for p in Path(k1.path).parent.glob("k1.db*"))
     assert b"04A1B2C3D4E5F6" not in raw.upper()
     assert b"04FFFFFFFFFFFF" not in raw.upper()
+
+
+async def test_point_of_sale_charges_the_amount_keyed_before_the_tap(site):
+    cloud, k1, _ = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    cfg = KioskConfig.model_validate(
+        {"kiosk": {"id": "k1", "site": "pool", "role": "pos"}, "rules": {"debounce_seconds": 0}}
+    )
+    kiosk, _ = make_kiosk(k1, cfg)
+    assert await kiosk.keyed("1250") is None
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.approved
+    assert k1.purse("m1", "cash").value == 3750
+    # the keyed amount paid one sale: the next tap has nothing to pay
+    again = await kiosk.card(nfc("04AA"))
+    assert again.decision.reason is DenyReason.NO_AMOUNT
+
+
+async def test_offline_risk_allowance_records_debt_within_its_limits(fleet):
+    from edge.ledger import RiskLimit, RiskPolicy
+
+    cloud = fleet.add("cloud", "cloud")
+    k1 = fleet.add("k1", risk=RiskPolicy({"cash": RiskLimit(per_tap=2000, total=3000)}))
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 500)
+    sync_down(cloud, k1)
+    kiosk, _ = make_kiosk(k1, gate_config(debounce_seconds=0))
+    first = await kiosk.card(nfc("04AA"))  # 20.00 with 5.00 held: 15.00 on risk
+    assert first.decision.approved
+    second = await kiosk.card(nfc("04AA"))  # another 20.00 would make 35.00 of debt
+    assert second.decision.reason is DenyReason.RISK_LIMIT
+    st = k1.purse("m1", "cash")
+    assert (st.debt, st.rights("k1")) == (2000, -1500)
