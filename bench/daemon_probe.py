@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import edge.cli  # noqa: F401 - `kiosk run` carries the CLI's imports: count them too
 from edge.app import KioskDaemon
 from edge.sdnotify import Notifier
 

@@ -98,7 +98,7 @@ class Ledger:
         # FULL: the WAL is fsynced at every commit, so an acknowledged op survives a power cut.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA cache_size=-1024")  # 1 MiB page cache: a Pi Zero has 512 MB
+        conn.execute("PRAGMA cache_size=-256")  # 256 KiB page cache: the hot pages of a tap fit
         try:
             prepare(conn, self.path)
         except BaseException:
