@@ -287,3 +287,35 @@ async def test_offline_risk_allowance_records_debt_within_its_limits(fleet):
     assert second.decision.reason is DenyReason.RISK_LIMIT
     st = k1.purse("m1", "cash")
     assert (st.debt, st.rights("k1")) == (2000, -1500)
+
+
+async def test_a_pin_lock_written_at_one_kiosk_holds_at_another(site):
+    cloud, k1, k2 = site
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 9000}, pin_hash=hash_pin("2468", b"s"))
+    grant(cloud, k1, "m1", "cash", 4000)
+    grant(cloud, k2, "m1", "cash", 4000)
+    sync_down(cloud, k1)
+    sync_down(cloud, k2)
+    kiosk1, _ = make_kiosk(k1, gate_config(pin_above=1000, debounce_seconds=0))
+    for _ in range(5):
+        await kiosk1.card(nfc("04AA"))
+        await kiosk1.keyed("0000")
+    k2.apply_many(list(k1.ops("k1")))  # in the field: via the cloud
+    kiosk2, fx2 = make_kiosk(k2, gate_config(pin_above=1000))
+    out = await kiosk2.card(nfc("04AA"))
+    assert out.decision.reason is DenyReason.PIN_LOCKED
+    assert "gate" not in fx2.events
+
+
+async def test_a_tech_card_opens_the_service_screen_and_moves_nothing(site):
+    cloud, k1, _ = site
+    ref = enroll(cloud, "tech-1", "Field Tech", "04EE")
+    cloud.append(rec.register_writes("tech-1", 2, role="tech"))
+    sync_down(cloud, k1)
+    fx = RecordingEffects(ledger=k1)
+    kiosk = Kiosk(gate_config(), k1, SITE_KEY, fx, diagnostics=lambda: ["k1 ok"])
+    out = await kiosk.card(nfc("04EE"))
+    assert out.decision.approved
+    assert out.card_ref == ref
+    assert fx.events == ["service"]
+    assert k1.head()[0] == 0
