@@ -22,6 +22,7 @@ from edge.ledger import (
     save_private_key,
     verify,
 )
+from edge.ledger.store import Role
 
 MEMBERS = {
     "alice": {"cash": 5000, "points": 300, "visits:swim": 6},
@@ -71,15 +72,15 @@ class Fleet:
 def build_fleet(out: Path) -> Fleet:
     keys_dir = out / "keys"
     keys_dir.mkdir(parents=True, exist_ok=True)
-    names = {"cloud": "cloud", "kiosk-a": "kiosk", "kiosk-b": "kiosk"}
+    names: dict[str, Role] = {"cloud": "cloud", "kiosk-a": "kiosk", "kiosk-b": "kiosk"}
     keys = {n: generate_key() for n in names}
     ledgers: dict[str, Ledger] = {}
     for name, role in names.items():
         save_private_key(keys_dir / f"{name}.key", keys[name])
-        led = Ledger(out / f"{name}.db", replica=name, key=keys[name], role=role)  # type: ignore[arg-type]
+        led = Ledger(out / f"{name}.db", replica=name, key=keys[name], role=role)
         for other, other_role in names.items():
             if other != name:
-                led.trust(other, public_bytes(keys[other]), other_role)  # type: ignore[arg-type]
+                led.trust(other, public_bytes(keys[other]), other_role)
         ledgers[name] = led
     cloud = ledgers.pop("cloud")
     return Fleet(cloud, ledgers)

@@ -133,15 +133,12 @@ class Kiosk:
         self._pin: _PendingPin | None = None
         self._topup: _TopupSession | None = None
         self._amount: int | None = None  # point of sale: keyed amount for the next tap
-        self.last_errors: list[str] = []
-        self.taps = 0
 
     # -- inputs ------------------------------------------------------------------------------
 
     async def card(self, token: Token) -> Outcome:
         """A card was tapped, swiped or scanned."""
         started = time.perf_counter_ns()
-        self.taps += 1
         ref = card_ref(self.site_key, token)
         repeated = self._debounced(ref)
         if repeated is not None:
@@ -176,7 +173,7 @@ class Kiosk:
             log.info("amount keyed for the next tap: %s", self._amount)
         return None
 
-    async def code(self, text: str, member_ref: str | None = None) -> Outcome:
+    async def code(self, text: str) -> Outcome:
         """A QR code: `C:<id>` coupon (free entry) or `V:<id>` top-up voucher."""
         started = time.perf_counter_ns()
         tap_id = uuid.uuid4().hex[:16]
