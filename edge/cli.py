@@ -12,6 +12,7 @@ from edge.demo import demo
 from edge.ledger.cli import ledger
 from edge.run import run
 from edge.selftest import selftest
+from provisioning.cards_cli import cards
 from provisioning.cli import provision
 
 
@@ -36,6 +37,7 @@ cli.add_command(demo)
 cli.add_command(selftest)
 cli.add_command(run)
 cli.add_command(provision)
+cli.add_command(cards)
 
 
 def main() -> None:
