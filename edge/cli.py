@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -11,6 +12,8 @@ from edge.demo import demo
 from edge.ledger.cli import ledger
 from edge.run import run
 from edge.selftest import selftest
+from provisioning.cards_cli import cards
+from provisioning.cli import provision
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,13 +22,22 @@ from edge.selftest import selftest
 def cli(verbose: int) -> None:
     """kiosk-edge: membership card-reader kiosk firmware and its tools."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Under systemd (stderr is the journal) journald stamps each line itself.
+    journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if journal
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.basicConfig(level=level, format=fmt)
 
 
 cli.add_command(ledger)
 cli.add_command(demo)
 cli.add_command(selftest)
 cli.add_command(run)
+cli.add_command(provision)
+cli.add_command(cards)
 
 
 def main() -> None:

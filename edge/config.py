@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.clock import ClockConfig
 from edge.drivers.config import (
     ConfigError,
     DisplayConfig,
@@ -118,6 +119,10 @@ class KioskConfig(Strict):
     kiosk: KioskSection
     rules: Rules = Field(default_factory=Rules)
     offline: OfflinePolicy = Field(default_factory=OfflinePolicy)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    # The sync agent's settings (cloud_sync AgentSettings: broker host/port, TLS files). Only the
+    # self-test reads them here (broker reachability, certificate expiry).
+    agent: dict[str, Any] | None = None
     # Hardware: a section left out means the part is not fitted.
     nfc: NfcConfig | None = None
     wedge: WedgeConfig | None = None  # barcode/QR scanner or magstripe reader

@@ -21,6 +21,7 @@ class DenyReason(enum.Enum):
     RISK_LIMIT = ("Offline limit reached", "已达离线限额")
     NO_VALID_PASS = ("No valid pass for this entry", "无有效票券")
     PASS_CHECK_STALE = ("Pass cannot be checked offline now", "离线过久，无法验证票券")
+    CLOCK_UNTRUSTED = ("Clock not set: passes cannot be checked", "时钟未校准，无法验证票券")
     PIN_WRONG = ("Wrong PIN", "密码错误")
     PIN_LOCKED = ("Card locked: too many wrong PINs", "密码错误次数过多，已锁定")
     PIN_CANCELLED = ("PIN entry cancelled", "已取消密码输入")

@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
 from edge.reasons import DenyReason
 
@@ -84,6 +85,7 @@ class TapState:
     balances: Mapping[str, Balance]
     last_entry_ms: int = 0  # anti-passback: last approved entry of this card through this kiosk
     denylist_age_ms: int = 0  # how long since this kiosk heard from the cloud
+    clock_trusted: bool = True  # edge.clock.assess_clock; [clock] untrusted_policy applies if not
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,9 @@ def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
     if card is None or member is None:
         return deny(DenyReason.UNKNOWN_CARD)
     name = member.name
+    policy = cfg.clock.untrusted_policy
+    if not state.clock_trusted and policy is UntrustedPolicy.DENY_ALL:
+        return deny(DenyReason.CLOCK_UNTRUSTED, name)
     if card.status is not CardStatus.ACTIVE:
         return deny(STATUS_REASON[card.status], name)
     if card.valid_from_ms and tap.now_ms < card.valid_from_ms:
@@ -195,6 +200,11 @@ def _gate(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decisi
         return deny(DenyReason.PASSBACK, member.name)
     product_id = kiosk.product
     product = rules.products[product_id]
+    fail_closed = cfg.clock.untrusted_policy is UntrustedPolicy.TIME_PASSES_FAIL_CLOSED
+    holds_pass = any(p.product == product_id for p in member.passes)
+    if not state.clock_trusted and fail_closed and holds_pass:
+        # A pass holder is neither let in on a wrong clock nor charged instead of the pass.
+        return deny(DenyReason.CLOCK_UNTRUSTED, member.name)
     for p in member.passes:
         if p.product == product_id and p.valid_from_ms <= tap.now_ms < p.valid_until_ms:
             if state.denylist_age_ms > cfg.offline.max_denylist_age_s * 1000:

@@ -19,6 +19,7 @@ import click
 
 from edge.drivers.base import Check
 from edge.drivers.config import ConfigError, DriversConfig, NfcConfig, load_drivers_config
+from edge.syschecks import has_kiosk_section, system_checks
 
 __all__ = ["format_table", "nfc_checks", "run_selftest", "selftest"]
 
@@ -141,13 +142,18 @@ def format_table(checks: list[Check], width: int | None = None) -> str:
     help="Seconds to wait for a card swipe/scan on the wedge reader (0: only find the reader).",
 )
 def selftest(config_path: Path, wait_card: float) -> None:
-    """Hardware self-test: find and exercise every configured part, print what to fix."""
+    """Self-test: config, keys, enrollment, certificate, broker, clock, disk (for a whole kiosk
+    config), then find and exercise every configured part; print what to fix."""
     try:
         cfg = load_drivers_config(config_path)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         raise SystemExit(2) from None
-    checks = asyncio.run(run_selftest(cfg, wait_card_s=wait_card))
+    checks: list[Check] = []
+    if has_kiosk_section(config_path):
+        checks += system_checks(config_path)
+    if cfg.nfc or cfg.wedge or cfg.gpio or cfg.display or not checks:
+        checks += asyncio.run(run_selftest(cfg, wait_card_s=wait_card))
     click.echo(format_table(checks))
     if not all(c.ok for c in checks):
         raise SystemExit(1)

@@ -17,7 +17,7 @@ from edge.drivers.ntag424 import (
 )
 from edge.drivers.sun_url import build_ndef_file, sun_url
 
-__all__ = ["Ntag424Tag", "PlainTag", "SimCard"]
+__all__ = ["BlankNtag424", "Ntag424Tag", "PlainTag", "SimCard", "personalisation_mac"]
 
 SW_OK = b"\x90\x00"
 SW_NOT_FOUND = b"\x6a\x82"
@@ -129,4 +129,159 @@ class Ntag424Tag:
             if offset + n > len(self._file):
                 return SW_WRONG_P1P2
             return self._file[offset : offset + n] + SW_OK
+        return SW_BAD_INS
+
+
+SW_NATIVE_OK = b"\x91\x00"
+SW_AUTH_ERROR = b"\x91\xae"
+SW_PARAMETER_ERROR = b"\x91\x9e"
+SW_PERMISSION_DENIED = b"\x91\x9d"
+NDEF_FILE_NO = 0x02
+FREE = 0xE  # access condition "free" in NTAG 424 access rights nibbles
+SDM_ENABLED = 0x40
+SDM_UID_CTR_ASCII = 0xC1  # SDMOptions: UID mirror, ReadCtr mirror, ASCII encoding
+PERSONALISATION_MAC_LEN = 8
+
+
+def personalisation_mac(key0: bytes, ins: int, data: bytes) -> bytes:
+    """The simplified command authentication of `BlankNtag424` (see its docstring)."""
+    from edge.drivers.ntag424 import _cmac
+
+    return _cmac(key0, bytes([ins]) + data)[:PERSONALISATION_MAC_LEN]
+
+
+class BlankNtag424:
+    """An NTAG 424 DNA as it leaves the factory (all five AES keys zero, SDM off, NDEF file
+    writable by anyone), which accepts personalisation and then mirrors SUN like a real one.
+
+    Simplified against the real card (NT4H2421Gx datasheet), on purpose and only here:
+    - no AuthenticateEV2First session: ChangeKey (C4) and ChangeFileSettings (5F) carry an
+      8-byte AES-CMAC under the current application master key (key 0) over INS || data, and
+      their data (new keys too) travel in clear, not CommMode.Full encrypted with session keys;
+    - ChangeKey takes KeyNo || NewKey(16) || KeyVersion, without the old-key XOR and CRC32;
+    - WriteData (8D) is plain, allowed while the file's write right is free (0xE).
+    What the card does with the settings is the real layout: FileOption 0x40, access rights,
+    SDMOptions 0xC1, SDMAccessRights (RFU|CtrRet, MetaRead|FileRead), PICCDataOffset,
+    SDMMACInputOffset and SDMMACOffset (3 bytes little-endian each), and SUN mirroring per
+    AN12196 with keys MetaRead and FileRead.
+    """
+
+    def __init__(
+        self, uid: bytes, *, random: Callable[[int], bytes] = os.urandom, file_size: int = 256
+    ) -> None:
+        self.uid = uid
+        self.keys = [bytes(16) for _ in range(5)]
+        self.key_versions = [0] * 5
+        self.read_ctr = 0
+        self.ndef = bytearray(file_size)
+        self.access = bytes([0xE0, 0xEE])  # RW|Change, Read|Write
+        self.sdm: dict[str, int] | None = None
+        self._random = random
+        self._app = False
+        self._file: bytes | None = None
+
+    def reset(self) -> None:
+        self._app = False
+        self._file = None
+
+    def _authorised(self, ins: int, data: bytes) -> tuple[bytes, bool]:
+        body, mac = data[:-PERSONALISATION_MAC_LEN], data[-PERSONALISATION_MAC_LEN:]
+        ok = len(data) > PERSONALISATION_MAC_LEN and personalisation_mac(
+            self.keys[0], ins, body
+        ) == bytes(mac)
+        return body, ok
+
+    def current_file(self) -> bytes:
+        """The NDEF file as a reader sees it now (with SUN mirrored when SDM is on)."""
+        data = bytearray(self.ndef)
+        sdm = self.sdm
+        if sdm is None:
+            return bytes(data)
+        self.read_ctr += 1
+        meta_key, file_key = self.keys[sdm["meta"]], self.keys[sdm["file"]]
+        picc = encrypt_picc_data(meta_key, self.uid, self.read_ctr, self._random(5))
+        at = sdm["picc"]
+        data[at : at + 32] = picc.hex().upper().encode()
+        mac_input = bytes(data[sdm["mac_input"] : sdm["mac"]])
+        mac = sdm_mac(session_mac_key(file_key, self.uid, self.read_ctr), mac_input)
+        data[sdm["mac"] : sdm["mac"] + 16] = mac.hex().upper().encode()
+        return bytes(data)
+
+    def _change_key(self, data: bytes) -> bytes:
+        body, ok = self._authorised(0xC4, data)
+        if not ok:
+            return SW_AUTH_ERROR
+        if len(body) != 18 or body[0] > 4:
+            return SW_PARAMETER_ERROR
+        self.keys[body[0]] = bytes(body[1:17])
+        self.key_versions[body[0]] = body[17]
+        return SW_NATIVE_OK
+
+    def _write_data(self, data: bytes) -> bytes:
+        if len(data) < 7 or data[0] != NDEF_FILE_NO:
+            return SW_PARAMETER_ERROR
+        if self.access[1] & 0x0F != FREE:
+            return SW_PERMISSION_DENIED
+        offset = int.from_bytes(data[1:4], "little")
+        length = int.from_bytes(data[4:7], "little")
+        chunk = data[7:]
+        if len(chunk) != length or offset + length > len(self.ndef):
+            return SW_PARAMETER_ERROR
+        self.ndef[offset : offset + length] = chunk
+        return SW_NATIVE_OK
+
+    def _change_file_settings(self, data: bytes) -> bytes:
+        body, ok = self._authorised(0x5F, data)
+        if not ok:
+            return SW_AUTH_ERROR
+        if len(body) != 16 or body[0] != NDEF_FILE_NO or body[1] != SDM_ENABLED:
+            return SW_PARAMETER_ERROR
+        if body[4] != SDM_UID_CTR_ASCII:
+            return SW_PARAMETER_ERROR
+        meta, file_ = body[6] >> 4, body[6] & 0x0F
+        if meta > 4 or file_ > 4:
+            return SW_PARAMETER_ERROR  # this model mirrors encrypted PICCData and a MAC only
+
+        def off(i: int) -> int:
+            return int.from_bytes(body[i : i + 3], "little")
+
+        sdm = {"meta": meta, "file": file_, "picc": off(7), "mac_input": off(10), "mac": off(13)}
+        if not (sdm["picc"] + 32 <= sdm["mac_input"] <= sdm["mac"] <= len(self.ndef) - 16):
+            return SW_PARAMETER_ERROR
+        self.access = bytes(body[2:4])
+        self.sdm = sdm
+        return SW_NATIVE_OK
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if len(apdu) < 4:
+            return SW_WRONG_LENGTH
+        cla_ins, p1p2 = apdu[:2], apdu[2:4]
+        body = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
+        if cla_ins == b"\xff\xca":
+            return self.uid + SW_OK
+        if cla_ins == b"\x00\xa4" and p1p2 == b"\x04\x00":
+            self._app = body == NDEF_APP
+            self._file = None
+            return SW_OK if self._app else SW_NOT_FOUND
+        if cla_ins == b"\x00\xa4" and p1p2 == b"\x00\x0c":
+            if not self._app or body != NDEF_FILE:
+                return SW_NOT_FOUND
+            self._file = self.current_file()
+            return SW_OK
+        if cla_ins == b"\x00\xb0":
+            if self._file is None:
+                return SW_NOT_FOUND
+            offset = int.from_bytes(p1p2, "big")
+            n = apdu[4] if len(apdu) == 5 and apdu[4] else 256
+            if offset + n > len(self._file):
+                return SW_WRONG_P1P2
+            return self._file[offset : offset + n] + SW_OK
+        if apdu[0] == 0x90 and self._app:
+            handler = {
+                0xC4: self._change_key,
+                0x8D: self._write_data,
+                0x5F: self._change_file_settings,
+            }.get(apdu[1])
+            if handler is not None:
+                return handler(body)
         return SW_BAD_INS
