@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+from edge.clock import ClockTrust, assess_clock
 from edge.config import KioskConfig, OfflineMode
 from edge.drivers import gpio as gpio_events
 from edge.drivers import nfc as nfc_events
@@ -32,6 +33,7 @@ from edge.sitekey import load_site_secrets
 log = logging.getLogger(__name__)
 
 IDLE_AFTER_S = 4.0
+CLOCK_CHECK_S = 60.0
 QUEUE_MAX = 256
 
 
@@ -67,6 +69,7 @@ class KioskDaemon:
         self.inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_MAX)
         self.heartbeat = time.monotonic()
         self.last_errors: list[str] = []
+        self.clock = ClockTrust(False, "none", "not checked yet")
         self._last_screen = 0.0
         self._idle_shown = True
 
@@ -112,6 +115,7 @@ class KioskDaemon:
             f"cloud: {'online' if online else 'offline'}",
             f"ops: {queue}  inbox: {self.inbox.qsize()}",
             f"readers: {', '.join(readers) or 'none'}",
+            f"clock: {self.clock.source if self.clock.trusted else 'NOT trusted'}",
             *(self.last_errors[-2:] or ["no errors"]),
         ]
 
@@ -120,6 +124,7 @@ class KioskDaemon:
     async def run(self, stop: asyncio.Event) -> None:
         secrets = load_site_secrets(self.cfg.kiosk.site_key_file)
         self.ledger = self.open_ledger()
+        await self._check_clock()
         try:
             async with AsyncExitStack() as stack:
                 await self._open_drivers(stack, secrets.sun_master)
@@ -133,6 +138,7 @@ class KioskDaemon:
                     self.effects,
                     rights=self.rights,
                     diagnostics=self.diagnostics,
+                    clock_trusted=lambda: self.clock.trusted,
                 )
                 await self.effects.idle()
                 async with asyncio.TaskGroup() as tg:
@@ -143,6 +149,7 @@ class KioskDaemon:
                     tasks.append(tg.create_task(self._decisions(), name="decisions"))
                     tasks.append(tg.create_task(self._idle_screen(), name="display"))
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                    tasks.append(tg.create_task(self._clock_watch(), name="clock"))
                     self.ready.set()
                     self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
                     log.info("kiosk %s ready", self.cfg.kiosk.id)
@@ -245,6 +252,18 @@ class KioskDaemon:
             if not self._idle_shown and time.monotonic() - self._last_screen > IDLE_AFTER_S:
                 self._idle_shown = True
                 await self.effects.idle()
+
+    async def _check_clock(self) -> None:
+        # timedatectl / chronyc are subprocesses: never on the tap path, never on the loop.
+        trust = await asyncio.to_thread(assess_clock, self.cfg.clock)
+        if trust.trusted != self.clock.trusted:
+            log.warning("clock %s: %s", "trusted" if trust.trusted else "NOT trusted", trust.detail)
+        self.clock = trust
+
+    async def _clock_watch(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            await self._check_clock()
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -64,9 +65,17 @@ class ClockConfig(BaseModel):
     max_skew_s: int = Field(default=120, gt=0, description="beacon vs clock difference allowed")
 
 
+# systemd's own tools report to $NOTIFY_SOCKET when they see it (timedatectl sent ERRNO=112 to
+# ours): a child must never speak for the daemon.
+_DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
 def run_command(cmd: Sequence[str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY_ENV}
     try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=3, check=False)
+        done = subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=3, check=False, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("%s: %s", cmd[0], exc)
         return ""

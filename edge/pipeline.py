@@ -119,6 +119,7 @@ class Kiosk:
         clock_ms: Callable[[], int] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         diagnostics: Callable[[], list[str]] = lambda: [],
+        clock_trusted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
@@ -128,6 +129,7 @@ class Kiosk:
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.monotonic = monotonic
         self.diagnostics = diagnostics
+        self.clock_trusted = clock_trusted
         self._recent: OrderedDict[str, tuple[float, Outcome]] = OrderedDict()
         self._last_entry: OrderedDict[str, int] = OrderedDict()
         self._pin: _PendingPin | None = None
@@ -258,6 +260,7 @@ class Kiosk:
             balances=balances,
             last_entry_ms=self._last_entry.get(ref, 0),
             denylist_age_ms=age,
+            clock_trusted=self.clock_trusted(),
         )
 
     async def _decide(
