@@ -36,6 +36,46 @@ class SimCard(Protocol):
     def transmit(self, apdu: bytes) -> bytes: ...
 
 
+class _NdefApplication:
+    """The ISO 7816 side both NTAG 424 models share: GET UID, select the NDEF application and
+    file, ReadBinary. Anything else is the card's own (empty answer)."""
+
+    def __init__(self, uid: bytes) -> None:
+        self.uid = uid
+        self.app_selected = False
+        self.file: bytes | None = None
+
+    def reset(self) -> None:
+        self.app_selected = False
+        self.file = None
+
+    def transmit(self, apdu: bytes, select_file: Callable[[], bytes]) -> bytes:
+        if len(apdu) < 4:
+            return SW_WRONG_LENGTH
+        cla_ins, p1p2 = apdu[:2], apdu[2:4]
+        body = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
+        if cla_ins == b"\xff\xca":
+            return self.uid + SW_OK
+        if cla_ins == b"\x00\xa4" and p1p2 == b"\x04\x00":
+            self.app_selected = body == NDEF_APP
+            self.file = None
+            return SW_OK if self.app_selected else SW_NOT_FOUND
+        if cla_ins == b"\x00\xa4" and p1p2 == b"\x00\x0c":
+            if not self.app_selected or body != NDEF_FILE:
+                return SW_NOT_FOUND
+            self.file = select_file()
+            return SW_OK
+        if cla_ins == b"\x00\xb0":
+            if self.file is None:
+                return SW_NOT_FOUND
+            offset = int.from_bytes(p1p2, "big")
+            n = apdu[4] if len(apdu) == 5 and apdu[4] else 256
+            if offset + n > len(self.file):
+                return SW_WRONG_P1P2
+            return self.file[offset : offset + n] + SW_OK
+        return b""
+
+
 class PlainTag:
     """A tag with only a UID (MIFARE Classic/Ultralight class): no NDEF application."""
 
@@ -78,8 +118,7 @@ class Ntag424Tag:
         self._file_key = file_key
         self._base_url = base_url
         self._random = random
-        self._app = False
-        self._file: bytes | None = None
+        self._iso = _NdefApplication(uid)
         self._last_file: bytes | None = None
 
     @classmethod
@@ -90,8 +129,7 @@ class Ntag424Tag:
         )
 
     def reset(self) -> None:
-        self._app = False
-        self._file = None
+        self._iso.reset()
 
     def sun_file(self) -> bytes:
         """Advance the counter and build the NDEF file a reader would see now."""
@@ -107,29 +145,7 @@ class Ntag424Tag:
         return self._last_file
 
     def transmit(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            return SW_WRONG_LENGTH
-        cla_ins, p1p2, body = apdu[:2], apdu[2:4], apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
-        if cla_ins == b"\xff\xca":
-            return self.uid + SW_OK
-        if cla_ins == b"\x00\xa4" and p1p2 == b"\x04\x00":
-            self._app = body == NDEF_APP
-            self._file = None
-            return SW_OK if self._app else SW_NOT_FOUND
-        if cla_ins == b"\x00\xa4" and p1p2 == b"\x00\x0c":
-            if not self._app or body != NDEF_FILE:
-                return SW_NOT_FOUND
-            self._file = self.sun_file()
-            return SW_OK
-        if cla_ins == b"\x00\xb0":
-            if self._file is None:
-                return SW_NOT_FOUND
-            offset = int.from_bytes(p1p2, "big")
-            n = apdu[4] if len(apdu) == 5 and apdu[4] else 256
-            if offset + n > len(self._file):
-                return SW_WRONG_P1P2
-            return self._file[offset : offset + n] + SW_OK
-        return SW_BAD_INS
+        return self._iso.transmit(apdu, self.sun_file) or SW_BAD_INS
 
 
 SW_NATIVE_OK = b"\x91\x00"
@@ -177,12 +193,10 @@ class BlankNtag424:
         self.access = bytes([0xE0, 0xEE])  # RW|Change, Read|Write
         self.sdm: dict[str, int] | None = None
         self._random = random
-        self._app = False
-        self._file: bytes | None = None
+        self._iso = _NdefApplication(uid)
 
     def reset(self) -> None:
-        self._app = False
-        self._file = None
+        self._iso.reset()
 
     def _authorised(self, ins: int, data: bytes) -> tuple[bytes, bool]:
         body, mac = data[:-PERSONALISATION_MAC_LEN], data[-PERSONALISATION_MAC_LEN:]
@@ -253,30 +267,11 @@ class BlankNtag424:
         return SW_NATIVE_OK
 
     def transmit(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            return SW_WRONG_LENGTH
-        cla_ins, p1p2 = apdu[:2], apdu[2:4]
+        answer = self._iso.transmit(apdu, self.current_file)
+        if answer:
+            return answer
         body = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
-        if cla_ins == b"\xff\xca":
-            return self.uid + SW_OK
-        if cla_ins == b"\x00\xa4" and p1p2 == b"\x04\x00":
-            self._app = body == NDEF_APP
-            self._file = None
-            return SW_OK if self._app else SW_NOT_FOUND
-        if cla_ins == b"\x00\xa4" and p1p2 == b"\x00\x0c":
-            if not self._app or body != NDEF_FILE:
-                return SW_NOT_FOUND
-            self._file = self.current_file()
-            return SW_OK
-        if cla_ins == b"\x00\xb0":
-            if self._file is None:
-                return SW_NOT_FOUND
-            offset = int.from_bytes(p1p2, "big")
-            n = apdu[4] if len(apdu) == 5 and apdu[4] else 256
-            if offset + n > len(self._file):
-                return SW_WRONG_P1P2
-            return self._file[offset : offset + n] + SW_OK
-        if apdu[0] == 0x90 and self._app:
+        if apdu[0] == 0x90 and self._iso.app_selected:
             handler = {
                 0xC4: self._change_key,
                 0x8D: self._write_data,

@@ -28,17 +28,15 @@ def public_key_from_bytes(raw: bytes) -> Ed25519PublicKey:
         raise KeyFileError(f"not an Ed25519 public key ({len(raw)} bytes)") from exc
 
 
-def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write the key as PEM, mode 0600, atomically (temp file, fsync, rename)."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+def write_owner_only(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write a secret file, mode 0600, atomically (temp file, fsync, rename, fsync the folder).
+    With replace=False an existing file is an error (FileExistsError), never overwritten."""
+    if not replace and path.exists():
+        raise FileExistsError(path)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, pem)
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -50,15 +48,31 @@ def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
         os.close(dir_fd)
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load a private key, refusing one that others can read."""
+def read_owner_only(path: Path, what: str) -> bytes:
+    """Read a secret file, refusing one that others can read."""
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from exc
+        raise KeyFileError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: key file is readable by others; run: chmod 600 {path}")
+        raise KeyFileError(f"{path}: {what} is readable by others; run: chmod 600 {path}")
+    return data
+
+
+def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write the key as PEM, mode 0600, atomically."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_owner_only(path, pem)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Load a private key, refusing one that others can read."""
+    data = read_owner_only(path, "key file")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except ValueError as exc:
