@@ -314,12 +314,13 @@ class KioskAgent:
                 deny_version=self.denylist.version,
             )
             try:
-                async with asyncio.timeout(max(5 * s.ack_timeout_s, 5.0)):
+                async with asyncio.timeout(s.ack_timeout_s):
                     answer = await self._rpc_call(hello)
                 for delta in answer.deny:
                     self._on_deny(delta)
             except TimeoutError:
                 log.warning("agent %s: no answer from the cloud to hello", s.device)
+                continue  # ask again (the reconciler may be reconnecting)
             if self._need_recover or self._deny_gap:
                 await self._repair()
             await self._publish(self.topics.status, self._status(True), retain=True)

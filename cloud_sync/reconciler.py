@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.errors import BatchError, MessageRefused
@@ -342,9 +344,15 @@ class ReconcilerService:
         backoff = 0.2
         ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
         while True:
+            # A persistent session (v5 needs the expiry property besides clean_start=False):
+            # what kiosks publish while we reconnect is queued for us by the broker.
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.settings.session_expiry_s
             client = aiomqtt.Client(
                 identifier=ident,
                 protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
                 **self.settings.broker.client_kwargs(),
             )
             client._client.manual_ack_set(True)

@@ -99,7 +99,8 @@ class ReconcilerSettings(Settings):
     store: str = "sqlite:///cloud.db"  # or postgresql://...
     broker: BrokerSettings = BrokerSettings()
     shared: bool = False  # subscribe through $share/reconcilers/ (several processes, PostgreSQL)
-    client_id: str = ""
+    client_id: str = ""  # stable per process: its broker session survives a reconnect
+    session_expiry_s: int = Field(default=3600, ge=0)
     escrow: EscrowPolicy = EscrowPolicy()
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)

@@ -94,10 +94,21 @@ def make_pki(root: Path, devices: list[str], site: str) -> Path:
     return pki
 
 
+_TASKS: list[asyncio.Task[None]] = []
+
+
+def _crashed() -> None:
+    for t in _TASKS:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise AssertionError(f"task {t.get_name()} crashed") from t.exception()
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait until `check()` holds (bounded loop, short sleeps)."""
+    """Wait until `check()` holds (bounded loop, short sleeps); fail at once if a background
+    task of the world crashed."""
     deadline = time.monotonic() + timeout
     while not check():
+        _crashed()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         await asyncio.sleep(0.01)
@@ -135,10 +146,13 @@ class World:
             broker=self.broker.settings(ca.RECONCILER),
             shared=shared,
             sweep_interval_s=3600,
+            client_id=f"reconciler-{len(self.services) + 1}",
         )
         svc = ReconcilerService(rec, settings)
         self.services.append(svc)
-        self.tasks[f"reconciler{len(self.services)}"] = asyncio.create_task(svc.run())
+        task = asyncio.create_task(svc.run(), name=f"reconciler{len(self.services)}")
+        _TASKS.append(task)
+        self.tasks[task.get_name()] = task
 
     def kiosk(self, device: str, risk: RiskPolicy = STRICT, **agent: object) -> KioskAgent:
         assert self.store is not None
@@ -166,17 +180,27 @@ class World:
         return ag
 
     def start_agent(self, device: str) -> None:
-        self.tasks[device] = asyncio.create_task(self.agents[device].run())
+        task = asyncio.create_task(self.agents[device].run(), name=device)
+        _TASKS.append(task)
+        self.tasks[device] = task
 
     async def stop_task(self, name: str) -> None:
         task = self.tasks.pop(name)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        _TASKS.remove(task)
 
     async def close(self) -> None:
-        for name in list(self.tasks):
-            await self.stop_task(name)
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            _done, stuck = await asyncio.wait(tasks, timeout=10)
+            assert not stuck, f"tasks ignore cancellation: {stuck}"
+        for t in tasks:
+            _TASKS.remove(t)
         for ag in self.agents.values():
             await ag.__aexit__(None, None, None)
         for led in self.ledgers.values():
@@ -210,7 +234,11 @@ async def world(root: Path, devices: list[str]) -> AsyncIterator[World]:
     broker.start()
     w = World(root, broker)
     try:
-        yield w
+        async with asyncio.timeout(90):  # a hang fails with the traceback of where it waits
+            yield w
     finally:
-        await w.close()
-        broker.stop()
+        try:
+            async with asyncio.timeout(20):
+                await w.close()
+        finally:
+            broker.stop()

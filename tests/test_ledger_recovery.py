@@ -76,3 +76,19 @@ def test_ops_after_a_seq_with_a_limit(fleet):
         k1.append([Intent(Kind.INC, "m1", "cash", 1)], ref=f"r{i}")
     assert [o.seq for o in k1.ops("k1", after_seq=1, limit=2)] == [2, 3]
     assert [o.seq for o in k1.ops("k1", after_seq=3)] == [4, 5]
+
+
+def test_a_kiosk_applies_the_clouds_grant_to_a_kiosk_it_does_not_know(fleet):
+    cloud = fleet.add("cloud", "cloud")
+    k1 = fleet.add("k1")
+    fleet.add("k2")
+    k1_alone = Ledger(fleet.root / "k1b.db", replica="k1b", key=fleet.keys["k1"])
+    k1_alone.trust("cloud", fleet.ledgers["cloud"].conn.execute(
+        "SELECT public_key FROM replicas WHERE replica = 'cloud'").fetchone()[0], "cloud")
+    cloud.append([Intent(Kind.INC, "m1", "cash", 100)])
+    cloud.append([Intent(Kind.XFER, "m1", "cash", 60, counterpart="k2")])
+    counts = k1_alone.apply_many(list(cloud.ops("cloud")))
+    assert counts["applied"] == 2
+    assert k1_alone.purse("m1", "cash").rights("k2") == 60
+    assert k1.apply_many(list(cloud.ops("cloud")))["applied"] == 2
+    k1_alone.close()

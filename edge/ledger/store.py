@@ -345,8 +345,12 @@ class Ledger:
         if op.kind is not Kind.SET and op.amount <= 0:
             raise OpRefused(op.replica, op.seq, "amount must be positive")
         if op.kind is Kind.XFER:
-            roles = {self._roles.get(op.replica), self._roles.get(op.counterpart)}
-            if op.counterpart == op.replica or roles != {"cloud", "kiosk"}:
+            author, other = self._roles.get(op.replica), self._roles.get(op.counterpart)
+            if other is None and author == "cloud":
+                # The cloud's grant to a kiosk this replica has never met (a kiosk's ledger
+                # trusts the cloud, not every other kiosk): it moves no rights of ours.
+                other = "kiosk"
+            if op.counterpart == op.replica or {author, other} != {"cloud", "kiosk"}:
                 raise OpRefused(op.replica, op.seq, "transfer not between the cloud and a kiosk")
 
     def _drain_pending(self, c: sqlite3.Connection, replica: str, seq: int, head: bytes) -> None:
