@@ -471,12 +471,18 @@ class KioskAgent:
         if ops[0].replica != self.settings.device:
             raise MessageRefused(topic, f"chain of {ops[0].replica!r} sent as our own")
         counts = self.ledger.apply_many(ops)
-        log.warning("agent %s: recovered own ops #%d..%d: %s", self.settings.device,
-                    ops[0].seq, ops[-1].seq, counts)
+        log.warning(
+            "agent %s: recovered own ops #%d..%d: %s",
+            self.settings.device,
+            ops[0].seq,
+            ops[-1].seq,
+            counts,
+        )
         if counts["refused"] and not self.forked:
             self.forked = True
-            log.critical("agent %s: recovered ops conflict with ours: forked chain",
-                         self.settings.device)
+            log.critical(
+                "agent %s: recovered ops conflict with ours: forked chain", self.settings.device
+            )
         if not self.ledger.recovering:
             self._need_recover = False
         self._progress.set()

@@ -195,6 +195,8 @@ def write_broker_config(
     acl.write_text(acl_text())
     conf = directory / "mosquitto.conf"
     conf.write_text(
-        mosquitto_conf(directory=directory, port=port, bind=bind, server=server, acl_file=acl, user=user)
+        mosquitto_conf(
+            directory=directory, port=port, bind=bind, server=server, acl_file=acl, user=user
+        )
     )
     return conf

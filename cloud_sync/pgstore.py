@@ -257,8 +257,20 @@ class PgCloudStore(CloudStore):
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
-                        o.replica, o.seq, o.wall_ms, o.mono_ms, int(o.kind), o.account,
-                        o.purse, o.amount, o.counterpart, o.ref, o.data, o.prev, o.sig, o.hash(),
+                        o.replica,
+                        o.seq,
+                        o.wall_ms,
+                        o.mono_ms,
+                        int(o.kind),
+                        o.account,
+                        o.purse,
+                        o.amount,
+                        o.counterpart,
+                        o.ref,
+                        o.data,
+                        o.prev,
+                        o.sig,
+                        o.hash(),
                     )
                     for o in ops
                 ],
@@ -461,9 +473,7 @@ class PgCloudStore(CloudStore):
     _DEV = "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
 
     def device(self, device: str) -> Device | None:
-        row = self.conn.execute(
-            f"{self._DEV} FROM devices WHERE device = %s", (device,)
-        ).fetchone()
+        row = self.conn.execute(f"{self._DEV} FROM devices WHERE device = %s", (device,)).fetchone()
         return None if row is None else self._device(row)
 
     def devices(self) -> list[Device]:

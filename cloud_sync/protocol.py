@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 ROOT = "kiosk/v1"
 SHARE_GROUP = "$share/reconcilers/"
-# Domain separation: distinct from the ledger's op context, so neither signature replays as the other.
+# Domain separation: unlike the ledger's op context, so neither signature replays as the other.
 ENVELOPE_CONTEXT = b"kiosk-edge/msg/v1\x00"
 
 
@@ -102,8 +102,14 @@ def reconciler_filters(shared: bool) -> list[str]:
 # -- messages -------------------------------------------------------------------------------
 
 
-class Message(BaseModel):
+class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Frozen):
+    """A message: its `type` names it on the wire and picks its schema."""
+
+    type: str
 
 
 class OpsUpload(Message):
@@ -151,7 +157,7 @@ class Snapshot(Message):
     heads: dict[str, int]
 
 
-class DenyEntry(Message):
+class DenyEntry(Frozen):
     token: str  # HMAC of the card number with the site key, never the number
     status: str  # lost, frozen, cancelled, replaced; "active" lifts an entry
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.protocol import (
@@ -196,11 +196,17 @@ class Reconciler:
 
     def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
         self.store.seen(
-            t.device, online=True, head=msg.head, cloud_head=msg.cloud_head, last_seen_ms=self.clock()
+            t.device,
+            online=True,
+            head=msg.head,
+            cloud_head=msg.cloud_head,
+            last_seen_ms=self.clock(),
         )
         self._sent_cloud[t.device] = msg.cloud_head
         out = [self.ack(t), *self.push_chain(t)]
-        out.append(self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version))))
+        out.append(
+            self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
+        )
         return out
 
     def _deny(self, t: Topics, since: int) -> list[DenyDelta]:
@@ -346,7 +352,7 @@ class ReconcilerService:
         while True:
             # A persistent session (v5 needs the expiry property besides clean_start=False):
             # what kiosks publish while we reconnect is queued for us by the broker.
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.session_expiry_s
             client = aiomqtt.Client(
                 identifier=ident,

@@ -302,9 +302,7 @@ class SqliteCloudStore(CloudStore):
         if not sets:
             return
         with self.ledger.conn:
-            self.ledger.conn.execute(
-                f"UPDATE devices SET {sets} WHERE device = ?", (*args, device)
-            )
+            self.ledger.conn.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
         conn = self.ledger.conn

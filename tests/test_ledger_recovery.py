@@ -83,8 +83,13 @@ def test_a_kiosk_applies_the_clouds_grant_to_a_kiosk_it_does_not_know(fleet):
     k1 = fleet.add("k1")
     fleet.add("k2")
     k1_alone = Ledger(fleet.root / "k1b.db", replica="k1b", key=fleet.keys["k1"])
-    k1_alone.trust("cloud", fleet.ledgers["cloud"].conn.execute(
-        "SELECT public_key FROM replicas WHERE replica = 'cloud'").fetchone()[0], "cloud")
+    k1_alone.trust(
+        "cloud",
+        fleet.ledgers["cloud"]
+        .conn.execute("SELECT public_key FROM replicas WHERE replica = 'cloud'")
+        .fetchone()[0],
+        "cloud",
+    )
     cloud.append([Intent(Kind.INC, "m1", "cash", 100)])
     cloud.append([Intent(Kind.XFER, "m1", "cash", 60, counterpart="k2")])
     counts = k1_alone.apply_many(list(cloud.ops("cloud")))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
 
 from cloud_sync.settings import EscrowPolicy
 from edge.ledger import Intent, Kind, SpendRefused, verify
-
 from tests.mqtt_broker import eventually, world
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(shutil.which("mosquitto") is None and not __import__("os").path.exists("/usr/sbin/mosquitto"), reason="no mosquitto"),
+    pytest.mark.skipif(
+        shutil.which("mosquitto") is None
+        and not __import__("os").path.exists("/usr/sbin/mosquitto"),
+        reason="no mosquitto",
+    ),
 ]
 
 
@@ -156,8 +158,13 @@ async def test_same_batch_twice_and_out_of_order_changes_nothing_twice(tmp_path)
         t = Topics("s1", "k1")
 
         def up(run):
-            return seal(OpsUpload(batch=encode_ops(run)), topic=t.ops, sender="k1",
-                        key=w.keys["k1"], ts_ms=1)
+            return seal(
+                OpsUpload(batch=encode_ops(run)),
+                topic=t.ops,
+                sender="k1",
+                key=w.keys["k1"],
+                ts_ms=1,
+            )
 
         settings = w.broker.settings("k1")
         async with aiomqtt.Client(**settings.client_kwargs(), identifier="raw-k1") as c:
@@ -188,15 +195,34 @@ async def test_forged_grant_with_a_valid_tls_cert_is_refused(tmp_path):
         rogue.append([Intent(Kind.INC, "m1", "cash", 10**9)])
         forged_ops = list(rogue.ops("cloud"))
         t = Topics("s1", "k1")
-        payload = seal(ChainOps(batch=encode_ops(forged_ops)), topic=t.grants, sender="cloud",
-                       key=generate_key(), ts_ms=1)
+        payload = seal(
+            ChainOps(batch=encode_ops(forged_ops)),
+            topic=t.grants,
+            sender="cloud",
+            key=generate_key(),
+            ts_ms=1,
+        )
         f = tmp_path / "forged.bin"
         f.write_bytes(payload)
         pki = w.broker.pki
         subprocess_args = [
-            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(w.broker.port), "-q", "1",
-            "--cafile", str(pki / "ca.crt"), "--cert", str(pki / "reconciler.crt"),
-            "--key", str(pki / "reconciler.key"), "-t", t.grants, "-f", str(f),
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(w.broker.port),
+            "-q",
+            "1",
+            "--cafile",
+            str(pki / "ca.crt"),
+            "--cert",
+            str(pki / "reconciler.crt"),
+            "--key",
+            str(pki / "reconciler.key"),
+            "-t",
+            t.grants,
+            "-f",
+            str(f),
         ]
         import subprocess
 
@@ -223,11 +249,13 @@ async def test_a_device_cannot_publish_on_another_devices_topic(tmp_path):
         await eventually(lambda: w.services[0].connected.is_set())
         t1, t2 = Topics("s1", "k1"), Topics("s1", "k2")
         ops = list(k2.ops("k2"))
-        on_k1 = seal(OpsUpload(batch=encode_ops(ops)), topic=t1.ops, sender="k2",
-                     key=w.keys["k2"], ts_ms=1)
+        on_k1 = seal(
+            OpsUpload(batch=encode_ops(ops)), topic=t1.ops, sender="k2", key=w.keys["k2"], ts_ms=1
+        )
         resealed_for_k2 = on_k1  # signed for k1's topic, published on k2's own topic
         async with aiomqtt.Client(
-            **w.broker.settings("k2").client_kwargs(), identifier="raw-k2",
+            **w.broker.settings("k2").client_kwargs(),
+            identifier="raw-k2",
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as c:
             await c.publish(t1.ops, on_k1, qos=1)  # the ACL drops it
@@ -252,17 +280,23 @@ async def test_lost_card_delta_reaches_an_online_kiosk(tmp_path):
         w.start_agent("k1")
         await w.online("k1")
         t0 = time.monotonic()
-        await w.services[0].publish([rec.deny_delta("s1", [DenyEntry(token="tokA", status="lost")])])
+        await w.services[0].publish(
+            [rec.deny_delta("s1", [DenyEntry(token="tokA", status="lost")])]
+        )
         await eventually(lambda: ag1.denied("tokA") == "lost", what="delta at k1")
         latency = time.monotonic() - t0
         print(f"deny-list delta latency {latency * 1000:.1f} ms")
         assert [d.version for d in seen] == [1]
-        await w.services[0].publish([rec.deny_delta("s1", [DenyEntry(token="tokB", status="frozen")])])
+        await w.services[0].publish(
+            [rec.deny_delta("s1", [DenyEntry(token="tokB", status="frozen")])]
+        )
         # A kiosk that was offline catches up from the retained head and the gap request.
         w.start_agent("k2")
         await w.online("k2")
-        await eventually(lambda: ag2.denied("tokB") == "frozen" and ag2.denied("tokA") == "lost",
-                         what="k2 caught up")
+        await eventually(
+            lambda: ag2.denied("tokB") == "frozen" and ag2.denied("tokA") == "lost",
+            what="k2 caught up",
+        )
         assert ag2.denylist.version == 2
         await eventually(lambda: ag1.denylist.version == 2)
         assert len(seen) == 2
@@ -304,8 +338,10 @@ async def test_restored_kiosk_refuses_to_spend_until_it_recovers_its_chain(tmp_p
         w.agents["k1"] = agent
         assert restored.purse("m1", "cash").rights("k1") == 900  # what the old image believes
         w.start_agent("k1")
-        await eventually(lambda: agent.acked == restored.head()[0] == 6 and not agent.recovering,
-                         what="recovered")
+        await eventually(
+            lambda: agent.acked == restored.head()[0] == 6 and not agent.recovering,
+            what="recovered",
+        )
         assert restored.purse("m1", "cash").rights("k1") == 400
         with pytest.raises(SpendRefused) as refused:
             restored.append([Intent(Kind.DEC, "m1", "cash", 500)], ref="t99")

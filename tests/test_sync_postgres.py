@@ -58,8 +58,9 @@ def test_pg_ingest_is_exactly_once_in_any_order(pg_dsn, cloud_key, fleet):
     assert store.ingest(ops[:5]) == {"applied": 2, "duplicate": 3, "pending": 0, "refused": 0}
     assert store.head("k1") == k1.head()
     assert store.ingest(ops)["duplicate"] == 10
-    forged = ops[3].__class__(**{**{f: getattr(ops[3], f) for f in ops[3].__struct_fields__},
-                                 "amount": 1})
+    forged = ops[3].__class__(
+        **{**{f: getattr(ops[3], f) for f in ops[3].__struct_fields__}, "amount": 1}
+    )
     assert store.ingest([forged])["refused"] == 1
     assert store.purse("m1", "cash").value == 910
     assert store.ops("k1", 8) == ops[8:]
@@ -99,7 +100,7 @@ def test_two_processes_never_double_apply_or_double_grant(pg_dsn, cloud_key, fle
 @pytest.mark.mqtt
 async def test_two_reconcilers_share_the_load_over_postgres(pg_dsn, cloud_key, tmp_path):
     from cloud_sync.reconciler import Reconciler
-    from tests.mqtt_broker import eventually, world
+    from tests.mqtt_broker import world
     from tests.test_sync_mqtt import assert_converged, spend
 
     async with world(tmp_path, ["k1", "k2", "k3"]) as w:

@@ -70,7 +70,10 @@ def test_envelope_checks_signer_topic_version_and_type():
         open_envelope(data, topic=t1.ack, keys=keys, allowed=CLOUD_TO_KIOSK["grants"])
     rogue = seal(
         Recall(id="x", account="m1", purse="cash", amount=5),
-        topic=t1.grants, sender="cloud", key=generate_key(), ts_ms=1,
+        topic=t1.grants,
+        sender="cloud",
+        key=generate_key(),
+        ts_ms=1,
     )
     with pytest.raises(MessageRefused, match="bad signature"):
         open_envelope(rogue, topic=t1.grants, keys=keys, allowed=CLOUD_TO_KIOSK["grants"])
