@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from cloud_sync.cli import cloud
 from edge import __version__
 from edge.demo import demo
 from edge.ledger.cli import ledger
@@ -22,6 +23,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(ledger)
 cli.add_command(demo)
+cli.add_command(cloud)
 
 
 def main() -> None:
