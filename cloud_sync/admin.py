@@ -86,7 +86,6 @@ async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None
     """Publish messages on a short-lived connection (the operator CLI)."""
     async with aiomqtt.Client(
         identifier=f"operator-{secrets.token_hex(4)}",
-        protocol=aiomqtt.ProtocolVersion.V5,
         **broker.client_kwargs(),
     ) as client:
         for o in outs:

@@ -179,6 +179,11 @@ class KioskAgent:
         return max(0, self.ledger.head()[0] - self.acked)
 
     @property
+    def synced(self) -> bool:
+        """Online and the cloud has answered since this connect (uploads are flowing)."""
+        return self.online and self._synced.is_set()
+
+    @property
     def recovering(self) -> int:
         return self.ledger.recovering
 
@@ -238,7 +243,6 @@ class KioskAgent:
             )
             client = aiomqtt.Client(
                 identifier=f"kiosk-{s.site}-{s.device}",
-                protocol=aiomqtt.ProtocolVersion.V5,
                 will=will,
                 **s.broker.client_kwargs(),
             )

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.protocol import (
@@ -350,16 +348,10 @@ class ReconcilerService:
         backoff = 0.2
         ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
         while True:
-            # A persistent session (v5 needs the expiry property besides clean_start=False):
-            # what kiosks publish while we reconnect is queued for us by the broker.
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.settings.session_expiry_s
+            # A persistent session: what kiosks publish while we reconnect is queued for us.
             client = aiomqtt.Client(
                 identifier=ident,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=props,
-                **self.settings.broker.client_kwargs(),
+                **self.settings.broker.client_kwargs(self.settings.session_expiry_s),
             )
             client._client.manual_ack_set(True)
             try:

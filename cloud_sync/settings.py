@@ -39,10 +39,28 @@ class BrokerSettings(Settings):
     tls: TlsSettings | None = None
     keepalive_s: int = Field(default=30, ge=5)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    mqtt_version: Literal[4, 5] = 5  # 4 = MQTT 3.1.1 (e.g. the embedded amqtt broker)
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for aiomqtt.Client shared by the agent and the reconciler."""
-        return {
+    def client_kwargs(self, session_expiry_s: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for aiomqtt.Client shared by the agent and the reconciler; with
+        `session_expiry_s`, a persistent session (v5 needs the expiry property besides
+        clean_start=False, or the broker drops what arrives while we reconnect)."""
+        import aiomqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        session: dict[str, Any] = {}
+        if self.mqtt_version == 5:
+            session["protocol"] = aiomqtt.ProtocolVersion.V5
+            if session_expiry_s is not None:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = session_expiry_s
+                session["clean_start"] = False
+                session["properties"] = props
+        else:
+            session["protocol"] = aiomqtt.ProtocolVersion.V311
+            session["clean_session"] = session_expiry_s is None
+        return session | {
             "hostname": self.host,
             "port": self.port,
             "keepalive": self.keepalive_s,
