@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.report import Row, table
 
-SUITES = ["bench.ledger_bench"]
+SUITES = ["bench.ledger_bench", "bench.sync_bench"]
 
 
 def main() -> int:

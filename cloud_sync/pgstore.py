@@ -408,6 +408,37 @@ class PgCloudStore(CloudStore):
             cloud=self.replica,
         )
 
+    def purse_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PurseState]:
+        if not keys:
+            return {}
+        accounts, purses = [k[0] for k in keys], [k[1] for k in keys]
+        shares: dict[tuple[str, str], list[Share]] = defaultdict(list)
+        for a, p, r, *n in self.conn.execute(
+            "SELECT s.account, s.purse, s.replica, s.inc, s.dec, s.debt, s.xin, s.xout"
+            " FROM shares s JOIN unnest(%s::text[], %s::text[]) AS k(account, purse)"
+            " ON s.account = k.account AND s.purse = k.purse ORDER BY s.replica",
+            (accounts, purses),
+        ):
+            shares[(a, p)].append(Share(r, *(int(x) for x in n)))
+        limits = {
+            (a, name.removeprefix(CREDIT_LIMIT)): int(v)
+            for a, name, v in self.conn.execute(
+                "SELECT account, name, value FROM registers WHERE (account, name) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                (accounts, [CREDIT_LIMIT + p for p in purses]),
+            )
+        }
+        return {
+            (a, p): PurseState(
+                account=a,
+                purse=p,
+                shares=tuple(shares.get((a, p), ())),
+                credit_limit=limits.get((a, p), 0),
+                cloud=self.replica,
+            )
+            for a, p in keys
+        }
+
     def purses(self, account: str | None = None) -> list[PurseState]:
         if account is None:
             keys = self.conn.execute(

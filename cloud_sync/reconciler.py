@@ -170,8 +170,9 @@ class Reconciler:
         """The member is active at this kiosk: top its working float up on what was spent."""
         spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
         granted: list[str] = []
+        states = self.store.purse_many(spent)
         for account, purse in spent:
-            state = self.store.purse(account, purse)
+            state = states[(account, purse)]
             want = self._float_target(state, t.device) - state.rights(t.device)
             if want <= 0:
                 continue

@@ -83,6 +83,10 @@ class CloudStore(abc.ABC):
     @abc.abstractmethod
     def purses(self, account: str | None = None) -> list[PurseState]: ...
 
+    def purse_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PurseState]:
+        """Several purses at once (a backend may answer in one round trip)."""
+        return {(a, p): self.purse(a, p) for a, p in keys}
+
     @abc.abstractmethod
     def register(self, account: str, name: str) -> Register | None: ...
 

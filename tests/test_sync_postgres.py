@@ -63,6 +63,10 @@ def test_pg_ingest_is_exactly_once_in_any_order(pg_dsn, cloud_key, fleet):
     )
     assert store.ingest([forged])["refused"] == 1
     assert store.purse("m1", "cash").value == 910
+    store.append([Intent(Kind.SET, "m1", "limit:cash", 1, data="500")])
+    keys = [("m1", "cash"), ("m9", "cash")]
+    assert store.purse_many(keys) == {k: store.purse(*k) for k in keys}
+    assert store.purse_many(keys)[("m1", "cash")].credit_limit == 500
     assert store.ops("k1", 8) == ops[8:]
     store.close()
 
