@@ -7,6 +7,7 @@ import os
 
 import click
 
+from cloud_sync.cli import cloud
 from edge import __version__
 from edge.demo import demo
 from edge.ledger.cli import ledger
@@ -38,6 +39,7 @@ cli.add_command(selftest)
 cli.add_command(run)
 cli.add_command(provision)
 cli.add_command(cards)
+cli.add_command(cloud)
 
 
 def main() -> None:

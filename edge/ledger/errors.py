@@ -45,6 +45,7 @@ class Refusal(enum.StrEnum):
     XFER_NOT_VIA_CLOUD = "transfers go only between the cloud and a kiosk"
     BAD_AMOUNT = "amount must be a positive whole number of minor units"
     NOT_ALLOWED = "this replica may not write that"
+    CHAIN_BEHIND = "this kiosk is restoring its ledger from the cloud"
 
 
 class SpendRefused(LedgerError):

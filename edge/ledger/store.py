@@ -203,6 +203,14 @@ class Ledger:
                 if done:
                     return done
             seq, prev = self._head(c, self.replica)
+            hold = self._hold(c)
+            if seq < hold and intents:
+                # Our chain is behind what the cloud stored for us (restored image): a new op
+                # would fork it and could spend rights already spent. Nothing until recovered.
+                first = intents[0]
+                raise SpendRefused(
+                    Refusal.CHAIN_BEHIND, first.account, first.purse, first.amount, 0
+                )
             written: list[Op] = []
             wall, mono = self.clock.wall_ms(), self.clock.mono_ms()
             for intent in intents:
@@ -291,6 +299,11 @@ class Ledger:
     def apply(self, op: Op) -> ApplyResult:
         """Apply another replica's op: idempotent by (replica, seq); an op whose predecessor is
         missing waits in `pending` and is applied when the gap fills. Raises OpRefused."""
+        self._verified(op)
+        with self._write() as c:
+            return self._apply_in(c, op)
+
+    def _verified(self, op: Op) -> None:
         key = self._keys.get(op.replica)
         if key is None:
             raise OpRefused(op.replica, op.seq, "unknown replica (no trusted key)")
@@ -299,26 +312,28 @@ class Ledger:
         if not op.signature_ok(key):
             raise OpRefused(op.replica, op.seq, "bad signature")
         self._check_shape(op)
-        with self._write() as c:
-            head_seq, head_hash = self._head(c, op.replica)
-            if op.seq <= head_seq:
-                (stored,) = c.execute(
-                    "SELECT hash FROM ops WHERE replica = ? AND seq = ?", (op.replica, op.seq)
-                ).fetchone()
-                if bytes(stored) != op.hash():
-                    raise OpRefused(op.replica, op.seq, "conflicts with the op already stored")
-                return "duplicate"
-            if op.seq > head_seq + 1:
-                c.execute(
-                    "INSERT OR IGNORE INTO pending VALUES (?, ?, ?)",
-                    (op.replica, op.seq, opcodec.encode(op)),
-                )
-                return "pending"
-            if op.prev != head_hash:
-                raise OpRefused(op.replica, op.seq, "does not link to the previous op (prev hash)")
-            head_hash = self._store(c, op)
-            self._drain_pending(c, op.replica, op.seq, head_hash)
-            return "applied"
+
+    def _apply_in(self, c: sqlite3.Connection, op: Op) -> ApplyResult:
+        """Store a verified op inside the caller's write transaction."""
+        head_seq, head_hash = self._head(c, op.replica)
+        if op.seq <= head_seq:
+            (stored,) = c.execute(
+                "SELECT hash FROM ops WHERE replica = ? AND seq = ?", (op.replica, op.seq)
+            ).fetchone()
+            if bytes(stored) != op.hash():
+                raise OpRefused(op.replica, op.seq, "conflicts with the op already stored")
+            return "duplicate"
+        if op.seq > head_seq + 1:
+            c.execute(
+                "INSERT OR IGNORE INTO pending VALUES (?, ?, ?)",
+                (op.replica, op.seq, opcodec.encode(op)),
+            )
+            return "pending"
+        if op.prev != head_hash:
+            raise OpRefused(op.replica, op.seq, "does not link to the previous op (prev hash)")
+        head_hash = self._store(c, op)
+        self._drain_pending(c, op.replica, op.seq, head_hash)
+        return "applied"
 
     def _check_shape(self, op: Op) -> None:
         if op.kind is not Kind.SET and op.amount <= 0:
@@ -347,13 +362,55 @@ class Ledger:
     def apply_many(self, ops: Sequence[Op]) -> dict[str, int]:
         """Apply a batch; count outcomes. Refused ops are logged and counted, never applied."""
         counts = {"applied": 0, "duplicate": 0, "pending": 0, "refused": 0}
-        for op in ops:
+        verified: list[Op] = []
+        for op in ops:  # signatures are checked before the write lock is taken
             try:
-                counts[self.apply(op)] += 1
+                self._verified(op)
             except OpRefused as exc:
                 log.warning("%s", exc)
                 counts["refused"] += 1
+            else:
+                verified.append(op)
+        if not verified:
+            return counts
+        # One durable commit for the batch; a savepoint per op so a refusal undoes only that op.
+        with self._write() as c:
+            for op in verified:
+                c.execute("SAVEPOINT op")
+                try:
+                    counts[self._apply_in(c, op)] += 1
+                except OpRefused as exc:
+                    c.execute("ROLLBACK TO op")
+                    log.warning("%s", exc)
+                    counts["refused"] += 1
+                c.execute("RELEASE op")
         return counts
+
+    # -- recovery of our own chain (DESIGN.md section 4, trap 2) ----------------------------
+
+    def _hold(self, c: sqlite3.Connection) -> int:
+        row = c.execute("SELECT value FROM meta WHERE key = 'hold_until'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def hold_until(self, seq: int) -> None:
+        """Refuse every local write until our own chain reaches `seq` (what the cloud has stored
+        for us): set when the cloud acknowledges more than we hold. Durable; only ever raised."""
+        with self._write() as c:
+            if seq > self._hold(c):
+                c.execute(
+                    "INSERT INTO meta VALUES ('hold_until', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(seq),),
+                )
+                log.warning(
+                    "ledger %s: local writes held until own seq %d is recovered", self.replica, seq
+                )
+
+    @property
+    def recovering(self) -> int:
+        """The own seq still missing before local writes resume; 0 when not recovering."""
+        hold = self._hold(self.conn)
+        return hold if self.head()[0] < hold else 0
 
     # -- the one place an op is written -----------------------------------------------------
 
@@ -460,14 +517,17 @@ class Ledger:
         )
         return [Register(*row) for row in rows]
 
-    def ops(self, replica: str | None = None, after_seq: int = 0) -> Iterator[Op]:
-        """Ops in (replica, seq) order; with a replica, only its chain after `after_seq`."""
+    def ops(
+        self, replica: str | None = None, after_seq: int = 0, limit: int | None = None
+    ) -> Iterator[Op]:
+        """Ops in (replica, seq) order; with a replica, only its chain after `after_seq`
+        (at most `limit` of them)."""
         if replica is None:
             cur = self.conn.execute(f"SELECT {_OP_COLUMNS} FROM ops ORDER BY replica, seq")
         else:
             cur = self.conn.execute(
-                f"SELECT {_OP_COLUMNS} FROM ops WHERE replica = ? AND seq > ? ORDER BY seq",
-                (replica, after_seq),
+                f"SELECT {_OP_COLUMNS} FROM ops WHERE replica = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (replica, after_seq, -1 if limit is None else limit),
             )
         for row in cur:
             yield op_from_row(row)

@@ -1,0 +1,92 @@
+"""Operator actions on the cloud store (members, cards, top-ups, reports), as library calls the
+`kiosk cloud` CLI wraps. Card numbers are never stored: only an HMAC with the site key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiomqtt
+
+from cloud_sync.errors import ConfigError
+from cloud_sync.protocol import DenyEntry
+from cloud_sync.reconciler import Outgoing, Reconciler
+from cloud_sync.settings import BrokerSettings
+from cloud_sync.store import CARD, CloudStore
+from edge.ledger import Intent, Kind, Op
+
+CARD_STATES = ("active", "lost", "frozen", "cancelled", "replaced", "expired")
+
+
+def new_site_key(path: Path) -> None:
+    if path.exists():
+        raise ConfigError(f"{path} exists; a site key is created once")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(32))
+    finally:
+        os.close(fd)
+
+
+def card_token(site_key: bytes, card_number: str) -> str:
+    """What the ledger and the deny list hold instead of the card number."""
+    digits = "".join(card_number.split())
+    return hmac.new(site_key, digits.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _set(store: CloudStore, account: str, name: str, value: str, ref: str = "") -> list[Op]:
+    current = store.register(account, name)
+    version = (current.version if current else 0) + 1
+    return store.append([Intent(Kind.SET, account, name, version, data=value)], ref)
+
+
+def register_member(store: CloudStore, account: str, name: str) -> None:
+    _set(store, account, "name", name)
+
+
+def link_card(store: CloudStore, account: str, token: str) -> None:
+    owner = store.account_of(CARD + token)
+    if owner is not None and owner != account:
+        raise ConfigError(f"that card is already linked to account {owner}")
+    _set(store, account, CARD + token, "active")
+
+
+def set_card_status(
+    reconciler: Reconciler, site: str, token: str, status: str
+) -> tuple[str, Outgoing]:
+    """Write the card's status register and the deny-list delta; returns (account, message)."""
+    if status not in CARD_STATES:
+        raise ConfigError(f"unknown card status {status!r}")
+    store = reconciler.store
+    account = store.account_of(CARD + token)
+    if account is None:
+        raise ConfigError("no account has that card")
+    _set(store, account, CARD + token, status)
+    return account, reconciler.deny_delta(site, [DenyEntry(token=token, status=status)])
+
+
+def replace_card(
+    reconciler: Reconciler, site: str, old: str, new: str
+) -> tuple[str, list[Outgoing]]:
+    account, out = set_card_status(reconciler, site, old, "replaced")
+    link_card(reconciler.store, account, new)
+    return account, [out]
+
+
+def top_up(store: CloudStore, account: str, purse: str, amount: int, ref: str) -> list[Op]:
+    """Money taken at the counter: an inc on the cloud's chain (idempotent by receipt ref)."""
+    return store.append([Intent(Kind.INC, account, purse, amount)], ref)
+
+
+async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None:
+    """Publish messages on a short-lived connection (the operator CLI)."""
+    async with aiomqtt.Client(
+        identifier=f"operator-{secrets.token_hex(4)}",
+        **broker.client_kwargs(),
+    ) as client:
+        for o in outs:
+            await client.publish(o.topic, o.payload, qos=1, retain=o.retain)

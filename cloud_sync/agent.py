@@ -1,0 +1,551 @@
+"""The kiosk's sync agent: uploads the ledger's unacked ops, applies what the cloud signs (grants,
+recalls, snapshots, deny-list deltas) exactly once, asks for rights online within a budget, and
+recovers the kiosk's own chain when the cloud holds more of it than the kiosk does.
+
+The ledger never waits on the network: the agent reads the ledger's chain as its outbox.
+
+    async with KioskAgent(ledger, settings) as agent:
+        task = asyncio.create_task(agent.run())
+        ok = await agent.request_rights("m1", "cash", 350)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from cloud_sync.errors import BatchError, MessageRefused, SyncError
+from cloud_sync.protocol import (
+    CLOUD_TO_KIOSK,
+    Ack,
+    Answer,
+    ChainOps,
+    DenyDelta,
+    DenySince,
+    Hello,
+    Message,
+    OpsUpload,
+    Recall,
+    RecoverRequest,
+    RightsRequest,
+    Snapshot,
+    Status,
+    Topics,
+    decode_ops,
+    encode_ops,
+    open_envelope,
+    seal,
+)
+from cloud_sync.settings import AgentSettings
+from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
+
+log = logging.getLogger(__name__)
+
+DenyListener = Callable[[DenyDelta], None]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DenyList:
+    """The site's deny list as this kiosk holds it: token -> status, at a version. Survives a
+    restart (a kiosk that boots offline still knows every card reported lost)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS deny (token TEXT PRIMARY KEY, status TEXT NOT NULL,"
+            " version INTEGER NOT NULL)"
+        )
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+        )
+
+    @property
+    def version(self) -> int:
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'deny_version'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def apply(self, delta: DenyDelta) -> bool:
+        """Apply the next delta (version + 1) durably; False for an old or out-of-order one."""
+        if delta.version != self.version + 1:
+            return False
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for e in delta.entries:
+                if e.status == "active":
+                    self.conn.execute("DELETE FROM deny WHERE token = ?", (e.token,))
+                else:
+                    self.conn.execute(
+                        "INSERT INTO deny VALUES (?, ?, ?) ON CONFLICT (token) DO UPDATE"
+                        " SET status = excluded.status, version = excluded.version",
+                        (e.token, e.status, delta.version),
+                    )
+            self.conn.execute(
+                "INSERT INTO state VALUES ('deny_version', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value",
+                (delta.version,),
+            )
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        return True
+
+    def status(self, token: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM deny WHERE token = ?", (token,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def __len__(self) -> int:
+        (n,) = self.conn.execute("SELECT COUNT(*) FROM deny").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class KioskAgent:
+    """The kiosk side of sync. Reusable across connections, not reentrant."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: AgentSettings,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        if key is None:
+            if settings.key_file is None:
+                raise SyncError("the agent needs the device key (settings.key_file)")
+            key = load_private_key(settings.key_file)
+        cloud = ledger.cloud
+        if cloud is None:
+            raise SyncError(f"{ledger.path}: no cloud key pinned; enroll the kiosk first")
+        cloud_key = ledger.public_key(cloud)
+        assert cloud_key is not None
+        if ledger.replica != settings.device:
+            raise SyncError(f"ledger of {ledger.replica!r} cannot sync as {settings.device!r}")
+        self.ledger = ledger
+        self.settings = settings
+        self.key = key
+        self.clock = clock
+        self.cloud = cloud
+        self._cloud_key: Ed25519PublicKey = cloud_key
+        self.topics = Topics(settings.site, settings.device)
+        self.denylist = DenyList(settings.state_file)
+        self.snapshots: dict[str, Snapshot] = {}
+        self.acked = 0  # highest contiguous seq of our chain the cloud has stored
+        self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
+        self.forked = False
+        self.online = False
+        self._sent = 0
+        self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
+        self._progress = asyncio.Event()
+        self._need_recover = False
+        self._client: aiomqtt.Client | None = None
+        self._rpc: dict[str, asyncio.Future[Answer]] = {}
+        self._deny_listeners: list[DenyListener] = []
+        self._deny_queues: list[asyncio.Queue[DenyDelta]] = []
+        self._deny_gap = False
+
+    async def __aenter__(self) -> KioskAgent:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.online = False
+        self.denylist.close()
+
+    # -- what the daemon reads -------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Own ops not yet stored by the cloud."""
+        return max(0, self.ledger.head()[0] - self.acked)
+
+    @property
+    def synced(self) -> bool:
+        """Online and the cloud has answered since this connect (uploads are flowing)."""
+        return self.online and self._synced.is_set()
+
+    @property
+    def recovering(self) -> int:
+        return self.ledger.recovering
+
+    def denied(self, token: str) -> str | None:
+        """The deny-list status of a card token (HMAC), or None when it is not listed."""
+        return self.denylist.status(token)
+
+    def on_deny(self, listener: DenyListener) -> None:
+        """Call `listener(delta)` for every deny-list delta applied."""
+        self._deny_listeners.append(listener)
+
+    async def deny_changes(self) -> AsyncIterator[DenyDelta]:
+        """Every deny-list delta applied from now on, as an async iterator."""
+        q: asyncio.Queue[DenyDelta] = asyncio.Queue()
+        self._deny_queues.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._deny_queues.remove(q)
+
+    def notify(self) -> None:
+        """Tell the uploader the ledger has new ops (it also polls)."""
+        self._progress.set()
+
+    # -- sealing and publishing ------------------------------------------------------------
+
+    def _seal(self, topic: str, msg: Message) -> bytes:
+        return seal(msg, topic=topic, sender=self.settings.device, key=self.key, ts_ms=self.clock())
+
+    async def _publish(self, topic: str, msg: Message, retain: bool = False) -> None:
+        client = self._client
+        if client is None:
+            raise aiomqtt.MqttError("offline")
+        await client.publish(topic, self._seal(topic, msg), qos=1, retain=retain)
+
+    def _status(self, online: bool) -> Status:
+        head = self.ledger.head()[0]
+        return Status(
+            online=online,
+            head=head,
+            acked=self.acked,
+            queue_depth=max(0, head - self.acked),
+            recovering=self.ledger.recovering,
+            wall_ms=self.clock(),
+        )
+
+    # -- the connection --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the link up forever: connect, sync, upload, receive; jittered backoff."""
+        s = self.settings
+        backoff = s.backoff_min_s
+        while True:
+            will = aiomqtt.Will(
+                self.topics.status, self._seal(self.topics.status, self._status(False)), 1, True
+            )
+            client = aiomqtt.Client(
+                identifier=f"kiosk-{s.site}-{s.device}",
+                will=will,
+                **s.broker.client_kwargs(),
+            )
+            # Before connecting: otherwise paho acks queued messages before we have applied them.
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    self._client = client
+                    for t in (
+                        self.topics.ack,
+                        self.topics.grants,
+                        self.topics.rpc_res,
+                        self.topics.denylist,
+                    ):
+                        await client.subscribe(t, qos=1)
+                    self.online = True
+                    backoff = s.backoff_min_s
+                    log.info("agent %s online", s.device)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._receive(client), name="agent-receive")
+                        tg.create_task(self._sync(), name="agent-sync")
+                        tg.create_task(self._upload(), name="agent-upload")
+            except* (aiomqtt.MqttError, OSError) as group:
+                reason = str(group.exceptions[0]) or type(group.exceptions[0]).__name__
+                if "timed out" in reason.lower() and s.broker.tls is not None:
+                    reason += " (with mutual TLS a refused or missing device certificate looks"
+                    reason += " like a timeout: check the certificate and the CA)"
+                log.warning("agent %s offline: %s", s.device, reason)
+            finally:
+                self._went_offline()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, s.backoff_max_s)
+
+    def _went_offline(self) -> None:
+        self.online = False
+        self._client = None
+        self._synced.clear()
+        for fut in self._rpc.values():
+            if not fut.done():
+                fut.set_exception(aiomqtt.MqttError("offline"))
+        self._rpc.clear()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            payload = m.payload
+            if isinstance(payload, bytes | bytearray):
+                try:
+                    self._on_message(str(m.topic), bytes(payload))
+                except (MessageRefused, BatchError) as exc:
+                    self.refused += 1
+                    log.warning("%s", exc)
+            # Only now, with its effects durable (or it refused), may the broker forget it.
+            client._client.ack(m.mid, m.qos)
+
+    async def _rpc_call(self, msg: Hello | RightsRequest | RecoverRequest | DenySince) -> Answer:
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._rpc[msg.id] = fut
+        try:
+            await self._publish(self.topics.rpc_req, msg)
+            return await fut
+        finally:
+            self._rpc.pop(msg.id, None)
+
+    async def _sync(self) -> None:
+        """At connect and every sync interval: hello (ack, missed cloud chain, missed deny
+        deltas), retained status; recovery of our own chain when the cloud holds more of it."""
+        s = self.settings
+        while True:
+            hello = Hello(
+                id=uuid.uuid4().hex,
+                head=self.ledger.head()[0],
+                cloud_head=self.ledger.head(self.cloud)[0],
+                deny_version=self.denylist.version,
+            )
+            try:
+                async with asyncio.timeout(s.ack_timeout_s):
+                    answer = await self._rpc_call(hello)
+                for delta in answer.deny:
+                    self._on_deny(delta)
+            except TimeoutError:
+                log.warning("agent %s: no answer from the cloud to hello", s.device)
+                continue  # ask again (the reconciler may be reconnecting)
+            if self._need_recover or self._deny_gap:
+                await self._repair()
+            await self._publish(self.topics.status, self._status(True), retain=True)
+            try:
+                async with asyncio.timeout(s.sync_interval_s):
+                    while not (self._need_recover or self._deny_gap):
+                        await asyncio.sleep(s.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def _repair(self) -> None:
+        s = self.settings
+        try:
+            async with asyncio.timeout(max(5 * s.ack_timeout_s, 5.0)):
+                if self._deny_gap:
+                    self._deny_gap = False
+                    since = DenySince(id=uuid.uuid4().hex, since=self.denylist.version)
+                    for delta in (await self._rpc_call(since)).deny:
+                        self._on_deny(delta)
+                if self._need_recover:
+                    after = self.ledger.head()[0]
+                    log.warning("agent %s: recovering own chain after seq %d", s.device, after)
+                    await self._rpc_call(RecoverRequest(id=uuid.uuid4().hex, after_seq=after))
+                    if not self.ledger.recovering:
+                        self._need_recover = False
+                        log.warning("agent %s: own chain recovered", s.device)
+        except TimeoutError:
+            log.warning("agent %s: repair timed out; retrying at the next sync", s.device)
+
+    async def _upload(self) -> None:
+        """Send unacked ops in seq order, at most `window` ahead of the ack; resend from the
+        ack when it stops moving."""
+        s = self.settings
+        await self._synced.wait()
+        last_ack, last_move = self.acked, time.monotonic()
+        while True:
+            head = self.ledger.head()[0]
+            if self.acked != last_ack:
+                last_ack, last_move = self.acked, time.monotonic()
+            self._sent = max(self._sent, self.acked)
+            if (
+                not self.ledger.recovering
+                and not self.forked
+                and head > self._sent
+                and self._sent - self.acked < s.window
+            ):
+                ops = list(self.ledger.ops(s.device, self._sent, s.batch_size))
+                await self._publish(self.topics.ops, OpsUpload(batch=encode_ops(ops)))
+                self._sent = ops[-1].seq
+                continue
+            if head > self.acked and time.monotonic() - last_move > s.ack_timeout_s:
+                log.info("agent %s: no ack past %d; resending", s.device, self.acked)
+                self._sent = self.acked
+                last_move = time.monotonic()
+                continue
+            self._progress.clear()
+            try:
+                async with asyncio.timeout(s.poll_interval_s):
+                    await self._progress.wait()
+            except TimeoutError:
+                pass
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.denylist:
+            leaf = "denylist"
+        elif topic.startswith(self.topics.base + "/"):
+            leaf = topic[len(self.topics.base) + 1 :]
+        else:
+            raise MessageRefused(topic, "not one of this kiosk's topics")
+        allowed = CLOUD_TO_KIOSK.get(leaf)
+        if allowed is None:
+            raise MessageRefused(topic, "not a downlink topic")
+        opened = open_envelope(
+            payload,
+            topic=topic,
+            keys=lambda s: self._cloud_key if s == self.cloud else None,
+            allowed=allowed,
+            sender=self.cloud,
+        )
+        msg = opened.message
+        if isinstance(msg, Ack):
+            self._on_ack(msg)
+        elif isinstance(msg, ChainOps):
+            self._on_chain(msg, topic)
+        elif isinstance(msg, Recall):
+            self._on_recall(msg)
+        elif isinstance(msg, Snapshot):
+            self.snapshots[msg.account] = msg
+        elif isinstance(msg, DenyDelta):
+            if msg.site != self.settings.site:
+                raise MessageRefused(topic, f"deny delta of site {msg.site!r}")
+            self._on_deny(msg)
+        elif isinstance(msg, Answer):
+            fut = self._rpc.get(msg.id)
+            if fut is None or fut.done():
+                log.info("answer %s matches no open request (late or replayed)", msg.id)
+                return
+            if msg.chain:
+                self._apply_cloud(decode_ops(msg.chain), topic)
+            fut.set_result(msg)
+
+    def _on_ack(self, ack: Ack) -> None:
+        head = self.ledger.head()[0]
+        if ack.seq > head:
+            # DESIGN.md section 4, trap 2: the cloud stored ops of ours that we no longer hold.
+            if not self._need_recover:
+                log.error(
+                    "agent %s: cloud holds our chain to seq %d, we hold %d: refusing to spend"
+                    " until recovered",
+                    self.settings.device,
+                    ack.seq,
+                    head,
+                )
+            self.ledger.hold_until(ack.seq)
+            self._need_recover = True
+        elif ack.seq > 0:
+            ours = next(self.ledger.ops(self.settings.device, ack.seq - 1, 1))
+            if ours.hash() != ack.hash and not self.forked:
+                self.forked = True
+                self.ledger.hold_until(head + 1)
+                log.critical(
+                    "agent %s: our op #%d differs from the one the cloud stored: the chain has"
+                    " forked (restored image that kept writing); spending stopped, call support",
+                    self.settings.device,
+                    ack.seq,
+                )
+                return
+        if ack.seq > self.acked or not self._synced.is_set():
+            self.acked = max(self.acked, min(ack.seq, head))
+            self._synced.set()
+            self._progress.set()
+
+    def _apply_cloud(self, ops: list, topic: str) -> None:  # type: ignore[type-arg]
+        if ops and ops[0].replica != self.cloud:
+            raise MessageRefused(topic, f"chain of {ops[0].replica!r} sent as the cloud's")
+        counts = self.ledger.apply_many(ops)
+        if counts["refused"]:
+            self.refused += counts["refused"]
+        log.debug("applied cloud ops #%d..%d: %s", ops[0].seq, ops[-1].seq, counts)
+
+    def _on_chain(self, msg: ChainOps, topic: str) -> None:
+        ops = decode_ops(msg.batch)
+        if not msg.own:
+            self._apply_cloud(ops, topic)
+            return
+        if ops[0].replica != self.settings.device:
+            raise MessageRefused(topic, f"chain of {ops[0].replica!r} sent as our own")
+        counts = self.ledger.apply_many(ops)
+        log.warning(
+            "agent %s: recovered own ops #%d..%d: %s",
+            self.settings.device,
+            ops[0].seq,
+            ops[-1].seq,
+            counts,
+        )
+        if counts["refused"] and not self.forked:
+            self.forked = True
+            log.critical(
+                "agent %s: recovered ops conflict with ours: forked chain", self.settings.device
+            )
+        if not self.ledger.recovering:
+            self._need_recover = False
+        self._progress.set()
+
+    def _on_recall(self, msg: Recall) -> None:
+        """Hand idle rights back: an xfer to the cloud, idempotent by the recall id."""
+        held = self.ledger.purse(msg.account, msg.purse).rights(self.settings.device)
+        amount = min(held, msg.amount)
+        if amount <= 0:
+            return
+        try:
+            self.ledger.append(
+                [Intent(Kind.XFER, msg.account, msg.purse, amount, counterpart=self.cloud)],
+                ref=f"recall:{msg.id}",
+            )
+        except SpendRefused as exc:
+            log.info("recall %s not answered: %s", msg.id, exc.reason.value)
+            return
+        self._progress.set()
+
+    def _on_deny(self, delta: DenyDelta) -> None:
+        version = self.denylist.version
+        if delta.version <= version:
+            return  # already applied: a duplicate or a replay
+        if delta.version > version + 1:
+            self._deny_gap = True  # ask for what we missed at the next sync step
+            return
+        if self.denylist.apply(delta):
+            log.info("deny list of %s at version %d", delta.site, delta.version)
+            for listener in self._deny_listeners:
+                listener(delta)
+            for q in self._deny_queues:
+                q.put_nowait(delta)
+
+    # -- online rights ---------------------------------------------------------------------
+
+    async def request_rights(self, account: str, purse: str, amount: int) -> bool:
+        """True when this kiosk holds `amount` rights on the purse, asking the cloud for the
+        shortfall if needed; False within the budget when it cannot (offline, refused, slow):
+        the caller's offline policy decides then."""
+        me = self.settings.device
+        held = self.ledger.purse(account, purse).rights(me)
+        if held >= amount:
+            return True
+        if not self.online or self.ledger.recovering or self.forked:
+            return False
+        req = RightsRequest(
+            id=uuid.uuid4().hex,
+            account=account,
+            purse=purse,
+            amount=amount - max(held, 0),
+            cloud_head=self.ledger.head(self.cloud)[0],
+        )
+        try:
+            async with asyncio.timeout(self.settings.rights_budget_ms / 1000):
+                answer = await self._rpc_call(req)
+        except (TimeoutError, aiomqtt.MqttError):
+            log.info("rights request for %s/%s timed out or failed", purse, account)
+            return False
+        if not answer.ok:
+            return False
+        return self.ledger.purse(account, purse).rights(me) >= amount

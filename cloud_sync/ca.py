@@ -1,0 +1,202 @@
+"""The deployment CA for mutual TLS: a CA key and certificate, device and reconciler certificates
+(CN = device id), and the mosquitto config and ACL that let a device write only its own topics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cloud_sync.errors import ConfigError
+from cloud_sync.protocol import ROOT, check_name
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+RECONCILER = "reconciler"  # CN of the reconciler's certificate: the wide ACL rights
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    cert: Path
+    key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _name(cn: str, site: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if site:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, site))
+    return x509.Name(attrs)
+
+
+def init_ca(directory: Path, *, name: str = "kiosk-edge deployment CA", days: int = 3650) -> Path:
+    """Create the CA key (0600) and self-signed certificate; refuse to overwrite one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / CA_KEY).exists():
+        raise ConfigError(f"{directory / CA_KEY} exists; a CA is created once")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(directory / CA_KEY, key)
+    (directory / CA_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return directory / CA_CERT
+
+
+def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
+        key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{directory}: no usable CA ({exc}); run `kiosk cloud ca init`") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{directory / CA_KEY}: not an EC key")
+    return cert, key
+
+
+def issue(
+    directory: Path,
+    cn: str,
+    *,
+    site: str | None = None,
+    server_names: tuple[str, ...] = (),
+    days: int = 825,
+) -> Issued:
+    """A certificate signed by the CA: a device (CN = device id, OU = site), the reconciler
+    (CN = `reconciler`), or the broker (with `server_names` as SANs)."""
+    check_name(cn, "certificate name")
+    ca_cert, ca_key = _load_ca(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
+    usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, site))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if server_names:
+        import ipaddress
+
+        sans: list[x509.GeneralName] = []
+        for n in server_names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                sans.append(x509.DNSName(n))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    out = Issued(directory / f"{cn}.crt", directory / f"{cn}.key")
+    _write_key(out.key, key)
+    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+def acl_text() -> str:
+    """mosquitto ACL: `%u` is the certificate CN (use_identity_as_username), so a device can
+    write only its own uplink topics and read only its own downlink topics and its site's deny
+    list; the reconciler reads and writes everything under the root."""
+    lines = [
+        "# kiosk-edge broker ACL (generated by `kiosk cloud broker-config`)",
+        f"user {RECONCILER}",
+        f"topic readwrite {ROOT}/#",
+        "",
+        "# every device, by certificate CN",
+    ]
+    for leaf in ("ops", "rpc/req", "status"):
+        lines.append(f"pattern write {ROOT}/+/%u/{leaf}")
+    for leaf in ("ack", "grants", "rpc/res"):
+        lines.append(f"pattern read {ROOT}/+/%u/{leaf}")
+    lines.append(f"pattern read {ROOT}/+/denylist")
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_conf(
+    *,
+    directory: Path,
+    port: int,
+    bind: str = "127.0.0.1",
+    server: Issued,
+    acl_file: Path,
+    user: str | None = None,
+    persistence_dir: Path | None = None,
+) -> str:
+    """A mosquitto 2.0 config: one mTLS listener, identity from the certificate, the ACL."""
+    lines = [
+        "# kiosk-edge broker (generated by `kiosk cloud broker-config`)",
+        "per_listener_settings false",
+        f"listener {port} {bind}",
+        f"cafile {directory / CA_CERT}",
+        f"certfile {server.cert}",
+        f"keyfile {server.key}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "tls_version tlsv1.2",
+        f"acl_file {acl_file}",
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        "max_inflight_messages 100",
+        "max_queued_messages 100000",
+    ]
+    if user:
+        lines.append(f"user {user}")
+    if persistence_dir:
+        lines += ["persistence true", f"persistence_location {persistence_dir}/"]
+    return "\n".join(lines) + "\n"
+
+
+def write_broker_config(
+    directory: Path, *, port: int, bind: str = "127.0.0.1", user: str | None = None
+) -> Path:
+    """Issue the broker's certificate (if missing) and write mosquitto.conf + acl in the CA
+    directory; returns the config path."""
+    server = Issued(directory / "broker.crt", directory / "broker.key")
+    if not server.cert.exists():
+        server = issue(directory, "broker", server_names=(bind, "localhost"))
+    acl = directory / "mosquitto.acl"
+    acl.write_text(acl_text())
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        mosquitto_conf(
+            directory=directory, port=port, bind=bind, server=server, acl_file=acl, user=user
+        )
+    )
+    return conf

@@ -1,0 +1,299 @@
+"""`kiosk cloud ...`: the reconciler service, the deployment CA, and operator commands, each a
+thin layer over library calls."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiomqtt
+import click
+
+from cloud_sync import admin, ca
+from cloud_sync.errors import SyncError
+from cloud_sync.reconciler import Reconciler, ReconcilerService
+from cloud_sync.settings import CloudConfig, load_config
+from cloud_sync.store import CARD, open_store
+from edge.ledger import LedgerError, load_private_key
+from edge.ledger.keys import public_key_from_bytes
+
+log = logging.getLogger(__name__)
+
+ConfigPath = click.Path(exists=True, dir_okay=False, path_type=Path)
+DirPath = click.Path(file_okay=False, path_type=Path)
+
+
+def _config(path: Path) -> CloudConfig:
+    try:
+        return load_config(path)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
+    cfg = _config(path)
+    s = cfg.reconciler
+    try:
+        key = load_private_key(s.key_file)
+        store = open_store(s.store, replica=s.replica, key=key)
+    except (LedgerError, SyncError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+    except (LedgerError, SyncError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+
+
+def _site_key(cfg: CloudConfig) -> bytes:
+    path = cfg.reconciler.site_key_file
+    if path is None:
+        raise click.ClickException("set reconciler.site_key_file (kiosk cloud site-key --file)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from exc
+
+
+def _publish(cfg: CloudConfig, outs: list[object]) -> None:
+    from cloud_sync.reconciler import Outgoing
+
+    msgs = [o for o in outs if isinstance(o, Outgoing)]
+    try:
+        asyncio.run(admin.publish_once(cfg.reconciler.broker, msgs))
+        click.echo(f"published {len(msgs)} message(s) to kiosks")
+    except (aiomqtt.MqttError, OSError) as exc:
+        click.echo(f"stored, but not published ({exc}); the reconciler sends it on connect")
+
+
+@click.group()
+def cloud() -> None:
+    """Cloud side: reconciler service, deployment CA, members, cards, top-ups, kiosks."""
+
+
+@cloud.command()
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+def serve(config: Path) -> None:
+    """Run the reconciler: verify and store kiosk ops, ack, grant and recall rights."""
+    with _reconciler(config) as (cfg, rec):
+        svc = ReconcilerService(rec, cfg.reconciler)
+        click.echo(f"reconciler on {cfg.reconciler.broker.host}:{cfg.reconciler.broker.port}")
+        try:
+            asyncio.run(svc.run())
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+@cloud.group(name="ca")
+def ca_group() -> None:
+    """The deployment CA for mutual TLS (device certificates, CN = device id)."""
+
+
+@ca_group.command(name="init")
+@click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
+def ca_init(directory: Path) -> None:
+    """Create the CA key (0600) and certificate, and the reconciler's certificate."""
+    try:
+        cert = ca.init_ca(directory)
+        ca.issue(directory, ca.RECONCILER)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA certificate {cert}; reconciler certificate {directory / 'reconciler.crt'}")
+
+
+@ca_group.command(name="issue")
+@click.option("--device", required=True, help="Device id (becomes the certificate CN).")
+@click.option("--site", required=True, help="Site id of the device.")
+@click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
+def ca_issue(device: str, site: str, directory: Path) -> None:
+    """Issue a device certificate and key signed by the CA."""
+    try:
+        out = ca.issue(directory, device, site=site)
+    except (SyncError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{out.cert}\n{out.key}")
+
+
+@cloud.command(name="broker-config")
+@click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
+@click.option("--port", default=8883, show_default=True, help="Listener port.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
+def broker_config(directory: Path, port: int, bind: str) -> None:
+    """Write mosquitto.conf and the ACL (a device writes only its own topics)."""
+    try:
+        conf = ca.write_broker_config(directory, port=port, bind=bind)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{conf}\n{directory / 'mosquitto.acl'}")
+
+
+@cloud.command(name="site-key")
+@click.option("--file", "path", required=True, type=click.Path(path_type=Path), help="Key file.")
+def site_key(path: Path) -> None:
+    """Create the site key that card numbers are HMACed with (0600, created once)."""
+    try:
+        admin.new_site_key(path)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"site key {path}")
+
+
+@cloud.command()
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--device", required=True, help="Device id.")
+@click.option("--site", required=True, help="Site id.")
+@click.option("--public-key", required=True, help="The device's Ed25519 public key, hex.")
+def enroll(config: Path, device: str, site: str, public_key: str) -> None:
+    """Trust a kiosk's ledger key and record its site."""
+    with _reconciler(config) as (_cfg, rec):
+        try:
+            raw = bytes.fromhex(public_key)
+            public_key_from_bytes(raw)
+        except (ValueError, LedgerError) as exc:
+            raise click.ClickException(f"not an Ed25519 public key: {exc}") from exc
+        rec.store.trust(device, raw, "kiosk")
+        rec.store.enroll(device, site)
+    click.echo(f"enrolled {device} at {site}")
+
+
+@cloud.group()
+def member() -> None:
+    """Member accounts."""
+
+
+@member.command(name="register")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--account", required=True, help="Account id.")
+@click.option("--name", required=True, help="Member's display name.")
+def member_register(config: Path, account: str, name: str) -> None:
+    """Create or rename a member account."""
+    with _reconciler(config) as (_cfg, rec):
+        admin.register_member(rec.store, account, name)
+    click.echo(f"member {account} registered")
+
+
+@cloud.group()
+def card() -> None:
+    """Cards: link, report lost, freeze, replace (only an HMAC of the number is stored)."""
+
+
+@card.command(name="link")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--account", required=True, help="Account id.")
+@click.option("--card", "number", required=True, help="Card number (never stored).")
+def card_link(config: Path, account: str, number: str) -> None:
+    """Issue a card to an account (link its HMAC token, status active)."""
+    with _reconciler(config) as (cfg, rec):
+        admin.link_card(rec.store, account, admin.card_token(_site_key(cfg), number))
+    click.echo(f"card linked to {account}")
+
+
+def _status(config: Path, site: str, number: str, status: str) -> None:
+    with _reconciler(config) as (cfg, rec):
+        token = admin.card_token(_site_key(cfg), number)
+        account, out = admin.set_card_status(rec, site, token, status)
+        click.echo(f"card of {account} is now {status}")
+        _publish(cfg, [out])
+
+
+@card.command(name="lost")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--site", required=True, help="Site whose kiosks must refuse the card.")
+@click.option("--card", "number", required=True, help="Card number.")
+def card_lost(config: Path, site: str, number: str) -> None:
+    """Report a card lost: status register + deny-list delta pushed to every online kiosk."""
+    _status(config, site, number, "lost")
+
+
+@card.command(name="freeze")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--site", required=True, help="Site.")
+@click.option("--card", "number", required=True, help="Card number.")
+def card_freeze(config: Path, site: str, number: str) -> None:
+    """Freeze a card (deny-list delta); `card unfreeze` lifts it."""
+    _status(config, site, number, "frozen")
+
+
+@card.command(name="unfreeze")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--site", required=True, help="Site.")
+@click.option("--card", "number", required=True, help="Card number.")
+def card_unfreeze(config: Path, site: str, number: str) -> None:
+    """Make a frozen card active again (deny-list delta lifting it)."""
+    _status(config, site, number, "active")
+
+
+@card.command(name="replace")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--site", required=True, help="Site.")
+@click.option("--old", "old", required=True, help="Old card number.")
+@click.option("--new", "new", required=True, help="New card number.")
+def card_replace(config: Path, site: str, old: str, new: str) -> None:
+    """Replace a card: the old one is denied, the new one linked to the same account."""
+    with _reconciler(config) as (cfg, rec):
+        key = _site_key(cfg)
+        account, outs = admin.replace_card(
+            rec, site, admin.card_token(key, old), admin.card_token(key, new)
+        )
+        click.echo(f"card of {account} replaced")
+        _publish(cfg, list(outs))
+
+
+@cloud.command()
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--account", required=True, help="Account id.")
+@click.option("--amount", required=True, type=click.IntRange(min=1), help="Minor units.")
+@click.option("--purse", default="cash", show_default=True, help="Purse.")
+@click.option("--ref", required=True, help="Receipt number (a retry does not credit twice).")
+def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
+    """Top up at the counter: credit a purse on the cloud's chain."""
+    with _reconciler(config) as (_cfg, rec):
+        admin.top_up(rec.store, account, purse, amount, ref)
+        value = rec.store.purse(account, purse).value
+    click.echo(f"{purse} of {account}: {value}")
+
+
+@cloud.command()
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--account", required=True, help="Account id.")
+@click.option("--history", "n", default=20, show_default=True, help="How many recent ops.")
+def show(config: Path, account: str, n: int) -> None:
+    """A member's balances, rights per replica, card states and recent history."""
+    with _reconciler(config) as (_cfg, rec):
+        store = rec.store
+        name = store.register(account, "name")
+        click.echo(f"account {account}" + (f" ({name.value})" if name else ""))
+        for st in store.purses(account):
+            rights = ", ".join(f"{s.replica}={st.rights(s.replica)}" for s in st.shares)
+            click.echo(f"  {st.purse:<16}{st.value:>10}  debt {st.debt}  rights {rights}")
+        for op in store.history(account, n):
+            when = dt.datetime.fromtimestamp(op.wall_ms / 1000, dt.UTC).strftime("%F %T")
+            what = op.purse if not op.purse.startswith(CARD) else "card"
+            click.echo(
+                f"  {when} {op.replica}#{op.seq} {op.kind.name.lower()} {what} {op.amount}"
+                + (f" -> {op.counterpart}" if op.counterpart else "")
+            )
+
+
+@cloud.command()
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+def kiosks(config: Path) -> None:
+    """Kiosks with online status, ops not yet stored (lag) and last contact."""
+    with _reconciler(config) as (_cfg, rec):
+        click.echo(f"{'site':<10}{'device':<16}{'status':<9}{'stored':>8}{'lag':>6}  last seen")
+        for d in rec.store.devices():
+            seen = (
+                dt.datetime.fromtimestamp(d.last_seen_ms / 1000, dt.UTC).strftime("%F %T")
+                if d.last_seen_ms
+                else "never"
+            )
+            status = "online" if d.online else "offline"
+            if d.recovering:
+                status = "recover"
+            click.echo(f"{d.site:<10}{d.device:<16}{status:<9}{d.stored:>8}{d.lag:>6}  {seen}")

@@ -1,0 +1,395 @@
+"""The cloud reconciler: verifies and stores every kiosk op exactly once, acks durably, runs the
+escrow policy (working floats, online grants, recalls of idle rights), sends signed snapshots and
+deny-list deltas.
+
+`Reconciler` is the protocol logic over a `CloudStore`, with no I/O of its own: a message in, the
+messages to publish out. `ReconcilerService` puts it on MQTT (manual acks after the store commit,
+shared subscriptions, reconnect forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_sync.errors import BatchError, MessageRefused
+from cloud_sync.protocol import (
+    KIOSK_TO_CLOUD,
+    Ack,
+    Answer,
+    ChainOps,
+    DenyDelta,
+    DenyEntry,
+    DenySince,
+    Hello,
+    Message,
+    OpsUpload,
+    Recall,
+    RecoverRequest,
+    RightsRequest,
+    Snapshot,
+    Status,
+    Topics,
+    decode_ops,
+    denylist_topic,
+    encode_ops,
+    open_envelope,
+    parse_device_topic,
+    reconciler_filters,
+    seal,
+)
+from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
+from cloud_sync.store import CloudStore
+from edge.ledger.op import SPENDING, Op
+from edge.ledger.purse import PurseState, purse_unit
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class Reconciler:
+    """Cloud-side protocol logic. Not thread-safe: one caller at a time (one per process)."""
+
+    def __init__(
+        self,
+        store: CloudStore,
+        key: Ed25519PrivateKey,
+        *,
+        escrow: EscrowPolicy | None = None,
+        chain_chunk: int = 200,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.replica = store.replica
+        self.escrow = escrow or EscrowPolicy()
+        self.chain_chunk = chain_chunk
+        self.clock = clock
+        self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
+        self._sent_cloud: dict[str, int] = {}  # device -> newest cloud seq it has or was sent
+
+    # -- sealing ---------------------------------------------------------------------------
+
+    def seal(self, topic: str, msg: Message, retain: bool = False) -> Outgoing:
+        payload = seal(msg, topic=topic, sender=self.replica, key=self.key, ts_ms=self.clock())
+        return Outgoing(topic, payload, retain)
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """One inbound message -> what to publish. Anything not trustworthy changes nothing
+        and is logged with its reason."""
+        parsed = parse_device_topic(topic)
+        if parsed is None or parsed[2] not in KIOSK_TO_CLOUD:
+            return self._refuse(topic, "not a kiosk uplink topic")
+        site, device, leaf = parsed
+        dev = self.store.device(device)
+        if dev is None:
+            return self._refuse(topic, f"device {device!r} is not enrolled")
+        if dev.site != site:
+            return self._refuse(topic, f"device {device!r} is enrolled at site {dev.site!r}")
+        try:
+            opened = open_envelope(
+                payload,
+                topic=topic,
+                keys=lambda s: self.store.public_key(s) if s == device else None,
+                allowed=KIOSK_TO_CLOUD[leaf],
+                sender=device,
+            )
+        except MessageRefused as exc:
+            self.refused += 1
+            log.warning("%s", exc)
+            return []
+        t = Topics(site, device)
+        msg = opened.message
+        if isinstance(msg, OpsUpload):
+            return self._on_ops(t, msg, topic)
+        if isinstance(msg, Hello):
+            return self._on_hello(t, msg)
+        if isinstance(msg, RightsRequest):
+            return self._on_rights(t, msg)
+        if isinstance(msg, RecoverRequest):
+            return self._on_recover(t, msg)
+        if isinstance(msg, DenySince):
+            return [self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.since)))]
+        if isinstance(msg, Status):
+            self.store.seen(
+                device,
+                online=msg.online,
+                head=msg.head,
+                queue_depth=msg.queue_depth,
+                recovering=msg.recovering,
+                last_seen_ms=self.clock(),
+            )
+            return []
+        return self._refuse(topic, f"unexpected {msg.type!r}")  # pragma: no cover
+
+    def _refuse(self, topic: str, reason: str) -> list[Outgoing]:
+        self.refused += 1
+        log.warning("%s", MessageRefused(topic, reason))
+        return []
+
+    def ack(self, t: Topics) -> Outgoing:
+        seq, digest = self.store.head(t.device)
+        return self.seal(t.ack, Ack(seq=seq, hash=digest))
+
+    def _on_ops(self, t: Topics, msg: OpsUpload, topic: str) -> list[Outgoing]:
+        try:
+            ops = decode_ops(msg.batch)
+        except BatchError as exc:
+            return self._refuse(topic, str(exc))
+        if ops[0].replica != t.device:
+            return self._refuse(topic, f"ops of {ops[0].replica!r} on the topic of {t.device!r}")
+        counts = self.store.ingest(ops)
+        if counts["refused"]:
+            self.refused += counts["refused"]
+        log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
+        out = [self.ack(t)]
+        if counts["applied"]:
+            out.extend(self._floats(t, ops))
+        return out
+
+    def _floats(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
+        """The member is active at this kiosk: top its working float up on what was spent."""
+        spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
+        granted: list[str] = []
+        states = self.store.purse_many(spent)
+        for account, purse in spent:
+            state = states[(account, purse)]
+            want = self._float_target(state, t.device) - state.rights(t.device)
+            if want <= 0:
+                continue
+            ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
+            if self.store.grant(account, purse, t.device, want, 1, ref):
+                granted.append(account)
+        if not granted:
+            return []
+        out = self.push_chain(t)
+        out.extend(self.snapshot(t, a) for a in sorted(set(granted)))
+        return out
+
+    def _float_target(self, state: PurseState, device: str) -> int:
+        pool = max(0, state.rights(self.replica) - state.credit_limit) + max(
+            0, state.rights(device)
+        )
+        target = int(pool * self.escrow.float_fraction)
+        cap = self.escrow.float_max.get(purse_unit(state.purse))
+        return min(target, cap) if cap is not None else target
+
+    def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        self.store.seen(
+            t.device,
+            online=True,
+            head=msg.head,
+            cloud_head=msg.cloud_head,
+            last_seen_ms=self.clock(),
+        )
+        self._sent_cloud[t.device] = msg.cloud_head
+        out = [self.ack(t), *self.push_chain(t)]
+        out.append(
+            self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
+        )
+        return out
+
+    def _deny(self, t: Topics, since: int) -> list[DenyDelta]:
+        return self.store.deny_since(t.site, since)
+
+    def _on_rights(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
+        self._sent_cloud[t.device] = msg.cloud_head
+        ref = f"rq:{t.device}:{msg.id}"
+        want = msg.amount
+        if self.escrow.request_headroom:
+            state = self.store.purse(msg.account, msg.purse)
+            want += max(0, self._float_target(state, t.device))
+        ops = self.store.grant(msg.account, msg.purse, t.device, want, msg.amount, ref)
+        if not ops:
+            out = self._recall_for(t, msg)
+            answer = Answer(id=msg.id, ok=False, reason="not enough balance")
+            return [self.seal(t.rpc_res, answer), *out]
+        chain = self.store.ops(self.replica, msg.cloud_head, limit=self.chain_chunk * 5)
+        granted = sum(o.amount for o in ops)
+        if chain:
+            self._sent_cloud[t.device] = chain[-1].seq
+        log.info("granted %d of %s/%s to %s", granted, msg.purse, msg.account, t.device)
+        answer = Answer(
+            id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
+        )
+        return [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
+
+    def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
+        """Not enough free rights: ask the other kiosks holding some on this purse to send them
+        back, so the next request can be granted."""
+        state = self.store.purse(msg.account, msg.purse)
+        out = []
+        for share in state.shares:
+            rights = state.rights(share.replica)
+            if share.replica in (self.replica, t.device) or rights <= 0:
+                continue
+            dev = self.store.device(share.replica)
+            if dev is None:
+                continue
+            rid = f"rq:{t.device}:{msg.id}:{share.replica}"
+            out.append(self._recall(dev.site, share.replica, rid, msg.account, msg.purse, rights))
+        return out
+
+    def _recall(
+        self, site: str, device: str, rid: str, account: str, purse: str, amount: int
+    ) -> Outgoing:
+        log.info("recall %d of %s/%s from %s (%s)", amount, purse, account, device, rid)
+        recall = Recall(id=rid, account=account, purse=purse, amount=amount)
+        return self.seal(Topics(site, device).grants, recall)
+
+    def _on_recover(self, t: Topics, msg: RecoverRequest) -> list[Outgoing]:
+        """A kiosk restored from an old image gets its own chain back from what we stored."""
+        out: list[Outgoing] = []
+        after = msg.after_seq
+        while True:
+            ops = self.store.ops(t.device, after, limit=self.chain_chunk)
+            if not ops:
+                break
+            out.append(self.seal(t.grants, ChainOps(batch=encode_ops(ops), own=True)))
+            after = ops[-1].seq
+        log.warning("device %s recovers its chain: %d..%d", t.device, msg.after_seq + 1, after)
+        out.append(self.seal(t.rpc_res, Answer(id=msg.id, ok=True, granted=after)))
+        return out
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def push_chain(self, t: Topics) -> list[Outgoing]:
+        """The cloud's chain after what the device holds (its grants need the prefix)."""
+        known = self._sent_cloud.get(t.device)
+        if known is None:
+            dev = self.store.device(t.device)
+            known = dev.cloud_head if dev else 0
+        out = []
+        for _ in range(10):
+            ops = self.store.ops(self.replica, known, limit=self.chain_chunk)
+            if not ops:
+                break
+            out.append(self.seal(t.grants, ChainOps(batch=encode_ops(ops))))
+            known = ops[-1].seq
+        self._sent_cloud[t.device] = known
+        return out
+
+    def snapshot(self, t: Topics, account: str) -> Outgoing:
+        states = self.store.purses(account)
+        snap = Snapshot(
+            account=account,
+            values={s.purse: s.value for s in states},
+            rights={s.purse: s.rights(t.device) for s in states},
+            as_of_ms=self.clock(),
+            heads=self.store.heads(),
+        )
+        return self.seal(t.grants, snap)
+
+    def sweep(self) -> list[Outgoing]:
+        """Recall rights that kiosks have held without using for `idle_recall_s`."""
+        cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
+        out = []
+        for account, purse, device, rights in self.store.idle_rights(cutoff):
+            dev = self.store.device(device)
+            if dev is None:
+                continue
+            rid = f"idle:{self.store.head(self.replica)[0]}:{self.store.head(device)[0]}"
+            out.append(self._recall(dev.site, device, rid, account, purse, rights))
+        return out
+
+    def deny_delta(self, site: str, entries: Sequence[DenyEntry]) -> Outgoing:
+        """Store a deny-list delta and return it sealed for the site's retained head."""
+        delta = self.store.deny(site, entries, self.clock())
+        return self.seal(denylist_topic(site), delta, retain=True)
+
+    def deny_heads(self) -> list[Outgoing]:
+        """The newest delta of every site, for the retained head (after a restart)."""
+        out = []
+        for site in sorted({d.site for d in self.store.devices()}):
+            deltas = self.store.deny_since(site, 0, limit=1_000_000)
+            if deltas:
+                out.append(self.seal(denylist_topic(site), deltas[-1], retain=True))
+        return out
+
+
+class ReconcilerService:
+    """The reconciler on MQTT: subscribe, handle, publish, then ack the inbound message (manual
+    acks: a message is acknowledged to the broker only after its effects are stored and its
+    answers published). Reconnects with jittered backoff forever."""
+
+    def __init__(self, reconciler: Reconciler, settings: ReconcilerSettings) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.connected = asyncio.Event()
+        self.handled = 0
+        self._client: aiomqtt.Client | None = None
+
+    async def publish(self, outs: Sequence[Outgoing]) -> None:
+        client = self._client
+        if client is None:
+            raise aiomqtt.MqttError("reconciler is not connected")
+        for o in outs:
+            await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
+        while True:
+            # A persistent session: what kiosks publish while we reconnect is queued for us.
+            client = aiomqtt.Client(
+                identifier=ident,
+                **self.settings.broker.client_kwargs(self.settings.session_expiry_s),
+            )
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    self._client = client
+                    backoff = 0.2
+                    for f in reconciler_filters(self.settings.shared):
+                        await client.subscribe(f, qos=1)
+                    await self.publish(self.reconciler.deny_heads())
+                    self.connected.set()
+                    log.info("reconciler %s connected", ident)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._sweeper(), name="reconciler-sweep")
+                        tg.create_task(self._consume(client), name="reconciler-consume")
+            except* aiomqtt.MqttError as group:
+                log.warning("reconciler link lost: %s", group.exceptions[0])
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 30.0)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, bytes | bytearray):
+                outs = self.reconciler.handle(str(message.topic), bytes(payload))
+                await self.publish(outs)
+            self.handled += 1
+            client._client.ack(message.mid, message.qos)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                outs = self.reconciler.sweep()
+            except Exception:  # a store hiccup must not take the consumer down with it
+                log.exception("recall sweep failed")
+                continue
+            await self.publish(outs)

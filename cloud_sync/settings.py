@@ -1,0 +1,149 @@
+"""Settings of the agent (kiosk side) and the reconciler (cloud side), as pydantic models loaded
+from a TOML file; every field has a working default except who and where a replica is."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cloud_sync.errors import ConfigError
+from cloud_sync.protocol import check_name
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsSettings(Settings):
+    """Mutual TLS: the deployment CA, and this party's certificate and key (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+
+class BrokerSettings(Settings):
+    host: str = "127.0.0.1"
+    port: int = 8883
+    tls: TlsSettings | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    mqtt_version: Literal[4, 5] = 5  # 4 = MQTT 3.1.1 (e.g. the embedded amqtt broker)
+
+    def client_kwargs(self, session_expiry_s: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for aiomqtt.Client shared by the agent and the reconciler; with
+        `session_expiry_s`, a persistent session (v5 needs the expiry property besides
+        clean_start=False, or the broker drops what arrives while we reconnect)."""
+        import aiomqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        session: dict[str, Any] = {}
+        if self.mqtt_version == 5:
+            session["protocol"] = aiomqtt.ProtocolVersion.V5
+            if session_expiry_s is not None:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = session_expiry_s
+                session["clean_start"] = False
+                session["properties"] = props
+        else:
+            session["protocol"] = aiomqtt.ProtocolVersion.V311
+            session["clean_session"] = session_expiry_s is None
+        return session | {
+            "hostname": self.host,
+            "port": self.port,
+            "keepalive": self.keepalive_s,
+            "timeout": self.connect_timeout_s,
+            "tls_context": self.tls.context() if self.tls else None,
+            # paho does not set TCP_NODELAY: without it a QoS 1 round trip takes ~88 ms.
+            "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        }
+
+
+class AgentSettings(Settings):
+    """The kiosk's sync agent."""
+
+    site: str
+    device: str
+    broker: BrokerSettings = BrokerSettings()
+    key_file: Path | None = None  # the device's Ed25519 key (the ledger's signing key)
+    state_file: Path | None = None  # deny list and last ack; default beside nothing: in memory
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    window: int = Field(default=500, ge=1)  # ops sent and not yet acked
+    ack_timeout_s: float = Field(default=3.0, gt=0)
+    rights_budget_ms: int = Field(default=300, ge=1)
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    sync_interval_s: float = Field(default=30.0, gt=0)
+    backoff_min_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("site", "device")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        return check_name(v, "name")
+
+
+class EscrowPolicy(Settings):
+    """How the cloud hands out its rights.
+
+    Working float: when a kiosk spends from a purse, the cloud tops that kiosk's rights on the
+    purse up to `float_fraction` of the cloud's free rights (capped by `float_max` per unit).
+    Online requests get what they ask plus `request_headroom` of a float. Rights a kiosk has not
+    used for `idle_recall_s` are recalled.
+    """
+
+    float_fraction: float = Field(default=0.25, ge=0, le=1)
+    float_max: dict[str, int] = Field(default_factory=dict)  # per purse unit, e.g. {"cash": 5000}
+    request_headroom: bool = True
+    idle_recall_s: float = Field(default=3600.0, gt=0)
+
+
+class ReconcilerSettings(Settings):
+    """The cloud reconciler."""
+
+    replica: str = "cloud"
+    key_file: Path
+    store: str = "sqlite:///cloud.db"  # or postgresql://...
+    broker: BrokerSettings = BrokerSettings()
+    shared: bool = False  # subscribe through $share/reconcilers/ (several processes, PostgreSQL)
+    client_id: str = ""  # stable per process: its broker session survives a reconnect
+    session_expiry_s: int = Field(default=3600, ge=0)
+    escrow: EscrowPolicy = EscrowPolicy()
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
+    chain_chunk: int = Field(default=200, ge=1)
+
+
+class CloudConfig(Settings):
+    """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk)."""
+
+    kind: Literal["kiosk-edge-cloud"] = "kiosk-edge-cloud"
+    reconciler: ReconcilerSettings
+
+
+def load_config(path: Path) -> CloudConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    data.setdefault("kind", "kiosk-edge-cloud")
+    base = path.parent
+    rec = data.get("reconciler", {})
+    for k in ("key_file", "site_key_file"):
+        if k in rec and not Path(rec[k]).is_absolute():
+            rec[k] = str(base / rec[k])
+    try:
+        return CloudConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config: {exc}") from exc

@@ -1,0 +1,347 @@
+"""The cloud store: one interface, two backends (SQLite embedded default here, PostgreSQL in
+`cloud_sync.pgstore`). It holds every replica's chain (verified, stored exactly once), the cloud's
+own chain (grants, top-ups, registers), the kiosk directory and the deny list of each site."""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlite_utils import Database, Migrations
+
+from cloud_sync.protocol import DenyDelta, DenyEntry
+from edge.ledger import Intent, Kind, Ledger, PurseState, Register, SpendRefused
+from edge.ledger.op import Op
+from edge.ledger.store import _OP_COLUMNS, Role, op_from_row
+
+log = logging.getLogger(__name__)
+
+CARD = "card:"  # register `card:<token HMAC>` on an account: the card's status
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A kiosk as the cloud knows it: where it is, what it last said, how far it is behind."""
+
+    device: str
+    site: str
+    online: bool
+    head: int  # newest seq the kiosk reported
+    stored: int  # newest contiguous seq the cloud holds (what it acks)
+    queue_depth: int
+    recovering: int
+    cloud_head: int  # newest seq of the cloud's chain the kiosk reported holding
+    last_seen_ms: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.stored)
+
+
+class CloudStore(abc.ABC):
+    """What the reconciler needs from storage. Every method is one transaction."""
+
+    replica: str
+
+    # -- chains ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def trust(self, replica: str, public_key: bytes, role: Role) -> None: ...
+
+    @abc.abstractmethod
+    def public_key(self, replica: str) -> Ed25519PublicKey | None: ...
+
+    @abc.abstractmethod
+    def ingest(self, ops: Sequence[Op]) -> dict[str, int]:
+        """Verify and store ops exactly once; counts of applied/duplicate/pending/refused."""
+
+    @abc.abstractmethod
+    def head(self, replica: str) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
+    def heads(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def ops(self, replica: str, after_seq: int = 0, limit: int | None = None) -> list[Op]: ...
+
+    @abc.abstractmethod
+    def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        """The cloud's own writes, rights checked and serialized across reconcilers."""
+
+    @abc.abstractmethod
+    def by_ref(self, ref: str) -> list[Op]:
+        """The cloud's own ops written with this ref (a grant already made for a request)."""
+
+    @abc.abstractmethod
+    def purse(self, account: str, purse: str) -> PurseState: ...
+
+    @abc.abstractmethod
+    def purses(self, account: str | None = None) -> list[PurseState]: ...
+
+    def purse_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PurseState]:
+        """Several purses at once (a backend may answer in one round trip)."""
+        return {(a, p): self.purse(a, p) for a, p in keys}
+
+    @abc.abstractmethod
+    def register(self, account: str, name: str) -> Register | None: ...
+
+    @abc.abstractmethod
+    def account_of(self, register_name: str) -> str | None:
+        """The account holding a register (e.g. `card:<token>`), if any."""
+
+    @abc.abstractmethod
+    def history(self, account: str, limit: int = 50) -> list[Op]: ...
+
+    @abc.abstractmethod
+    def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
+        """(account, purse, kiosk, rights) of kiosks holding rights on a purse they have not
+        touched since `before_ms` (candidates for a recall)."""
+
+    def grant(self, account: str, purse: str, to: str, want: int, need: int, ref: str) -> list[Op]:
+        """Transfer min(want, cloud rights) to `to`, if at least `need`; idempotent by ref.
+        The store's append re-checks rights in its own transaction, so a stale read can only
+        make this retry, never over-grant."""
+        done = self.by_ref(ref)
+        if done:
+            return done
+        for _ in range(5):
+            rights = self.purse(account, purse).rights(self.replica)
+            amount = min(want, rights)
+            if amount < max(need, 1):
+                return []
+            try:
+                return self.append([Intent(Kind.XFER, account, purse, amount, counterpart=to)], ref)
+            except SpendRefused:
+                continue
+        return []
+
+    # -- directory and deny list -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def enroll(self, device: str, site: str) -> None: ...
+
+    @abc.abstractmethod
+    def device(self, device: str) -> Device | None: ...
+
+    @abc.abstractmethod
+    def devices(self) -> list[Device]: ...
+
+    @abc.abstractmethod
+    def seen(self, device: str, **fields: int | bool) -> None:
+        """Record what a device said (status, hello) and when."""
+
+    @abc.abstractmethod
+    def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
+        """Append a deny-list delta with the site's next version."""
+
+    @abc.abstractmethod
+    def deny_since(self, site: str, since: int, limit: int = 1000) -> list[DenyDelta]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def _delta(site: str, version: int, entries: str) -> DenyDelta:
+    return DenyDelta(
+        site=site,
+        version=version,
+        entries=[DenyEntry(token=t, status=s) for t, s in json.loads(entries)],
+    )
+
+
+def entries_json(entries: Sequence[DenyEntry]) -> str:
+    return json.dumps([[e.token, e.status] for e in entries], separators=(",", ":"))
+
+
+_cloud_migrations = Migrations("kiosk-edge-cloud")
+
+
+@_cloud_migrations(name="0001_directory_denylist")
+def _m0001(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE devices (
+            device TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            online INTEGER NOT NULL DEFAULT 0,
+            head INTEGER NOT NULL DEFAULT 0,
+            queue_depth INTEGER NOT NULL DEFAULT 0,
+            recovering INTEGER NOT NULL DEFAULT 0,
+            cloud_head INTEGER NOT NULL DEFAULT 0,
+            last_seen_ms INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE denylist (
+            site TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            entries TEXT NOT NULL,
+            wall_ms INTEGER NOT NULL,
+            PRIMARY KEY (site, version)
+        )"""
+    )
+    db.execute("CREATE INDEX registers_name ON registers (name)")
+
+
+_DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "last_seen_ms")
+
+
+class SqliteCloudStore(CloudStore):
+    """The embedded default: the cloud replica's own Ledger file plus two tables. One process."""
+
+    def __init__(self, path: Path | str, *, replica: str, key: Ed25519PrivateKey) -> None:
+        self.ledger = Ledger(path, replica=replica, key=key, role="cloud")
+        self.replica = replica
+        _cloud_migrations.apply(Database(self.ledger.conn))
+
+    def trust(self, replica: str, public_key: bytes, role: Role) -> None:
+        self.ledger.trust(replica, public_key, role)
+
+    def public_key(self, replica: str) -> Ed25519PublicKey | None:
+        return self.ledger.public_key(replica)
+
+    def ingest(self, ops: Sequence[Op]) -> dict[str, int]:
+        return self.ledger.apply_many(ops)
+
+    def head(self, replica: str) -> tuple[int, bytes]:
+        return self.ledger.head(replica)
+
+    def heads(self) -> dict[str, int]:
+        return self.ledger.heads()
+
+    def ops(self, replica: str, after_seq: int = 0, limit: int | None = None) -> list[Op]:
+        return list(self.ledger.ops(replica, after_seq, limit))
+
+    def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        return self.ledger.append(intents, ref)
+
+    def by_ref(self, ref: str) -> list[Op]:
+        rows = self.ledger.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM ops INDEXED BY ops_ref WHERE replica = ? AND ref = ?"
+            " ORDER BY seq",
+            (self.replica, ref),
+        ).fetchall()
+        return [op_from_row(r) for r in rows]
+
+    def purse(self, account: str, purse: str) -> PurseState:
+        return self.ledger.purse(account, purse)
+
+    def purses(self, account: str | None = None) -> list[PurseState]:
+        return self.ledger.purses(account)
+
+    def register(self, account: str, name: str) -> Register | None:
+        return self.ledger.register(account, name)
+
+    def account_of(self, register_name: str) -> str | None:
+        row = self.ledger.conn.execute(
+            "SELECT account FROM registers WHERE name = ? LIMIT 1", (register_name,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def history(self, account: str, limit: int = 50) -> list[Op]:
+        rows = self.ledger.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM ops WHERE account = ? ORDER BY wall_ms DESC, replica, seq"
+            " LIMIT ?",
+            (account, limit),
+        ).fetchall()
+        return [op_from_row(r) for r in rows]
+
+    def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
+        rows = self.ledger.conn.execute(
+            "SELECT s.account, s.purse, s.replica, s.inc + s.xin - s.xout - s.dec AS rights"
+            " FROM shares s JOIN replicas r ON r.replica = s.replica AND r.role = 'kiosk'"
+            " WHERE s.inc + s.xin - s.xout - s.dec > 0"
+            " AND COALESCE((SELECT MAX(o.wall_ms) FROM ops o WHERE o.account = s.account"
+            "   AND o.purse = s.purse AND (o.replica = s.replica"
+            "   OR (o.replica = ? AND o.counterpart = s.replica))), 0) < ?"
+            " ORDER BY s.account, s.purse, s.replica",
+            (self.replica, before_ms),
+        ).fetchall()
+        return [(str(a), str(p), str(r), int(n)) for a, p, r, n in rows]
+
+    def enroll(self, device: str, site: str) -> None:
+        with self.ledger.conn:
+            self.ledger.conn.execute(
+                "INSERT INTO devices (device, site) VALUES (?, ?)"
+                " ON CONFLICT (device) DO UPDATE SET site = excluded.site",
+                (device, site),
+            )
+
+    def _device(self, row: Sequence[object]) -> Device:
+        device, site, online, head, qd, rec, ch, seen = row
+        return Device(
+            device=str(device),
+            site=str(site),
+            online=bool(online),
+            head=int(str(head)),
+            stored=self.head(str(device))[0],
+            queue_depth=int(str(qd)),
+            recovering=int(str(rec)),
+            cloud_head=int(str(ch)),
+            last_seen_ms=int(str(seen)),
+        )
+
+    def device(self, device: str) -> Device | None:
+        row = self.ledger.conn.execute(
+            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
+            " FROM devices WHERE device = ?",
+            (device,),
+        ).fetchone()
+        return None if row is None else self._device(row)
+
+    def devices(self) -> list[Device]:
+        rows = self.ledger.conn.execute(
+            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
+            " FROM devices ORDER BY site, device"
+        ).fetchall()
+        return [self._device(r) for r in rows]
+
+    def seen(self, device: str, **fields: int | bool) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields if k in _DEVICE_FIELDS)
+        args = [int(v) for k, v in fields.items() if k in _DEVICE_FIELDS]
+        if not sets:
+            return
+        with self.ledger.conn:
+            self.ledger.conn.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
+
+    def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
+        conn = self.ledger.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM denylist WHERE site = ?", (site,)
+            ).fetchone()
+            body = entries_json(entries)
+            conn.execute(
+                "INSERT INTO denylist VALUES (?, ?, ?, ?)", (site, int(last) + 1, body, wall_ms)
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return _delta(site, int(last) + 1, body)
+
+    def deny_since(self, site: str, since: int, limit: int = 1000) -> list[DenyDelta]:
+        rows = self.ledger.conn.execute(
+            "SELECT version, entries FROM denylist WHERE site = ? AND version > ?"
+            " ORDER BY version LIMIT ?",
+            (site, since, limit),
+        ).fetchall()
+        return [_delta(site, int(v), str(e)) for v, e in rows]
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def open_store(url: str, *, replica: str, key: Ed25519PrivateKey) -> CloudStore:
+    """`sqlite:///path/cloud.db` (or a plain path) or `postgresql://...`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from cloud_sync.pgstore import PgCloudStore
+
+        return PgCloudStore(url, replica=replica, key=key)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteCloudStore(path, replica=replica, key=key)
