@@ -23,8 +23,8 @@ from edge.drivers.gpio import open_gpio
 from edge.effects import KioskEffects
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
+from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.pipeline import Kiosk
-from edge.sitekey import create_site_key, load_site_secrets
 from edge.tokens import card_ref
 
 MEMBERS = 500

@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 
 import aiomqtt
 
@@ -16,26 +12,20 @@ from cloud_sync.errors import ConfigError
 from cloud_sync.protocol import DenyEntry
 from cloud_sync.reconciler import Outgoing, Reconciler
 from cloud_sync.settings import BrokerSettings
-from cloud_sync.store import CARD, CloudStore
+from cloud_sync.store import CloudStore
 from edge.ledger import Intent, Kind, Op
+from edge.ledger import records as rec
+from edge.ledger.sitekey import SiteSecrets
 
 CARD_STATES = ("active", "lost", "frozen", "cancelled", "replaced", "expired")
+CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
 
 
-def new_site_key(path: Path) -> None:
-    if path.exists():
-        raise ConfigError(f"{path} exists; a site key is created once")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_bytes(32))
-    finally:
-        os.close(fd)
-
-
-def card_token(site_key: bytes, card_number: str) -> str:
-    """What the ledger and the deny list hold instead of the card number."""
-    digits = "".join(card_number.split())
-    return hmac.new(site_key, digits.encode(), hashlib.sha256).hexdigest()[:32]
+def card_token(secrets: SiteSecrets, card: str, kind: str = "number") -> str:
+    """What the ledger and the deny list hold instead of the card number or UID: the same
+    reference a kiosk computes when the card is read (edge.tokens.card_ref)."""
+    digits = "".join(card.split())
+    return rec.card_ref_of(secrets.card_ref_key, CARD_KINDS[kind], digits)
 
 
 def _set(store: CloudStore, account: str, name: str, value: str, ref: str = "") -> list[Op]:
@@ -45,14 +35,20 @@ def _set(store: CloudStore, account: str, name: str, value: str, ref: str = "") 
 
 
 def register_member(store: CloudStore, account: str, name: str) -> None:
-    _set(store, account, "name", name)
+    _set(store, account, rec.MEMBER_NAME, name)
+
+
+def card_owner(store: CloudStore, token: str) -> str | None:
+    reg = store.register(rec.card_account(token), rec.CARD_MEMBER)
+    return reg.value if reg else None
 
 
 def link_card(store: CloudStore, account: str, token: str) -> None:
-    owner = store.account_of(CARD + token)
+    owner = card_owner(store, token)
     if owner is not None and owner != account:
         raise ConfigError(f"that card is already linked to account {owner}")
-    _set(store, account, CARD + token, "active")
+    _set(store, rec.card_account(token), rec.CARD_MEMBER, account)
+    _set(store, rec.card_account(token), rec.CARD_STATUS, "active")
 
 
 def set_card_status(
@@ -62,10 +58,10 @@ def set_card_status(
     if status not in CARD_STATES:
         raise ConfigError(f"unknown card status {status!r}")
     store = reconciler.store
-    account = store.account_of(CARD + token)
+    account = card_owner(store, token)
     if account is None:
         raise ConfigError("no account has that card")
-    _set(store, account, CARD + token, status)
+    _set(store, rec.card_account(token), rec.CARD_STATUS, status)
     return account, reconciler.deny_delta(site, [DenyEntry(token=token, status=status)])
 
 

@@ -152,6 +152,9 @@ class KioskAgent:
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
         self.forked = False
         self.online = False
+        # Wall ms of the last message the cloud signed for us: how stale our copy of card
+        # status and deny list may be (time passes fail closed past a configured age).
+        self.last_contact_ms = 0
         self._sent = 0
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
@@ -407,6 +410,7 @@ class KioskAgent:
             sender=self.cloud,
         )
         msg = opened.message
+        self.last_contact_ms = self.clock()
         if isinstance(msg, Ack):
             self._on_ack(msg)
         elif isinstance(msg, ChainOps):

@@ -17,9 +17,11 @@ from cloud_sync import admin, ca
 from cloud_sync.errors import SyncError
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
-from cloud_sync.store import CARD, open_store
+from cloud_sync.store import open_store
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.keys import public_key_from_bytes
+from edge.ledger.records import CARD_PREFIX
+from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,14 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
         store.close()
 
 
-def _site_key(cfg: CloudConfig) -> bytes:
+def _site_key(cfg: CloudConfig) -> SiteSecrets:
     path = cfg.reconciler.site_key_file
     if path is None:
         raise click.ClickException("set reconciler.site_key_file (kiosk cloud site-key --file)")
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise click.ClickException(f"{path}: {exc.strerror}") from exc
+        return load_site_secrets(path)
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _publish(cfg: CloudConfig, outs: list[object]) -> None:
@@ -136,11 +138,12 @@ def broker_config(directory: Path, port: int, bind: str) -> None:
 @cloud.command(name="site-key")
 @click.option("--file", "path", required=True, type=click.Path(path_type=Path), help="Key file.")
 def site_key(path: Path) -> None:
-    """Create the site key that card numbers are HMACed with (0600, created once)."""
+    """Create the site secret that card numbers are HMACed with (0600, created once); the same
+    file goes to the site's kiosks at enrollment."""
     try:
-        admin.new_site_key(path)
-    except SyncError as exc:
-        raise click.ClickException(str(exc)) from exc
+        create_site_key(path)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; a site key is created once") from None
     click.echo(f"site key {path}")
 
 
@@ -274,7 +277,7 @@ def show(config: Path, account: str, n: int) -> None:
             click.echo(f"  {st.purse:<16}{st.value:>10}  debt {st.debt}  rights {rights}")
         for op in store.history(account, n):
             when = dt.datetime.fromtimestamp(op.wall_ms / 1000, dt.UTC).strftime("%F %T")
-            what = op.purse if not op.purse.startswith(CARD) else "card"
+            what = "card" if op.account.startswith(CARD_PREFIX) else op.purse
             click.echo(
                 f"  {when} {op.replica}#{op.seq} {op.kind.name.lower()} {what} {op.amount}"
                 + (f" -> {op.counterpart}" if op.counterpart else "")

@@ -21,8 +21,6 @@ from edge.ledger.store import _OP_COLUMNS, Role, op_from_row
 
 log = logging.getLogger(__name__)
 
-CARD = "card:"  # register `card:<token HMAC>` on an account: the card's status
-
 
 @dataclass(frozen=True, slots=True)
 class Device:

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.clock import ClockTrust, assess_clock
 from edge.config import KioskConfig, OfflineMode
@@ -25,10 +25,13 @@ from edge.drivers.ntag424 import SiteKeys
 from edge.drivers.wedge import WedgeReader, open_wedge
 from edge.effects import KioskEffects
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.ledger.sitekey import load_site_secrets
 from edge.pipeline import Kiosk, RightsSource
 from edge.reasons import DenyReason
 from edge.sdnotify import Notifier
-from edge.sitekey import load_site_secrets
+
+if TYPE_CHECKING:
+    from cloud_sync.agent import KioskAgent
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class KioskDaemon:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self.rights = rights
+        self.agent: KioskAgent | None = None
         self.ready = asyncio.Event()
         self.ledger: Ledger | None = None
         self.kiosk: Kiosk | None = None
@@ -78,13 +82,16 @@ class KioskDaemon:
     def open_ledger(self) -> Ledger:
         k = self.cfg.kiosk
         k.state_dir.mkdir(parents=True, exist_ok=True)
-        return Ledger(
+        ledger = Ledger(
             k.state_dir / "ledger.db",
             replica=k.id,
             key=load_private_key(k.key_file),
             role="kiosk",
             risk=risk_policy(self.cfg),
         )
+        if k.cloud_public_key:  # pinned at enrollment: the only cloud this kiosk believes
+            ledger.trust(k.cloud_replica, bytes.fromhex(k.cloud_public_key), "cloud")
+        return ledger
 
     async def _open_drivers(self, stack: AsyncExitStack, sun_master: bytes) -> None:
         cfg = self.cfg
@@ -105,15 +112,25 @@ class KioskDaemon:
         if cfg.display is not None:
             self.display = await stack.enter_async_context(open_display(cfg.display))
 
+    async def _open_sync(self, stack: AsyncExitStack, ledger: Ledger) -> None:
+        settings = self.cfg.agent_settings()
+        if settings is None or self.rights is not None:
+            return
+        # Imported only when configured: aiomqtt and TLS are not a standalone kiosk's cost.
+        from cloud_sync.agent import KioskAgent
+
+        self.agent = await stack.enter_async_context(KioskAgent(ledger, settings))
+        self.rights = self.agent
+
     def diagnostics(self) -> list[str]:
         k = self.cfg.kiosk
         online = self.rights.online if self.rights else False
-        queue = self.ledger.head()[0] if self.ledger else 0
+        queue = self.agent.queue_depth if self.agent else 0
         readers = [n for n, d in (("nfc", self.nfc), ("wedge", self.wedge)) if d is not None]
         return [
             f"{k.id} @ {k.site} ({k.role.value})",
             f"cloud: {'online' if online else 'offline'}",
-            f"ops: {queue}  inbox: {self.inbox.qsize()}",
+            f"unsent ops: {queue}  inbox: {self.inbox.qsize()}",
             f"readers: {', '.join(readers) or 'none'}",
             f"clock: {self.clock.source if self.clock.trusted else 'NOT trusted'}",
             *(self.last_errors[-2:] or ["no errors"]),
@@ -127,6 +144,7 @@ class KioskDaemon:
         await self._check_clock()
         try:
             async with AsyncExitStack() as stack:
+                await self._open_sync(stack, self.ledger)
                 await self._open_drivers(stack, secrets.sun_master)
                 rights = self.rights
                 online: Callable[[], bool] = (lambda: rights.online) if rights else (lambda: False)
@@ -150,6 +168,8 @@ class KioskDaemon:
                     tasks.append(tg.create_task(self._idle_screen(), name="display"))
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                     tasks.append(tg.create_task(self._clock_watch(), name="clock"))
+                    if self.agent is not None:
+                        tasks.append(tg.create_task(self.agent.run(), name="sync"))
                     self.ready.set()
                     self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
                     log.info("kiosk %s ready", self.cfg.kiosk.id)
@@ -192,6 +212,8 @@ class KioskDaemon:
             except Exception as exc:  # one bad event must not stop the kiosk
                 log.exception("event %s failed", type(event).__name__)
                 self._error(f"{type(event).__name__}: {exc}")
+            if self.agent is not None:
+                self.agent.notify()  # new ops to upload: the agent sends them, we never wait
 
     async def handle(self, event: object) -> None:
         """Route one driver event to the pipeline."""

@@ -24,10 +24,10 @@ from edge.drivers.wedge import SimulatedKeySource
 from edge.effects import money
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
+from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.pipeline import Outcome
 from edge.rules import hash_pin
 from edge.sdnotify import Notifier
-from edge.sitekey import create_site_key, load_site_secrets
 from edge.tokens import card_ref
 
 SITE = "riverside-pool"
@@ -64,6 +64,9 @@ class KioskLink:
     @property
     def last_contact_ms(self) -> int:
         return self.cloud.last_contact_ms
+
+    def denied(self, card_ref: str) -> str | None:
+        return None  # in this demo, card status travels as register ops only
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
         kiosk = self.kiosk

@@ -86,6 +86,10 @@ class RightsSource(Protocol):
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool: ...
 
+    def denied(self, card_ref: str) -> str | None:
+        """The card's status on the cloud's pushed deny list (lost, frozen...), if listed."""
+        ...
+
 
 @dataclass
 class _PendingPin:
@@ -249,6 +253,13 @@ class Kiosk:
 
     def _state(self, ref: str) -> TapState:
         card = read_card(self.ledger, ref)
+        listed = self.rights.denied(ref) if self.rights is not None else None
+        if card is not None and listed is not None:
+            # The deny list arrives within a second; the status register may lag behind it.
+            try:
+                card = replace(card, status=CardStatus(listed))
+            except ValueError:
+                card = replace(card, status=CardStatus.FROZEN)  # unknown status: fail closed
         member = read_member(self.ledger, card.member) if card else None
         balances = read_balances(self.ledger, member.id) if member else {}
         age = 0

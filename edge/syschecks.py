@@ -12,8 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from edge.clock import Run, assess_clock, run_command
 from edge.config import ConfigError, KioskConfig, load_config
 from edge.drivers.base import Check
@@ -26,25 +24,6 @@ MIN_FREE_FRACTION = 0.05
 BROKER_TIMEOUT_S = 2.0
 
 Connect = Callable[[str, int, float], None]
-
-
-class _Tls(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    cert: Path | None = None
-
-
-class _Broker(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    host: str = ""
-    port: int = 8883
-    tls: _Tls | None = None
-
-
-class _Agent(BaseModel):
-    """The parts of the sync agent's settings the self-test uses."""
-
-    model_config = ConfigDict(extra="ignore")
-    broker: _Broker | None = None
 
 
 def has_kiosk_section(path: Path) -> bool:
@@ -135,11 +114,11 @@ def system_checks(
                 "kiosk provision bundle apply BUNDLE --cloud-public-key HEX",
             )
         )
-    agent = _Agent.model_validate(cfg.agent or {})
-    broker = agent.broker
-    if broker is not None and broker.tls is not None and broker.tls.cert is not None:
+    agent = cfg.agent_settings()
+    broker = agent.broker if agent is not None else None
+    if broker is not None and broker.tls is not None:
         checks.append(_cert_check(broker.tls.cert, now))
-    if broker is not None and broker.host:
+    if broker is not None:
         try:
             connect(broker.host, broker.port, BROKER_TIMEOUT_S)
             checks.append(Check("broker", True, f"{broker.host}:{broker.port} reachable"))

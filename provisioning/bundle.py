@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from edge.config import KioskConfig
 from edge.ledger import KeyFileError, public_bytes
 from edge.ledger.keys import public_key_from_bytes
-from edge.sitekey import SITE_SECRET_BYTES
+from edge.ledger.sitekey import SITE_SECRET_BYTES
 from provisioning.errors import AlreadyEnrolled, BundleRejected, ProvisionError
 from provisioning.files import Owner, write_atomic
 from provisioning.identity import ensure_device_key, ensure_site_secret, kiosk_owner

@@ -36,7 +36,7 @@ def issue_cards(
 ) -> tuple[Path, Path | None, int]:
     """Allocate, personalise (ntag424), and write `<batch>.csv` (+ `<batch>.pdf`) under `out`."""
     from edge.drivers.ntag424 import SiteKeys
-    from edge.sitekey import load_site_secrets
+    from edge.ledger.sitekey import load_site_secrets
     from provisioning.cards import (
         IssuedCard,
         allocate,

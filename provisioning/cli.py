@@ -187,7 +187,7 @@ def bundle_create(
     import tomllib
 
     from edge.ledger import load_private_key
-    from edge.sitekey import create_site_key
+    from edge.ledger.sitekey import create_site_key
     from provisioning.bundle import create_bundle, parse_duration
     from provisioning.files import write_atomic
 

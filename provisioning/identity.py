@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from edge.ledger import generate_key, load_private_key, public_bytes
-from edge.sitekey import SITE_SECRET_BYTES
+from edge.ledger.sitekey import SITE_SECRET_BYTES
 from provisioning.errors import ProvisionError
 from provisioning.files import Owner, write_atomic
 

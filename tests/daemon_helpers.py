@@ -14,9 +14,9 @@ from edge.config import KioskConfig
 from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
+from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.pipeline import Outcome
 from edge.sdnotify import Notifier
-from edge.sitekey import create_site_key, load_site_secrets
 from edge.tokens import card_ref
 
 

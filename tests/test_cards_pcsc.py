@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from edge.cli import cli
 from edge.drivers.nfc_cards import BlankNtag424
-from edge.sitekey import create_site_key
+from edge.ledger.sitekey import create_site_key
 from tests.card_emulator import VpcdCard
 from tests.pcscd_process import VPCD_READER, Pcscd, why_pcscd_unusable
 

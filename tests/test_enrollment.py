@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from edge.cli import cli
 from edge.config import load_config
 from edge.ledger import generate_key, load_private_key, public_bytes, save_private_key
-from edge.sitekey import load_site_secrets
+from edge.ledger.sitekey import load_site_secrets
 from provisioning.bundle import (
     apply_bundle_file,
     apply_signed,

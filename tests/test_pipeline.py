@@ -114,6 +114,10 @@ class OnlineCloud:
         self.online = True
         self.last_contact_ms = 0
         self.requests = []
+        self.deny = {}
+
+    def denied(self, card_ref):
+        return self.deny.get(card_ref)
 
     async def request_rights(self, account, purse, amount):
         self.requests.append((account, purse, amount))
@@ -319,3 +323,17 @@ async def test_a_tech_card_opens_the_service_screen_and_moves_nothing(site):
     assert out.card_ref == ref
     assert fx.events == ["service"]
     assert k1.head()[0] == 0
+
+
+async def test_a_card_on_the_pushed_deny_list_is_refused_before_its_register_arrives(site):
+    cloud, k1, _ = site
+    ref = enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    link = OnlineCloud(cloud, k1)
+    link.last_contact_ms = 1 << 62
+    link.deny[ref] = "lost"
+    kiosk = Kiosk(gate_config(), k1, SITE_KEY, RecordingEffects(ledger=k1), rights=link)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.reason is DenyReason.CARD_LOST
+    assert k1.purse("m1", "cash").value == 5000

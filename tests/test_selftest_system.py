@@ -65,7 +65,11 @@ def closed_port() -> int:
 
 
 def write_config(tmp: Path, *, port: int, cert: Path | None, cloud_key: str = "ab" * 32) -> Path:
-    tls = f'\n[agent.broker.tls]\ncert = "{cert}"\n' if cert else ""
+    tls = (
+        f'\n[agent.broker.tls]\nca = "{cert}"\ncert = "{cert}"\nkey = "{cert}.key"\n'
+        if cert
+        else ""
+    )
     path = tmp / "kiosk.toml"
     path.write_text(
         f'[kiosk]\nid = "gate-1"\nsite = "pool-7"\nrole = "pos"\nstate_dir = "{tmp}/state"\n'

@@ -3,6 +3,9 @@ kiosk (which reads them) and the cloud (which writes them)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from edge.ledger.op import Intent, Kind
 
 # A card is an account of its own, keyed by an HMAC of its number: never the number in clear.
@@ -31,6 +34,14 @@ VOUCHER_PURSE = "cash"
 
 def card_account(ref: str) -> str:
     return CARD_PREFIX + ref
+
+
+def card_ref_of(card_ref_key: bytes, family: str, value: str) -> str:
+    """The reference the ledger, logs and cloud hold instead of a card's identifier: an HMAC
+    with the site's card-reference key. `family` groups identifiers of one physical card
+    ("nfc" for a UID, "num" for a printed/striped number)."""
+    mac = hmac.new(card_ref_key, f"{family}:{value.strip().upper()}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
 
 
 def register_writes(account: str, version: int, **values: str) -> list[Intent]:
