@@ -35,6 +35,8 @@ def test_demo_exits_zero(demo_run):
         "DENIED   Balance not available offline here",
         "TOP-UP   done: 110.00 credited",
         "same result shown again (double tap: nothing debited)",
+        "-- network outage: the broker is down --",
+        "reconciled: all ops stored and acked",
     ],
 )
 def test_the_day_shows_each_rule(demo_run, line):
