@@ -188,14 +188,18 @@ def run_sync(out: Path) -> bool:
 
     from cloud_sync.demo import run_sync_demo
 
-    quiet = logging.getLogger("cloud_sync")
-    level = quiet.level
+    # The outage's reconnect warnings (and the embedded broker's complaints about the clients
+    # it lost) are the point of the scene, not news: keep them out unless asked for with -v.
+    noisy = [logging.getLogger(name) for name in ("cloud_sync", "amqtt")]
+    levels = [lg.level for lg in noisy]
     if not logging.getLogger().isEnabledFor(logging.INFO):
-        quiet.setLevel(logging.ERROR)  # the outage's reconnect warnings are the point, not news
+        for lg in noisy:
+            lg.setLevel(logging.CRITICAL)
     try:
         lines = asyncio.run(run_sync_demo(out))
     finally:
-        quiet.setLevel(level)
+        for lg, level in zip(noisy, levels, strict=True):
+            lg.setLevel(level)
     for line in lines:
         click.echo(f"   {line}")
     return any("every chain verified: True" in line for line in lines)
