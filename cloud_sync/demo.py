@@ -18,6 +18,7 @@ from typing import Any
 
 from cloud_sync import ca
 from cloud_sync.agent import KioskAgent
+from cloud_sync.aio import cancel_and_wait
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import AgentSettings, BrokerSettings, ReconcilerSettings, TlsSettings
 from cloud_sync.store import SqliteCloudStore
@@ -121,9 +122,8 @@ async def _running(coro_fns: list[Callable[[], Any]]) -> AsyncIterator[list[asyn
     try:
         yield tasks
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait(tasks, timeout=10)
+        async with asyncio.timeout(10):
+            await cancel_and_wait(tasks)
 
 
 async def run_sync_demo(out_dir: Path, broker_kind: str = "auto") -> list[str]:

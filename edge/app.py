@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from cloud_sync.aio import cancel_and_wait
 from edge.clock import ClockTrust, assess_clock
 from edge.config import KioskConfig, OfflineMode
 from edge.drivers import gpio as gpio_events
@@ -175,8 +176,7 @@ class KioskDaemon:
                     log.info("kiosk %s ready", self.cfg.kiosk.id)
                     await stop.wait()
                     # A decision in progress finishes first: ops are written whole or not at all.
-                    for task in tasks:
-                        task.cancel()
+                    await cancel_and_wait(tasks)
                 self.notifier.stopping()
                 await self.effects.out_of_service()
                 await self.effects.settle()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cloud_sync import ca
 from cloud_sync.agent import KioskAgent
+from cloud_sync.aio import cancel_and_wait
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import (
     AgentSettings,
@@ -187,19 +188,15 @@ class World:
 
     async def stop_task(self, name: str) -> None:
         task = self.tasks.pop(name)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with asyncio.timeout(10):
+            await cancel_and_wait([task])
         _TASKS.remove(task)
 
     async def close(self) -> None:
         tasks = list(self.tasks.values())
         self.tasks.clear()
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            _done, stuck = await asyncio.wait(tasks, timeout=10)
-            assert not stuck, f"tasks ignore cancellation: {stuck}"
+        async with asyncio.timeout(10):  # a task that stops on no request at all fails here
+            await cancel_and_wait(tasks)
         for t in tasks:
             _TASKS.remove(t)
         for ag in self.agents.values():
