@@ -38,6 +38,41 @@ def register_member(store: CloudStore, account: str, name: str) -> None:
     _set(store, account, rec.MEMBER_NAME, name)
 
 
+def set_member(
+    store: CloudStore,
+    account: str,
+    *,
+    tier: str | None = None,
+    pin_hash: str | None = None,
+    pass_product: str | None = None,
+    pass_window_ms: tuple[int, int] | None = None,
+) -> None:
+    """Versioned register writes the kiosks apply: tier, PIN hash, a time pass."""
+    if store.register(account, rec.MEMBER_NAME) is None:
+        raise ConfigError(f"no member {account}; register it first")
+    if tier is not None:
+        _set(store, account, rec.MEMBER_TIER, tier)
+    if pin_hash is not None:
+        _set(store, account, rec.MEMBER_PIN, pin_hash)
+    if pass_product is not None and pass_window_ms is not None:
+        start, end = pass_window_ms
+        _set(store, account, rec.PASS_PREFIX + pass_product, f"{start}-{end}")
+
+
+def issue_single_use(store: CloudStore, kind: str, code: str, amount: int = 1) -> list[Op]:
+    """A coupon (purse of 1) or a top-up voucher (purse of its amount): a purse of its own, so
+    it can be used once, even offline at two kiosks. Idempotent by its code."""
+    if kind == "coupon":
+        account, purse, amount = rec.COUPON_PREFIX + code, rec.COUPON_PURSE, 1
+    elif kind == "voucher":
+        account, purse = rec.VOUCHER_PREFIX + code, rec.VOUCHER_PURSE
+    else:
+        raise ConfigError(f"unknown code kind {kind!r}")
+    if amount <= 0:
+        raise ConfigError("a voucher needs a positive amount")
+    return store.append([Intent(Kind.INC, account, purse, amount)], ref=f"issue:{kind}:{code}")
+
+
 def card_owner(store: CloudStore, token: str) -> str | None:
     reg = store.register(rec.card_account(token), rec.CARD_MEMBER)
     return reg.value if reg else None

@@ -181,6 +181,71 @@ def member_register(config: Path, account: str, name: str) -> None:
     click.echo(f"member {account} registered")
 
 
+@member.command(name="set")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--account", required=True, help="Account id.")
+@click.option("--tier", default=None, help="Tier name (as in the kiosks' [rules] tiers).")
+@click.option("--pin", default=None, help="New PIN (stored as a salted PBKDF2 hash only).")
+@click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
+@click.option("--days", default=30, show_default=True, help="Time pass length from now.")
+def member_set(
+    config: Path,
+    account: str,
+    tier: str | None,
+    pin: str | None,
+    pass_product: str | None,
+    days: int,
+) -> None:
+    """Set a member's tier, PIN or a time pass (versioned registers every kiosk applies)."""
+    import os
+    import time
+
+    from edge.ledger.records import hash_pin
+
+    window = None
+    if pass_product is not None:
+        now = time.time_ns() // 1_000_000
+        window = (now, now + days * 86_400_000)
+    pin_hash = hash_pin(pin, os.urandom(16)) if pin else None
+    with _reconciler(config) as (_cfg, rec):
+        try:
+            admin.set_member(
+                rec.store,
+                account,
+                tier=tier,
+                pin_hash=pin_hash,
+                pass_product=pass_product,
+                pass_window_ms=window,
+            )
+        except SyncError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"member {account} updated")
+
+
+@cloud.command(name="coupon")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--code", required=True, help="The code printed as QR `C:<code>`.")
+def coupon(config: Path, code: str) -> None:
+    """Issue a single-use coupon (free entry), scanned as the QR code `C:<code>`."""
+    with _reconciler(config) as (_cfg, rec):
+        admin.issue_single_use(rec.store, "coupon", code)
+    click.echo(f"coupon C:{code} issued")
+
+
+@cloud.command(name="voucher")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--code", required=True, help="The code printed as QR `V:<code>`.")
+@click.option("--amount", required=True, type=int, help="Value in minor units.")
+def voucher(config: Path, code: str, amount: int) -> None:
+    """Issue a single-use top-up voucher, redeemed at a top-up kiosk as the QR `V:<code>`."""
+    with _reconciler(config) as (_cfg, rec):
+        try:
+            admin.issue_single_use(rec.store, "voucher", code, amount)
+        except SyncError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"voucher V:{code} of {amount} issued")
+
+
 @cloud.group()
 def card() -> None:
     """Cards: link, report lost, freeze, replace (only an HMAC of the number is stored)."""

@@ -24,9 +24,9 @@ from edge.drivers.wedge import SimulatedKeySource
 from edge.effects import money
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
+from edge.ledger.records import hash_pin
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.pipeline import Outcome
-from edge.rules import hash_pin
 from edge.sdnotify import Notifier
 from edge.tokens import card_ref
 

@@ -7,17 +7,15 @@ durably, and only then opens the gate.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
+from edge.ledger.records import pin_matches
 from edge.reasons import DenyReason
 
 DAY_MS = 86_400_000
-PIN_HASH_ITERATIONS = 20_000
 
 
 class CardStatus(enum.StrEnum):
@@ -139,22 +137,6 @@ class Decision:
 
 def deny(reason: DenyReason, name: str = "", writes: tuple[RegisterWrite, ...] = ()) -> Decision:
     return Decision(approved=False, reason=reason, member_name=name, writes=writes)
-
-
-def hash_pin(pin: str, salt: bytes, iterations: int = PIN_HASH_ITERATIONS) -> str:
-    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
-    return f"pbkdf2${iterations}${salt.hex()}${digest.hex()}"
-
-
-def pin_matches(pin: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, _ = stored.split("$")
-        if scheme != "pbkdf2":
-            return False
-        expected = hash_pin(pin, bytes.fromhex(salt), int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(expected, stored)
 
 
 # -- the decision -----------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import pytest
 from edge.config import KioskConfig
 from edge.ledger import Intent, Kind
 from edge.ledger import records as rec
+from edge.ledger.records import hash_pin
 from edge.pipeline import Kiosk
 from edge.reasons import DenyReason
-from edge.rules import hash_pin
 from tests.kiosk_helpers import (
     SITE_KEY,
     RecordingEffects,

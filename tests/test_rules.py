@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.ledger.records import hash_pin
 from edge.reasons import DenyReason
 from edge.rules import (
     DAY_MS,
@@ -20,7 +21,6 @@ from edge.rules import (
     Pass,
     decide,
     decide_single_use,
-    hash_pin,
     topup_bonus,
 )
 from tests.rules_helpers import NOW, config, state, tap

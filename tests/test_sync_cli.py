@@ -65,3 +65,55 @@ def test_operator_commands(tmp_path):
     assert b"4000123456789010" not in (tmp_path / "cloud.db").read_bytes()
     listed = run("cloud", "kiosks", *c)
     assert "k1" in listed and "never" in listed
+
+
+def test_member_settings_coupons_and_vouchers(tmp_path):
+    from cloud_sync.store import SqliteCloudStore
+    from edge.ledger import load_private_key
+    from edge.ledger.records import pin_matches
+
+    key = tmp_path / "cloud.key"
+    save_private_key(key, generate_key())
+    cfg = tmp_path / "cloud.toml"
+    cfg.write_text(
+        f'[reconciler]\nkey_file = "cloud.key"\nstore = "sqlite:///{tmp_path}/cloud.db"\n'
+        "[reconciler.broker]\nport = 1\nconnect_timeout_s = 0.5\n"
+    )
+    c = ("--config", str(cfg))
+    run("cloud", "member", "register", *c, "--account", "m1", "--name", "Alice")
+    run(
+        "cloud",
+        "member",
+        "set",
+        *c,
+        "--account",
+        "m1",
+        "--tier",
+        "Gold",
+        "--pin",
+        "2468",
+        "--pass",
+        "swim",
+        "--days",
+        "30",
+    )
+    run("cloud", "coupon", *c, "--code", "FREE1")
+    run("cloud", "coupon", *c, "--code", "FREE1")  # a retry issues nothing more
+    run("cloud", "voucher", *c, "--code", "V9", "--amount", "3000")
+    bad = CliRunner().invoke(
+        cli, ["cloud", "member", "set", *c, "--account", "nobody", "--tier", "Gold"]
+    )
+    assert bad.exit_code == 1
+    assert "register it first" in bad.output
+    store = SqliteCloudStore(tmp_path / "cloud.db", replica="cloud", key=load_private_key(key))
+    try:
+        assert store.register("m1", "tier").value == "Gold"
+        pin = store.register("m1", "pin").value
+        assert pin_matches("2468", pin)
+        assert "2468" not in pin
+        start, end = map(int, store.register("m1", "pass:swim").value.split("-"))
+        assert end - start == 30 * 86_400_000
+        assert store.purse("coupon:FREE1", "use").value == 1
+        assert store.purse("voucher:V9", "cash").value == 3000
+    finally:
+        store.close()

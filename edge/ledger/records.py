@@ -67,3 +67,22 @@ def card_intents(
     if valid_until_ms:
         values[CARD_VALID_UNTIL] = str(valid_until_ms)
     return register_writes(card_account(ref), version, **values)
+
+
+PIN_HASH_ITERATIONS = 20_000
+
+
+def hash_pin(pin: str, salt: bytes, iterations: int = PIN_HASH_ITERATIONS) -> str:
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"pbkdf2${iterations}${salt.hex()}${digest.hex()}"
+
+
+def pin_matches(pin: str, stored: str) -> bool:
+    try:
+        scheme, iterations, salt, _ = stored.split("$")
+        if scheme != "pbkdf2":
+            return False
+        expected = hash_pin(pin, bytes.fromhex(salt), int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, stored)
