@@ -401,6 +401,7 @@ class ReconcilerService:
         return self.reconciler.handle(topic, payload)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
@@ -408,6 +409,10 @@ class ReconcilerService:
                 await self.publish(outs)
             self.handled += 1
             client._client.ack(message.mid, message.qos)
+            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
+            # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
 
     async def _sweeper(self) -> None:
         while True:
