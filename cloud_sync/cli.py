@@ -93,7 +93,6 @@ def serve(config: Path) -> None:
                 rec.store,
                 rec.key,
                 s.enroll,
-                broker_host=s.broker.host,
                 broker_port=s.broker.port,
                 site_key_file=s.site_key_file,
             )

@@ -368,7 +368,6 @@ class Enroller:
         key: Ed25519PrivateKey,
         settings: EnrollSettings,
         *,
-        broker_host: str,
         broker_port: int,
         site_key_file: Path | None = None,
         clock: Callable[[], int] = wall_ms,
@@ -376,7 +375,9 @@ class Enroller:
         self.store = store
         self.key = key
         self.settings = settings
-        self.broker_host = settings.broker_host or broker_host
+        # Without an explicit host, the kiosk keeps the one it enrolled through (it reached it,
+        # and checked its certificate); the reconciler's own address may be 127.0.0.1.
+        self.broker_host = settings.broker_host
         self.broker_port = settings.broker_port or broker_port
         self.site_key_file = site_key_file
         self.clock = clock
@@ -531,7 +532,8 @@ class Enroller:
         template = dict(files.template)
         agent = dict(template.get("agent") or {})
         broker = dict(agent.get("broker") or {})
-        broker.setdefault("host", self.broker_host)
+        if self.broker_host:
+            broker.setdefault("host", self.broker_host)
         broker.setdefault("port", self.broker_port)
         agent["broker"] = broker
         template["agent"] = agent

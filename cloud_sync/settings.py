@@ -113,7 +113,7 @@ class EnrollSettings(Settings):
     """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
     site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
     `reconciler.site_key_file`), and the mTLS broker address written into enrolled kiosks'
-    `[agent.broker]` (default: the reconciler's own broker host and port)."""
+    `[agent.broker]` (default: the host the kiosk enrolled through, the reconciler's port)."""
 
     ca_dir: Path
     sites_dir: Path

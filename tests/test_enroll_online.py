@@ -110,7 +110,6 @@ async def cloud(root: Path) -> AsyncIterator[Cloud]:
                 w.store,
                 rec.key,
                 EnrollSettings(ca_dir=pki, sites_dir=sites),
-                broker_host="127.0.0.1",
                 broker_port=broker.port,
             )
             w.start_reconciler(enroller=enroller)
@@ -158,6 +157,7 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         settings = cfg.agent_settings()
         assert settings is not None and settings.broker.tls is not None
         assert settings.broker.port == c.broker.port  # the mTLS listener, not the enrollment one
+        assert settings.broker.host == "127.0.0.1"  # the host it enrolled through
         assert settings.broker.tls.cert == etc / "tls.crt"
         assert settings.batch_size == 50  # the site template's [agent]
         record = json.loads((etc / "enrollment.json").read_text())
@@ -328,3 +328,74 @@ def test_claim_create_and_broker_config_commands(tmp_path: Path) -> None:
     conf = (pki / "mosquitto.conf").read_text()
     assert "listener 8884" in conf and "per_listener_settings true" in conf
     assert "pattern write kiosk/v1/enroll/%c/req" in (pki / "enroll.acl").read_text()
+
+
+def _claim_race(stores: list, claim_id: str) -> list[bool]:  # type: ignore[type-arg]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def use(i: int) -> bool:
+        return bool(
+            stores[i].use_claim(
+                claim_id,
+                device=f"k{i}",
+                request=bytes([i]) * 32,
+                certificate=b"cert",
+                reenroll=False,
+                now_ms=wall_ms(),
+            )
+        )
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        return list(pool.map(use, range(len(stores))))
+
+
+def test_a_claim_is_used_exactly_once_by_racing_stores(tmp_path: Path) -> None:
+    from cloud_sync.store import SqliteCloudStore
+    from edge.ledger import generate_key
+
+    key = generate_key()
+    a = SqliteCloudStore(tmp_path / "c.db", replica="cloud", key=key)
+    b = SqliteCloudStore(tmp_path / "c.db", replica="cloud", key=key)
+    try:
+        _code, claim = create_claim(a, site="s1", ttl=timedelta(hours=1))
+        assert sorted(_claim_race([a, b], claim.claim_id)) == [False, True]
+        used = b.claim(claim.claim_id)
+        assert used is not None and used.used_by in ("k0", "k1")
+        _code, old = create_claim(a, site="s1", ttl=timedelta(hours=1), now_ms=0)
+        assert _claim_race([a], old.claim_id) == [False]  # expired: nobody
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.postgres
+def test_a_claim_is_used_exactly_once_on_postgres() -> None:
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    from cloud_sync.pgstore import PgCloudStore
+    from edge.ledger import generate_key
+
+    dsn = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"kiosk_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {dsn}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    key = generate_key()
+    stores = []
+    try:
+        stores = [
+            PgCloudStore(f"{dsn.rsplit('/', 1)[0]}/{name}", replica="cloud", key=key)
+            for _ in range(3)
+        ]
+        _code, claim = create_claim(stores[0], site="s1", ttl=timedelta(hours=1))
+        assert sorted(_claim_race(stores, claim.claim_id)) == [False, False, True]
+        used = stores[1].claim(claim.claim_id)
+        assert used is not None and used.used_ms is not None and used.certificate == b"cert"
+    finally:
+        for s in stores:
+            s.close()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
