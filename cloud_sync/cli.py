@@ -84,8 +84,23 @@ def cloud() -> None:
 def serve(config: Path) -> None:
     """Run the reconciler: verify and store kiosk ops, ack, grant and recall rights."""
     with _reconciler(config) as (cfg, rec):
-        svc = ReconcilerService(rec, cfg.reconciler)
-        click.echo(f"reconciler on {cfg.reconciler.broker.host}:{cfg.reconciler.broker.port}")
+        s = cfg.reconciler
+        enroller = None
+        if s.enroll is not None:
+            from cloud_sync.enroll import Enroller
+
+            enroller = Enroller(
+                rec.store,
+                rec.key,
+                s.enroll,
+                broker_port=s.broker.port,
+                site_key_file=s.site_key_file,
+            )
+        svc = ReconcilerService(rec, s, enroller)
+        click.echo(
+            f"reconciler on {s.broker.host}:{s.broker.port}"
+            + (" (answers enrollment claims)" if enroller else "")
+        )
         try:
             asyncio.run(svc.run())
         except KeyboardInterrupt:
@@ -126,13 +141,31 @@ def ca_issue(device: str, site: str, directory: Path) -> None:
 @click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
 @click.option("--port", default=8883, show_default=True, help="Listener port.")
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
-def broker_config(directory: Path, port: int, bind: str) -> None:
+@click.option(
+    "--enroll-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Also an enrollment-only listener here (server TLS, anonymous, claim topics only).",
+)
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="DNS name or address kiosks use for the broker (certificate SAN; repeatable).",
+)
+def broker_config(
+    directory: Path, port: int, bind: str, enroll_port: int | None, names: tuple[str, ...]
+) -> None:
     """Write mosquitto.conf and the ACL (a device writes only its own topics)."""
     try:
-        conf = ca.write_broker_config(directory, port=port, bind=bind)
+        conf = ca.write_broker_config(
+            directory, port=port, bind=bind, enroll_port=enroll_port, server_names=names
+        )
     except SyncError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{conf}\n{directory / 'mosquitto.acl'}")
+    if enroll_port is not None:
+        click.echo(directory / "enroll.acl")
 
 
 @cloud.command(name="site-key")
@@ -163,6 +196,46 @@ def enroll(config: Path, device: str, site: str, public_key: str) -> None:
         rec.store.trust(device, raw, "kiosk")
         rec.store.enroll(device, site)
     click.echo(f"enrolled {device} at {site}")
+
+
+@cloud.group()
+def claim() -> None:
+    """One-time claim codes for online enrollment (`kiosk provision enroll --claim CODE`)."""
+
+
+@claim.command(name="create")
+@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@click.option("--site", required=True, help="Site the kiosk will belong to.")
+@click.option("--device", default="", help="Only this device id may use the code.")
+@click.option("--expires", default="2h", show_default=True, help="Validity: 30m, 2h, 7d.")
+def claim_create(config: Path, site: str, device: str, expires: str) -> None:
+    """Create a one-time claim code for a site and print it (shown once, never stored)."""
+    from cloud_sync.enroll import create_claim, fingerprint
+    from edge.ledger import public_bytes
+    from provisioning.bundle import parse_duration
+    from provisioning.errors import ProvisionError
+
+    with _reconciler(config) as (cfg, rec):
+        s = cfg.reconciler
+        if s.enroll is None:
+            raise click.ClickException("set [reconciler.enroll] (ca_dir, sites_dir) first")
+        try:
+            ttl = parse_duration(expires)
+        except ProvisionError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expires") from None
+        template = s.enroll.sites_dir / f"{site}.toml"
+        if not template.exists():
+            raise click.ClickException(f"no site config template {template}")
+        code, made = create_claim(rec.store, site=site, device=device, ttl=ttl)
+        cloud = public_bytes(rec.key).hex()
+    until = dt.datetime.fromtimestamp(made.expires_ms / 1000, dt.UTC).strftime("%F %T UTC")
+    click.echo(f"claim code: {code}")
+    click.echo(f"site {site}" + (f", device {device}" if device else "") + f", valid until {until}")
+    click.echo(f"cloud public key: {cloud} (fingerprint {fingerprint(bytes.fromhex(cloud))})")
+    click.echo(
+        f"on the kiosk: kiosk provision enroll --claim {code} --broker mqtts://HOST:ENROLL_PORT"
+        " --ca ca.crt"
+    )
 
 
 @cloud.group()

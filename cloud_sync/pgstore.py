@@ -19,7 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from cloud_sync.errors import StoreError
 from cloud_sync.protocol import DenyDelta, DenyEntry
-from cloud_sync.store import _DEVICE_FIELDS, CloudStore, Device, _delta, entries_json
+from cloud_sync.store import (
+    _CLAIM_COLUMNS,
+    _DEVICE_FIELDS,
+    Claim,
+    CloudStore,
+    Device,
+    _delta,
+    claim_from_row,
+    entries_json,
+)
 from edge.ledger import Intent, Kind, OpRefused, PurseState, Refusal, Register, Share, SpendRefused
 from edge.ledger import op as opcodec
 from edge.ledger.keys import public_bytes, public_key_from_bytes
@@ -63,6 +72,11 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS denylist (
         site TEXT NOT NULL, version BIGINT NOT NULL, entries TEXT NOT NULL,
         wall_ms BIGINT NOT NULL, PRIMARY KEY (site, version))""",
+    """CREATE TABLE IF NOT EXISTS claims (
+        claim_id TEXT PRIMARY KEY, key BYTEA NOT NULL, site TEXT NOT NULL,
+        device TEXT NOT NULL DEFAULT '', created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,
+        used_ms BIGINT, used_by TEXT NOT NULL DEFAULT '', request BYTEA NOT NULL DEFAULT '',
+        certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 ]
 
 _SCHEMA_LOCK = 0x6B696F736B  # advisory lock ids: schema, then hashtext() of a chain / a site
@@ -542,6 +556,51 @@ class PgCloudStore(CloudStore):
             (site, since, limit),
         ).fetchall()
         return [_delta(site, int(v), str(e)) for v, e in rows]
+
+    def add_claim(self, claim: Claim) -> None:
+        self.conn.execute(
+            f"INSERT INTO claims ({_CLAIM_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                claim.claim_id,
+                claim.key,
+                claim.site,
+                claim.device,
+                claim.created_ms,
+                claim.expires_ms,
+                claim.used_ms,
+                claim.used_by,
+                claim.request,
+                claim.certificate,
+                claim.reenroll,
+            ),
+        )
+
+    def claim(self, claim_id: str) -> Claim | None:
+        row = self.conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE claim_id = %s", (claim_id,)
+        ).fetchone()
+        return None if row is None else claim_from_row(row)
+
+    def use_claim(
+        self,
+        claim_id: str,
+        *,
+        device: str,
+        request: bytes,
+        certificate: bytes,
+        reenroll: bool,
+        now_ms: int,
+    ) -> bool:
+        # The row lock of the conditional UPDATE: a racing reconciler waits, then sees used_ms
+        # set and updates nothing.
+        row = self.conn.execute(
+            "UPDATE claims SET used_ms = %s, used_by = %s, request = %s, certificate = %s,"
+            " reenroll = %s WHERE claim_id = %s AND used_ms IS NULL AND expires_ms > %s"
+            " RETURNING claim_id",
+            (now_ms, device, request, certificate, reenroll, claim_id, now_ms),
+        ).fetchone()
+        return row is not None
 
     def close(self) -> None:
         self.conn.close()

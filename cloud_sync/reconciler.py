@@ -15,10 +15,12 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
@@ -49,6 +51,9 @@ from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
+
+if TYPE_CHECKING:
+    from cloud_sync.enroll import Enroller
 
 log = logging.getLogger(__name__)
 
@@ -329,11 +334,18 @@ class Reconciler:
 class ReconcilerService:
     """The reconciler on MQTT: subscribe, handle, publish, then ack the inbound message (manual
     acks: a message is acknowledged to the broker only after its effects are stored and its
-    answers published). Reconnects with jittered backoff forever."""
+    answers published). Reconnects with jittered backoff forever. With an `enroller`, it also
+    answers online enrollment requests (`kiosk/v1/enroll/+/req`)."""
 
-    def __init__(self, reconciler: Reconciler, settings: ReconcilerSettings) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        settings: ReconcilerSettings,
+        enroller: Enroller | None = None,
+    ) -> None:
         self.reconciler = reconciler
         self.settings = settings
+        self.enroller = enroller
         self.connected = asyncio.Event()
         self.handled = 0
         self._client: aiomqtt.Client | None = None
@@ -359,7 +371,7 @@ class ReconcilerService:
                 async with client:
                     self._client = client
                     backoff = 0.2
-                    for f in reconciler_filters(self.settings.shared):
+                    for f in self._filters():
                         await client.subscribe(f, qos=1)
                     await self.publish(self.reconciler.deny_heads())
                     self.connected.set()
@@ -375,14 +387,32 @@ class ReconcilerService:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 30.0)
 
+    def _filters(self) -> list[str]:
+        filters = reconciler_filters(self.settings.shared)
+        if self.enroller is not None:
+            from cloud_sync.enroll import enroll_filters
+
+            filters += enroll_filters(self.settings.shared)
+        return filters
+
+    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+        if self.enroller is not None and topic.startswith(ENROLL_ROOT + "/"):
+            return self.enroller.handle(topic, payload)
+        return self.reconciler.handle(topic, payload)
+
     async def _consume(self, client: aiomqtt.Client) -> None:
+        me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
-                outs = self.reconciler.handle(str(message.topic), bytes(payload))
+                outs = self._handle(str(message.topic), bytes(payload))
                 await self.publish(outs)
             self.handled += 1
             client._client.ack(message.mid, message.qos)
+            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
+            # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
 
     async def _sweeper(self) -> None:
         while True:

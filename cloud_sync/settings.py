@@ -109,6 +109,20 @@ class EscrowPolicy(Settings):
     idle_recall_s: float = Field(default=3600.0, gt=0)
 
 
+class EnrollSettings(Settings):
+    """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
+    site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
+    `reconciler.site_key_file`), and the mTLS broker address written into enrolled kiosks'
+    `[agent.broker]` (default: the host the kiosk enrolled through, the reconciler's port)."""
+
+    ca_dir: Path
+    sites_dir: Path
+    broker_host: str | None = None
+    broker_port: int | None = Field(default=None, ge=1, le=65535)
+    cert_days: int = Field(default=825, ge=1)
+    answer_ttl_s: int = Field(default=900, ge=60)  # the enrollment document's validity
+
+
 class ReconcilerSettings(Settings):
     """The cloud reconciler."""
 
@@ -123,6 +137,7 @@ class ReconcilerSettings(Settings):
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)
+    enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
 
 
 class CloudConfig(Settings):
@@ -143,6 +158,11 @@ def load_config(path: Path) -> CloudConfig:
     for k in ("key_file", "site_key_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
+    enroll = rec.get("enroll")
+    if isinstance(enroll, dict):
+        for k in ("ca_dir", "sites_dir"):
+            if k in enroll and not Path(enroll[k]).is_absolute():
+                enroll[k] = str(base / enroll[k])
     try:
         return CloudConfig.model_validate(data)
     except ValidationError as exc:

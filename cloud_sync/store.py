@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database, Migrations
 
+from cloud_sync.errors import StoreError
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Register, SpendRefused
 from edge.ledger.op import Op
@@ -39,6 +40,56 @@ class Device:
     @property
     def lag(self) -> int:
         return max(0, self.head - self.stored)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A one-time enrollment claim: the operator hands its code to a field tech; the store holds
+    only a hash of the code (`claim_id`) and a key derived from it (`key`), never the code."""
+
+    claim_id: str
+    key: bytes
+    site: str
+    device: str  # "" = any device name
+    created_ms: int
+    expires_ms: int
+    used_ms: int | None = None
+    used_by: str = ""  # device id that used it
+    request: bytes = b""  # digest of the request that used it (a replay of it is answered again)
+    certificate: bytes = b""  # PEM issued for that request
+    reenroll: bool = False
+
+    def __repr__(self) -> str:
+        return f"Claim({self.claim_id}, site={self.site!r}, used_by={self.used_by!r})"
+
+
+_CLAIM_COLUMNS = (
+    "claim_id, key, site, device, created_ms, expires_ms, used_ms, used_by, request,"
+    " certificate, reenroll"
+)
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise StoreError(f"expected bytes in the store, got {type(value).__name__}")
+    return bytes(value)
+
+
+def claim_from_row(row: Sequence[object]) -> Claim:
+    cid, key, site, device, created, expires, used, by, req, cert, re = row
+    return Claim(
+        claim_id=str(cid),
+        key=_blob(key),
+        site=str(site),
+        device=str(device),
+        created_ms=int(str(created)),
+        expires_ms=int(str(expires)),
+        used_ms=None if used is None else int(str(used)),
+        used_by=str(by),
+        request=_blob(req),
+        certificate=_blob(cert),
+        reenroll=bool(re),
+    )
 
 
 class CloudStore(abc.ABC):
@@ -140,6 +191,28 @@ class CloudStore(abc.ABC):
     @abc.abstractmethod
     def deny_since(self, site: str, since: int, limit: int = 1000) -> list[DenyDelta]: ...
 
+    # -- enrollment claims (not abstract: a store without them refuses online enrollment) ---
+
+    def add_claim(self, claim: Claim) -> None:
+        raise StoreError(f"{type(self).__name__} holds no enrollment claims")
+
+    def claim(self, claim_id: str) -> Claim | None:
+        raise StoreError(f"{type(self).__name__} holds no enrollment claims")
+
+    def use_claim(
+        self,
+        claim_id: str,
+        *,
+        device: str,
+        request: bytes,
+        certificate: bytes,
+        reenroll: bool,
+        now_ms: int,
+    ) -> bool:
+        """Mark an unused, unexpired claim used by this request, atomically: True for exactly
+        one caller, even with several reconcilers racing on the same claim."""
+        raise StoreError(f"{type(self).__name__} holds no enrollment claims")
+
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -183,6 +256,25 @@ def _m0001(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX registers_name ON registers (name)")
+
+
+@_cloud_migrations(name="0002_claims")
+def _m0002(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE claims (
+            claim_id TEXT PRIMARY KEY,
+            key BLOB NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL DEFAULT '',
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL,
+            used_ms INTEGER,
+            used_by TEXT NOT NULL DEFAULT '',
+            request BLOB NOT NULL DEFAULT x'',
+            certificate BLOB NOT NULL DEFAULT x'',
+            reenroll INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
 
 
 _DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "last_seen_ms")
@@ -330,6 +422,51 @@ class SqliteCloudStore(CloudStore):
             (site, since, limit),
         ).fetchall()
         return [_delta(site, int(v), str(e)) for v, e in rows]
+
+    def add_claim(self, claim: Claim) -> None:
+        with self.ledger.conn:
+            self.ledger.conn.execute(
+                f"INSERT INTO claims ({_CLAIM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    claim.claim_id,
+                    claim.key,
+                    claim.site,
+                    claim.device,
+                    claim.created_ms,
+                    claim.expires_ms,
+                    claim.used_ms,
+                    claim.used_by,
+                    claim.request,
+                    claim.certificate,
+                    int(claim.reenroll),
+                ),
+            )
+
+    def claim(self, claim_id: str) -> Claim | None:
+        row = self.ledger.conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE claim_id = ?", (claim_id,)
+        ).fetchone()
+        return None if row is None else claim_from_row(row)
+
+    def use_claim(
+        self,
+        claim_id: str,
+        *,
+        device: str,
+        request: bytes,
+        certificate: bytes,
+        reenroll: bool,
+        now_ms: int,
+    ) -> bool:
+        # One conditional UPDATE: SQLite takes the write lock for it, so of two processes on
+        # the same file exactly one sees the row still unused.
+        with self.ledger.conn:
+            cur = self.ledger.conn.execute(
+                "UPDATE claims SET used_ms = ?, used_by = ?, request = ?, certificate = ?,"
+                " reenroll = ? WHERE claim_id = ? AND used_ms IS NULL AND expires_ms > ?",
+                (now_ms, device, request, certificate, int(reenroll), claim_id, now_ms),
+            )
+        return cur.rowcount == 1
 
     def close(self) -> None:
         self.ledger.close()

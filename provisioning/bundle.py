@@ -6,9 +6,9 @@ expiry and a one-time nonce. The device refuses a bundle that is not signed by t
 trusts (given on the command line, or pinned at an earlier enrollment), expired, already used
 (used nonces are recorded), or for re-enrollment of an enrolled device without `reenroll`.
 
-Seam for online enrollment (claim codes over MQTT, in cloud_sync): the cloud answers with the
-same signed document; the agent passes those bytes to `apply_signed`, or an already verified
-`Enrollment` to `apply_enrollment`.
+Online enrollment (claim codes over MQTT: cloud_sync.enroll, provisioning.enroll) gets the same
+signed document from the cloud and passes it, verified, to `apply_enrollment` with the TLS files
+(`files`) and what to add to the record (`record_extra`).
 
 The bundle holds the site secret in clear: it is as secret as the site key file itself (0600,
 delete it after use).
@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -244,10 +245,14 @@ def apply_enrollment(
     reenroll: bool = False,
     now: datetime | None = None,
     owner: Owner | None = None,
+    files: Mapping[str, tuple[bytes, int]] | None = None,
+    record_extra: Mapping[str, Any] | None = None,
 ) -> EnrollResult:
     """Device side, after verification: check expiry, nonce and enrollment state, then write
-    config, site secret, pinned cloud key and device key. The enrollment record is written last:
-    until it is there, the device is not enrolled and the same bundle can be applied again."""
+    config, site secret, pinned cloud key and device key (and `files`: name in `config_dir` ->
+    (content, mode), e.g. the TLS key and certificate of online enrollment). The enrollment
+    record is written last: until it is there, the device is not enrolled and the same bundle
+    can be applied again."""
     now = now or datetime.now(UTC)
     if now >= enrollment.expires_at:
         raise BundleRejected(
@@ -283,6 +288,8 @@ def apply_enrollment(
     config_dir.mkdir(parents=True, exist_ok=True)
     device = ensure_device_key(config_dir / "device.key", owner)
     ensure_site_secret(config_dir / "site.key", owner, force=True, secret=enrollment.site_secret)
+    for name, (data, file_mode) in (files or {}).items():
+        write_atomic(config_dir / name, data, file_mode, owner if file_mode == 0o600 else None)
     write_atomic(config_dir / CLOUD_KEY_FILE, enrollment.cloud_public_key.hex().encode() + b"\n")
     write_atomic(config_dir / CONFIG_FILE, text.encode(), 0o640, root_kiosk)
     nonces = sorted(_used_nonces(config_dir) | {enrollment.nonce})
@@ -295,6 +302,7 @@ def apply_enrollment(
         "bundle_expires_at": enrollment.expires_at.isoformat(),
         "cloud_public_key": enrollment.cloud_public_key.hex(),
         "device_public_key": device.public_hex,
+        **(record_extra or {}),
     }
     if previous is not None:
         history = config_dir / HISTORY_FILE

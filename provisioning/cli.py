@@ -21,7 +21,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 @click.group()
 def provision() -> None:
-    """Set up a kiosk: install the service, device keys, enrollment bundles."""
+    """Set up a kiosk: install the service, device keys, enrollment (online or bundles)."""
 
 
 @provision.command("install")
@@ -144,6 +144,69 @@ def keys_cmd(config_path: Path, force: bool) -> None:
         state = "created" if res.created else "kept (exists; --force replaces it)"
         click.echo(f"{what}: {res.path} {state}")
     click.echo(f"device public key: {device.public_hex}")
+
+
+@provision.command("enroll")
+@click.option("--claim", required=True, help="The one-time claim code from the operator.")
+@click.option(
+    "--broker", required=True, help="The broker's enrollment listener: mqtts://HOST:PORT."
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate the broker's certificate must be signed by (default: system CAs).",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/kiosk"),
+    show_default=True,
+    help="Where the kiosk's config lives.",
+)
+@click.option("--device", default=None, help="Device id (default: the host name).")
+@click.option(
+    "--cloud-public-key",
+    "cloud_pub",
+    default=None,
+    help="The cloud's public key (hex) to insist on; else the claim code vouches for it.",
+)
+@click.option("--reenroll", is_flag=True, help="Replace an existing enrollment (recorded).")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cloud.")
+def enroll_cmd(
+    claim: str,
+    broker: str,
+    ca_file: Path | None,
+    config_dir: Path,
+    device: str | None,
+    cloud_pub: str | None,
+    reenroll: bool,
+    timeout: float,
+) -> None:
+    """Enroll online with a claim code: keys, CSR, certificate, site config and secret."""
+    from provisioning.enroll import enroll
+
+    try:
+        given = bytes.fromhex(cloud_pub) if cloud_pub else None
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--cloud-public-key") from None
+    try:
+        res = enroll(
+            claim=claim,
+            broker=broker,
+            config_dir=config_dir,
+            device=device,
+            ca_file=ca_file,
+            cloud_public_key=given,
+            reenroll=reenroll,
+            timeout_s=timeout,
+        )
+    except (KioskError, LedgerError, OSError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"{'re-enrolled' if res.reenrolled else 'enrolled'}: {res.device} at {res.site}")
+    click.echo(f"config: {res.config_file}")
+    click.echo(f"device public key (registered with the cloud): {res.device_public_key}")
 
 
 @provision.group("bundle")

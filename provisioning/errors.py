@@ -20,3 +20,11 @@ class BundleRejected(ProvisionError):
 
 class AlreadyEnrolled(ProvisionError):
     """The device is enrolled already; re-enrolling needs --reenroll."""
+
+
+class EnrollRefused(ProvisionError):
+    """Online enrollment was refused by the cloud, or its answer failed a check on the device."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"enrollment refused: {reason}")
+        self.reason = reason

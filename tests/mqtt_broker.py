@@ -18,6 +18,7 @@ from pathlib import Path
 from cloud_sync import ca
 from cloud_sync.agent import KioskAgent
 from cloud_sync.aio import cancel_and_wait
+from cloud_sync.enroll import Enroller
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import (
     AgentSettings,
@@ -40,14 +41,18 @@ def free_port() -> int:
 
 
 class Broker:
-    """mosquitto on a free loopback port with the product's TLS and ACL config."""
+    """mosquitto on a free loopback port with the product's TLS and ACL config (and, with
+    `enroll`, the enrollment-only listener on `enroll_port`)."""
 
-    def __init__(self, pki: Path) -> None:
+    def __init__(self, pki: Path, *, enroll: bool = False) -> None:
         self.pki = pki
         self.port = free_port()
+        self.enroll_port = free_port() if enroll else None
         self.proc: subprocess.Popen[bytes] | None = None
         user = "root" if os.geteuid() == 0 else None
-        self.conf = ca.write_broker_config(pki, port=self.port, user=user)
+        self.conf = ca.write_broker_config(
+            pki, port=self.port, user=user, enroll_port=self.enroll_port
+        )
         self.log = pki / "mosquitto.log"
 
     def start(self) -> None:
@@ -58,10 +63,9 @@ class Broker:
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
+            with contextlib.suppress(OSError):
+                for port in (self.port, self.enroll_port or self.port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
@@ -140,7 +144,12 @@ class World:
         self.reconciler = Reconciler(self.store, key, escrow=escrow, chain_chunk=50)
         return self.reconciler
 
-    def start_reconciler(self, reconciler: Reconciler | None = None, shared: bool = False) -> None:
+    def start_reconciler(
+        self,
+        reconciler: Reconciler | None = None,
+        shared: bool = False,
+        enroller: Enroller | None = None,
+    ) -> None:
         rec = reconciler or self.reconciler
         assert rec is not None
         settings = ReconcilerSettings(
@@ -150,7 +159,7 @@ class World:
             sweep_interval_s=3600,
             client_id=f"reconciler-{len(self.services) + 1}",
         )
-        svc = ReconcilerService(rec, settings)
+        svc = ReconcilerService(rec, settings, enroller)
         self.services.append(svc)
         task = asyncio.create_task(svc.run(), name=f"reconciler{len(self.services)}")
         _TASKS.append(task)
