@@ -30,6 +30,7 @@ from edge.ledger.sitekey import load_site_secrets
 from edge.pipeline import Kiosk, RightsSource
 from edge.reasons import DenyReason
 from edge.sdnotify import Notifier
+from edge.service_mode import take_request
 
 if TYPE_CHECKING:
     from cloud_sync.agent import KioskAgent
@@ -169,6 +170,7 @@ class KioskDaemon:
                     tasks.append(tg.create_task(self._idle_screen(), name="display"))
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                     tasks.append(tg.create_task(self._clock_watch(), name="clock"))
+                    tasks.append(tg.create_task(self._service_watch(), name="service"))
                     if self.agent is not None:
                         tasks.append(tg.create_task(self.agent.run(), name="sync"))
                     self.ready.set()
@@ -281,6 +283,16 @@ class KioskDaemon:
         if trust.trusted != self.clock.trusted:
             log.warning("clock %s: %s", "trusted" if trust.trusted else "NOT trusted", trust.detail)
         self.clock = trust
+
+    async def _service_watch(self) -> None:
+        kiosk = self.kiosk
+        assert kiosk is not None
+        while True:
+            await asyncio.sleep(1.0)
+            request = take_request(self.cfg.kiosk.state_dir)
+            if request is not None and not kiosk.in_service:
+                await kiosk.open_service(request.by, request.minutes)
+            await kiosk.tick()
 
     async def _clock_watch(self) -> None:
         while True:

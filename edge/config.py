@@ -109,6 +109,7 @@ class KioskSection(Strict):
     product: str = ""  # gate: what entry sells
     direction: str = Field(default="in", pattern="^(in|out)$")  # gate: entry or exit
     pos_amount: Money = 0  # pos: fixed amount; 0 = entered on the keypad
+    service_minutes: int = Field(default=15, ge=1, le=120)  # a tech card's service mode
     state_dir: Path = Path("/var/lib/kiosk")
     key_file: Path = Path("/etc/kiosk/device.key")  # Ed25519 ledger key, 0600
     site_key_file: Path = Path("/etc/kiosk/site.key")  # site secret: card refs and NFC keys

@@ -74,6 +74,8 @@ class Effects(Protocol):
 
     async def service(self, lines: list[str]) -> None: ...
 
+    async def idle(self) -> None: ...
+
 
 class RightsSource(Protocol):
     """The cloud link, when there is one: asks for rights online within a time budget."""
@@ -139,6 +141,7 @@ class Kiosk:
         self._pin: _PendingPin | None = None
         self._topup: _TopupSession | None = None
         self._amount: int | None = None  # point of sale: keyed amount for the next tap
+        self._service_until: float | None = None  # monotonic deadline while service mode is open
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -281,9 +284,13 @@ class Kiosk:
         state = self._state(ref)
         member, card = state.member, state.card
         if member and member.role == "tech" and card and card.status is CardStatus.ACTIVE:
-            log.info("service mode opened by a tech card")
-            await self.effects.service(self.diagnostics())
+            if self.in_service:
+                await self.close_service("closed with the tech card")
+            else:
+                await self.open_service(f"tech card of {member.id}", self.cfg.kiosk.service_minutes)
             return Outcome(Decision(approved=True, member_name=member.name), tap_id, ref)
+        if self.in_service:
+            return await self._finish_denied(deny(DenyReason.OUT_OF_SERVICE), tap_id, ref, started)
         tap = Tap(
             tap_id=tap_id,
             now_ms=now,
@@ -402,6 +409,39 @@ class Kiosk:
         outcome = Outcome(decision, tap_id, "", started, durable, topup_total=session.total + bonus)
         await self.effects.show(outcome)
         return outcome
+
+    # -- service mode: bounded in time, every step an audited op ---------------------------
+
+    @property
+    def in_service(self) -> bool:
+        return self._service_until is not None
+
+    async def open_service(self, by: str, minutes: int) -> None:
+        """Open service mode for `minutes`; it closes by itself (see `tick`)."""
+        until_ms = self.clock_ms() + minutes * 60_000
+        self._audit_service(f"open until {until_ms} by {by}")
+        self._service_until = self.monotonic() + minutes * 60
+        log.warning("service mode open for %d min (%s)", minutes, by)
+        await self.effects.service(self.diagnostics())
+
+    async def close_service(self, why: str) -> None:
+        if self._service_until is None:
+            return
+        self._service_until = None
+        self._audit_service(f"closed: {why}")
+        log.warning("service mode closed: %s", why)
+        await self.effects.idle()
+
+    async def tick(self) -> None:
+        """Called about every second: service mode ends when its time is up."""
+        if self._service_until is not None and self.monotonic() >= self._service_until:
+            await self.close_service("time is up")
+
+    def _audit_service(self, text: str) -> None:
+        # A register op on the kiosk's own account: signed, chained, and sent to the cloud.
+        account = f"kiosk:{self.cfg.kiosk.id}"
+        intent = Intent(Kind.SET, account, "service", self.clock_ms(), data=text)
+        self.ledger.append([intent], ref=uuid.uuid4().hex[:16])
 
     # -- memory of recent taps (bounded) -------------------------------------------------------
 

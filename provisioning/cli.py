@@ -309,3 +309,33 @@ def bundle_apply(
     click.echo(f"{'re-enrolled' if res.reenrolled else 'enrolled'}: {res.device} at {res.site}")
     click.echo(f"config: {res.config_file}")
     click.echo(f"device public key (register it with the cloud): {res.device_public_key}")
+
+
+@provision.command("service")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The running kiosk's config.",
+)
+@click.option(
+    "--minutes",
+    default=15,
+    show_default=True,
+    type=click.IntRange(1, 120),
+    help="How long service mode stays open; it closes by itself.",
+)
+def service(config_path: Path, minutes: int) -> None:
+    """Open service mode on the running kiosk for a bounded time (audited in the ledger)."""
+    import getpass
+
+    from edge.config import ConfigError, load_config
+    from edge.service_mode import request_service
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = request_service(cfg.kiosk.state_dir, minutes, f"console:{getpass.getuser()}")
+    click.echo(f"service mode asked for {minutes} min ({path}); the kiosk opens it within 1 s")

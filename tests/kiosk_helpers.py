@@ -46,6 +46,9 @@ class RecordingEffects:
     async def service(self, lines: list[str]) -> None:
         self.events.append("service")
 
+    async def idle(self) -> None:
+        self.events.append("idle")
+
 
 def nfc(uid: str, authenticated: bool = True) -> Token:
     kind = TokenKind.NTAG424_SUN if authenticated else TokenKind.NFC_UID

@@ -131,3 +131,38 @@ def test_run_names_a_missing_key_file(tmp_path):
     result = CliRunner().invoke(cli, ["run", "--config", str(cfg_path)])
     assert result.exit_code == 1
     assert "nope-site.key" in result.output
+
+
+async def test_console_asks_for_service_mode_and_it_is_audited(tmp_path):
+    from edge.service_mode import request_service
+
+    cfg = kiosk_config(tmp_path)
+    Site(tmp_path, cfg).push()
+    async with running(cfg) as (daemon, _):
+        request_service(cfg.kiosk.state_dir, 5, "console:tech")
+        for _ in range(40):
+            if daemon.kiosk.in_service:
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.kiosk.in_service
+        assert daemon.effects.shown[-1] == "ServiceScreen"
+        assert not (cfg.kiosk.state_dir / "service.request").exists()
+    with Ledger(cfg.kiosk.state_dir / "ledger.db") as led:
+        audit = [o.data for o in led.ops("gate-1") if o.purse == "service"]
+    assert audit[0].endswith("by console:tech")
+
+
+def test_provision_service_refuses_unbounded_time(tmp_path):
+    cfg_path = tmp_path / "kiosk.toml"
+    cfg_path.write_text(
+        f'[kiosk]\nid = "t1"\nsite = "pool"\nrole = "topup"\nstate_dir = "{tmp_path}"\n'
+    )
+    bad = CliRunner().invoke(
+        cli, ["provision", "service", "--config", str(cfg_path), "--minutes", "600"]
+    )
+    assert bad.exit_code == 2
+    ok = CliRunner().invoke(
+        cli, ["provision", "service", "--config", str(cfg_path), "--minutes", "10"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "service.request").stat().st_mode & 0o777 == 0o600

@@ -322,7 +322,9 @@ async def test_a_tech_card_opens_the_service_screen_and_moves_nothing(site):
     assert out.decision.approved
     assert out.card_ref == ref
     assert fx.events == ["service"]
-    assert k1.head()[0] == 0
+    own = list(k1.ops("k1"))
+    assert [o.purse for o in own] == ["service"]  # only the audit of the opening
+    assert own[0].kind is Kind.SET
 
 
 async def test_a_card_on_the_pushed_deny_list_is_refused_before_its_register_arrives(site):
@@ -337,3 +339,32 @@ async def test_a_card_on_the_pushed_deny_list_is_refused_before_its_register_arr
     out = await kiosk.card(nfc("04AA"))
     assert out.decision.reason is DenyReason.CARD_LOST
     assert k1.purse("m1", "cash").value == 5000
+
+
+async def test_service_mode_is_bounded_in_time_and_every_step_is_an_op(site):
+    cloud, k1, _ = site
+    enroll(cloud, "tech-1", "Field Tech", "04EE")
+    cloud.append(rec.register_writes("tech-1", 2, role="tech"))
+    enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
+    grant(cloud, k1, "m1", "cash", 5000)
+    sync_down(cloud, k1)
+    clock = Clock()
+    fx = RecordingEffects(ledger=k1)
+    cfg = gate_config(debounce_seconds=0)
+    kiosk = Kiosk(cfg, k1, SITE_KEY, fx, monotonic=clock)
+    await kiosk.card(nfc("04EE"))
+    assert kiosk.in_service
+    member = await kiosk.card(nfc("04AA"))  # no member is served meanwhile
+    assert member.decision.reason is DenyReason.OUT_OF_SERVICE
+    clock.t += cfg.kiosk.service_minutes * 60 - 1
+    await kiosk.tick()
+    assert kiosk.in_service
+    clock.t += 2
+    await kiosk.tick()  # it closes by itself
+    assert not kiosk.in_service
+    assert fx.events[-1] == "idle"
+    audit = [o.data for o in k1.ops("k1") if o.purse == "service"]
+    assert audit[0].startswith("open until ")
+    assert audit[0].endswith("by tech card of tech-1")
+    assert audit[1] == "closed: time is up"
+    assert (await kiosk.card(nfc("04AA"))).decision.approved
