@@ -155,6 +155,9 @@ class KioskAgent:
         # Wall ms of the last message the cloud signed for us: how stale our copy of card
         # status and deny list may be (time passes fail closed past a configured age).
         self.last_contact_ms = 0
+        # (cloud wall ms, our monotonic ms) from the newest answer to one of our own requests:
+        # a signed time beacon that a replay cannot move (each answer matches one request).
+        self.cloud_time: tuple[int, int] | None = None
         self._sent = 0
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
@@ -430,6 +433,7 @@ class KioskAgent:
                 return
             if msg.chain:
                 self._apply_cloud(decode_ops(msg.chain), topic)
+            self.cloud_time = (opened.ts_ms, time.monotonic_ns() // 1_000_000)
             fut.set_result(msg)
 
     def _on_ack(self, ack: Ack) -> None:

@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from cloud_sync.aio import cancel_and_wait
-from edge.clock import ClockTrust, assess_clock
+from edge.clock import ClockTrust, TimeBeacon, assess_clock
 from edge.config import KioskConfig, OfflineMode
 from edge.drivers import gpio as gpio_events
 from edge.drivers import nfc as nfc_events
@@ -279,7 +279,11 @@ class KioskDaemon:
 
     async def _check_clock(self) -> None:
         # timedatectl / chronyc are subprocesses: never on the tap path, never on the loop.
-        trust = await asyncio.to_thread(assess_clock, self.cfg.clock)
+        beacon = None
+        if self.agent is not None and self.agent.cloud_time is not None:
+            wall_ms, mono_ms = self.agent.cloud_time
+            beacon = TimeBeacon(wall_ms, mono_ms, self.cfg.kiosk.id)
+        trust = await asyncio.to_thread(assess_clock, self.cfg.clock, beacon=beacon)
         if trust.trusted != self.clock.trusted:
             log.warning("clock %s: %s", "trusted" if trust.trusted else "NOT trusted", trust.detail)
         self.clock = trust

@@ -67,6 +67,10 @@ async def test_member_registered_at_the_cloud_taps_in_and_a_lost_report_stops_th
             daemon.nfc.present_uid(UID)
             out = await next_outcome(outcomes)
             assert out.decision.approved, out.decision  # rights came online, within budget
+            # The cloud's signed answers double as a time beacon for the kiosk's clock.
+            await daemon._check_clock()
+            assert daemon.clock.trusted
+            assert daemon.clock.source in ("ntp", "chrony", "beacon")
             await eventually(
                 lambda: w.store.head("gate-1")[0] == daemon.ledger.head()[0],
                 what="the debit stored at the cloud",
