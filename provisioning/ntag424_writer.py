@@ -2,17 +2,20 @@
 offsets of our URL layout, keys 2/3 (SDM meta read / file read) and key 0 (application master)
 changed to AN10922-diversified keys, then a SUN tap read back and verified.
 
-The command set is the simplified one of `edge.drivers.nfc_cards.BlankNtag424` (per-command
-CMAC under key 0 instead of an AuthenticateEV2First session; data in clear): it runs against
-the card emulator, not yet against a real card. See that class for exactly what differs.
+The commands are the card's own secure messaging (NT4H2421Gx, AN12196; the crypto is in
+`edge.drivers.ntag424_ev2`, pinned to AN12196's examples): WriteData of the NDEF file in
+CommMode.Plain while its write right is still free, then AuthenticateEV2First with the factory
+key 0 and, in that session, ChangeFileSettings and ChangeKey 2, 3, 0 in CommMode.Full. Key 0 goes
+last: changing the authenticated key ends the session.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.drivers.nfc_cards import SDM_ENABLED, SDM_UID_CTR_ASCII, personalisation_mac
+from edge.drivers.nfc_cards import SDM_ENABLED, SDM_UID_CTR_ASCII
 from edge.drivers.nfc_tap import (
     GET_UID,
     SELECT_NDEF_APP,
@@ -22,11 +25,19 @@ from edge.drivers.nfc_tap import (
     read_tap,
 )
 from edge.drivers.ntag424 import FILE_READ_KEY_NO, META_READ_KEY_NO, SiteKeys, an10922_diversify
+from edge.drivers.ntag424_ev2 import (
+    AUTH_FIRST,
+    Ev2Error,
+    Ev2Session,
+    auth_part2,
+    change_key_data,
+    finish_auth,
+)
 from edge.drivers.sun_counters import MemoryCounterStore
 from edge.drivers.sun_url import build_ndef_file, sun_url
 from provisioning.errors import ProvisionError
 
-__all__ = ["PersonalisedCard", "app_master_key", "personalise", "sdm_layout"]
+__all__ = ["PersonalisedCard", "app_master_key", "authenticate", "personalise", "sdm_layout"]
 
 APP_MASTER_KEY_NO = 0x00
 NDEF_FILE_NO = 0x02
@@ -56,12 +67,52 @@ def sdm_layout(base_url: str) -> tuple[bytes, int, int]:
     return template, picc, mac
 
 
-def _native(link: CardLink, ins: int, data: bytes, what: str) -> None:
+def _refused(what: str, sw: bytes) -> PersonaliseError:
+    blank = sw in (b"\x91\xae", b"\x91\x9d")  # auth error, permission denied
+    hint = " (card not blank, or personalised for another site)" if blank else ""
+    return PersonaliseError(f"{what} refused: SW {sw.hex()}{hint}")
+
+
+def _plain(link: CardLink, ins: int, data: bytes, what: str) -> None:
     resp = link.transmit(bytes([0x90, ins, 0x00, 0x00, len(data)]) + data + b"\x00")
     if resp[-2:] != SW_NATIVE_OK:
-        blank = resp[-2:] in (b"\x91\xae", b"\x91\x9d")  # auth error, permission denied
-        hint = " (card not blank, or personalised for another site)" if blank else ""
-        raise PersonaliseError(f"{what} refused: SW {resp[-2:].hex()}{hint}")
+        raise _refused(what, resp[-2:])
+
+
+def authenticate(
+    link: CardLink, key_no: int, key: bytes, random: Callable[[int], bytes] = os.urandom
+) -> Ev2Session:
+    """AuthenticateEV2First with `key`: the session for CommMode.Full commands."""
+    resp = link.transmit(bytes([0x90, AUTH_FIRST, 0x00, 0x00, 0x02, key_no, 0x00, 0x00]))
+    if resp[-2:] != b"\x91\xaf" or len(resp) != 18:
+        raise _refused("AuthenticateEV2First", resp[-2:])
+    part2, rnd_b = auth_part2(key, resp[:16], rnd_a := random(16))
+    resp = link.transmit(part2)
+    if resp[-2:] != SW_NATIVE_OK:
+        raise _refused("AuthenticateEV2First", resp[-2:])
+    try:
+        return finish_auth(key, key_no, rnd_a, rnd_b, resp[:-2])
+    except Ev2Error as exc:
+        raise PersonaliseError(f"AuthenticateEV2First: {exc}") from exc
+
+
+def _full(
+    link: CardLink,
+    session: Ev2Session,
+    ins: int,
+    header: bytes,
+    plain: bytes,
+    what: str,
+    *,
+    mac: bool = True,
+) -> None:
+    resp = link.transmit(session.command(ins, header, plain))
+    if resp[-2:] != SW_NATIVE_OK:
+        raise _refused(what, resp[-2:])
+    try:
+        session.response(resp, mac=mac)
+    except Ev2Error as exc:
+        raise PersonaliseError(f"{what}: {exc} (not a genuine card, or a tampered link)") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +124,16 @@ class PersonalisedCard:
         return f"PersonalisedCard(uid=<hidden>, read_ctr={self.read_ctr})"
 
 
-def personalise(link: CardLink, keys: SiteKeys, base_url: str) -> PersonalisedCard:
-    """Personalise the blank card on `link` for the site of `keys`, and verify a SUN read."""
+def personalise(
+    link: CardLink,
+    keys: SiteKeys,
+    base_url: str,
+    *,
+    random: Callable[[int], bytes] = os.urandom,
+) -> PersonalisedCard:
+    """Personalise the blank card on `link` for the site of `keys`, and verify a SUN read.
+
+    `random` gives RndA (injectable so a trace can be reproduced)."""
     resp = link.transmit(GET_UID)
     uid = resp[:-2]
     if resp[-2:] != SW_OK or len(uid) != 7:
@@ -83,10 +142,9 @@ def personalise(link: CardLink, keys: SiteKeys, base_url: str) -> PersonalisedCa
         raise PersonaliseError("no NDEF application: is this an NTAG 424 DNA?")
     template, picc_at, mac_at = sdm_layout(base_url)
     size = len(template).to_bytes(3, "little")
-    _native(link, 0x8D, bytes([NDEF_FILE_NO]) + bytes(3) + size + template, "WriteData")
-    zero = bytes(16)
+    _plain(link, 0x8D, bytes([NDEF_FILE_NO]) + bytes(3) + size + template, "WriteData")
     settings = (
-        bytes([NDEF_FILE_NO, SDM_ENABLED])
+        bytes([SDM_ENABLED])
         + ACCESS_AFTER
         + bytes([SDM_UID_CTR_ASCII])
         + SDM_ACCESS
@@ -94,15 +152,19 @@ def personalise(link: CardLink, keys: SiteKeys, base_url: str) -> PersonalisedCa
         + mac_at.to_bytes(3, "little")  # MAC input offset = MAC offset: empty MAC input
         + mac_at.to_bytes(3, "little")
     )
-    _native(link, 0x5F, settings + personalisation_mac(zero, 0x5F, settings), "ChangeFileSettings")
+    factory = bytes(16)
+    session = authenticate(link, APP_MASTER_KEY_NO, factory, random)
+    file_no = bytes([NDEF_FILE_NO])
+    _full(link, session, 0x5F, file_no, settings, "ChangeFileSettings")
     key0 = app_master_key(keys, uid)
     for key_no, new in (
         (META_READ_KEY_NO, keys.meta_read_key),
         (FILE_READ_KEY_NO, keys.file_read_key(uid)),
-        (APP_MASTER_KEY_NO, key0),  # last: the others are authorised with the factory key
+        (APP_MASTER_KEY_NO, key0),  # last: changing the authenticated key ends the session
     ):
-        data = bytes([key_no]) + new + bytes([KEY_VERSION])
-        _native(link, 0xC4, data + personalisation_mac(zero, 0xC4, data), f"ChangeKey {key_no}")
+        data = change_key_data(key_no, APP_MASTER_KEY_NO, new, KEY_VERSION, old=factory)
+        what = f"ChangeKey {key_no}"
+        _full(link, session, 0xC4, bytes([key_no]), data, what, mac=key_no != APP_MASTER_KEY_NO)
     # Read it back as a kiosk would: the SUN message must verify with the site's keys.
     verifier = SunVerifier(keys, MemoryCounterStore(os.urandom(32)))
     event = read_tap(link, verifier)

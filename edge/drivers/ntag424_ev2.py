@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from edge.drivers.ntag424 import BLOCK, _aes_cbc, _aes_ecb_encrypt, _cmac
 
 __all__ = [
-    "AUTH_FIRST",
     "ADDITIONAL_FRAME",
+    "AUTH_FIRST",
+    "ZERO_IV",
     "Ev2Error",
     "Ev2Session",
     "auth_card_answer",
@@ -123,7 +124,9 @@ class Ev2Session:
         """A CommMode.Full command APDU (90 INS 00 00 Lc header enc MACt 00)."""
         enc = b""
         if plain:
-            enc = _aes_cbc(self.enc_key, self.iv(b"\xa5\x5a", self.cmd_ctr), pad(plain), decrypt=False)
+            enc = _aes_cbc(
+                self.enc_key, self.iv(b"\xa5\x5a", self.cmd_ctr), pad(plain), decrypt=False
+            )
         body = header + enc + self.command_mac(ins, header, enc)
         return bytes([0x90, ins, 0x00, 0x00, len(body)]) + body + b"\x00"
 
@@ -135,7 +138,7 @@ class Ev2Session:
         self.cmd_ctr += 1
         if not mac:
             return resp[:-2]
-        data, got = resp[:-2 - MAC_LEN], resp[-2 - MAC_LEN : -2]
+        data, got = resp[: -2 - MAC_LEN], resp[-2 - MAC_LEN : -2]
         want = mac_t(self.mac_key, b"\x00" + self._ctr() + self.ti + data)
         if len(resp) < 2 + MAC_LEN or not hmac.compare_digest(want, got):
             raise Ev2Error("response MAC mismatch")
