@@ -128,3 +128,94 @@ def test_a_wrong_response_mac_is_refused() -> None:
     session = Ev2Session(A_ENC, A_MAC, ti=A_TI, key_no=0, cmd_ctr=1)
     with pytest.raises(Ev2Error, match="MAC"):
         session.response(bytes([T18_RESP[0] ^ 1]) + T18_RESP[1:])
+
+
+UID = h("04958CAA5C5E80")
+SELECT = h("00A4040007D276000085010100")
+NEW_KEY_2 = h("F3847D627727ED3BC9C4CC050489B966")
+
+
+def authenticated_card(rnd_b: bytes = T14_RND_B) -> tuple[BlankNtag424, Ev2Session]:
+    """A blank card and the PCD's session with it, authenticated with the factory key 0."""
+    card = BlankNtag424(UID, random=scripted(rnd_b, A_TI))
+    assert card.transmit(SELECT)[-2:] == h("9000")
+    resp = card.transmit(T14_CMD1)
+    part2, rnd_b = auth_part2(bytes(16), resp[:16], T14_RND_A)
+    resp = card.transmit(part2)
+    return card, finish_auth(bytes(16), 0, T14_RND_A, rnd_b, resp[:-2])
+
+
+def change_key_2(session: Ev2Session) -> bytes:
+    return session.command(0xC4, b"\x02", change_key_data(2, 0, NEW_KEY_2, 1, old=bytes(16)))
+
+
+def test_the_card_model_accepts_a_change_key_and_answers_with_a_mac() -> None:
+    card, session = authenticated_card()
+    assert session.response(card.transmit(change_key_2(session))) == b""
+    assert card.keys[2] == NEW_KEY_2
+    assert card.key_versions[2] == 1
+    assert card.session is not None and card.session.cmd_ctr == session.cmd_ctr == 1
+
+
+def test_a_command_without_authentication_is_refused() -> None:
+    _, session = authenticated_card()
+    fresh = BlankNtag424(UID)
+    fresh.transmit(SELECT)
+    assert fresh.transmit(change_key_2(session)) == h("91AE")
+    assert fresh.keys[2] == bytes(16)
+
+
+def test_a_wrong_mac_is_refused_and_ends_the_session() -> None:
+    card, session = authenticated_card()
+    apdu = bytearray(change_key_2(session))
+    apdu[-2] ^= 0x01  # last MAC byte
+    assert card.transmit(bytes(apdu)) == h("911E")
+    assert card.session is None
+    assert card.keys[2] == bytes(16)
+
+
+def test_a_replayed_command_fails_on_the_command_counter() -> None:
+    card, session = authenticated_card()
+    apdu = change_key_2(session)
+    session.response(card.transmit(apdu))
+    assert card.transmit(apdu) == h("911E")  # same bytes, the card's CmdCtr has moved on
+
+
+def test_a_wrong_old_key_fails_the_crc() -> None:
+    card, session = authenticated_card()
+    wrong = change_key_data(2, 0, NEW_KEY_2, 1, old=bytes(range(16)))
+    assert card.transmit(session.command(0xC4, b"\x02", wrong)) == h("911E")
+    assert card.keys[2] == bytes(16)
+
+
+def test_authentication_with_a_wrong_key_is_refused() -> None:
+    card = BlankNtag424(UID, random=scripted(T14_RND_B, A_TI))
+    card.transmit(SELECT)
+    resp = card.transmit(T14_CMD1)
+    part2, _ = auth_part2(bytes(range(16)), resp[:16], T14_RND_A)
+    assert card.transmit(part2) == h("91AE")
+    assert card.session is None
+
+
+def test_changing_the_authenticated_key_ends_the_session() -> None:
+    card, session = authenticated_card()
+    new0 = h("5004BF991F408672B1EF00F08F9E8647")
+    resp = card.transmit(session.command(0xC4, b"\x00", change_key_data(0, 0, new0, 1)))
+    assert resp == h("9100")
+    assert card.keys[0] == new0 and card.session is None
+    session.response(resp, mac=False)
+    assert card.transmit(change_key_2(session)) == h("91AE")
+
+
+def test_a_select_ends_the_session() -> None:
+    card, session = authenticated_card()
+    card.transmit(SELECT)
+    assert card.transmit(change_key_2(session)) == h("91AE")
+
+
+def test_change_file_settings_sets_the_sdm_layout_of_table_18() -> None:
+    card, session = authenticated_card()
+    settings = h("4000E0C1F121200000430000430000")
+    assert session.response(card.transmit(session.command(0x5F, b"\x02", settings))) == b""
+    assert card.sdm == {"meta": 2, "file": 1, "picc": 0x20, "mac_input": 0x43, "mac": 0x43}
+    assert card.access == h("00E0")
