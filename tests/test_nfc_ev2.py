@@ -219,3 +219,20 @@ def test_change_file_settings_sets_the_sdm_layout_of_table_18() -> None:
     assert session.response(card.transmit(session.command(0x5F, b"\x02", settings))) == b""
     assert card.sdm == {"meta": 2, "file": 1, "picc": 0x20, "mac_input": 0x43, "mac": 0x43}
     assert card.access == h("00E0")
+
+
+def test_the_writer_authenticates_with_the_apdus_of_table_14() -> None:
+    from provisioning.ntag424_writer import authenticate
+
+    card = BlankNtag424(UID, random=scripted(T14_RND_B, A_TI))
+    sent: list[bytes] = []
+
+    class Recorder:
+        def transmit(self, apdu: bytes) -> bytes:
+            sent.append(apdu)
+            return card.transmit(apdu)
+
+    card.transmit(SELECT)
+    session = authenticate(Recorder(), 0, bytes(16), scripted(T14_RND_A))
+    assert sent == [T14_CMD1, T14_CMD2]
+    assert (session.enc_key, session.mac_key, session.ti) == (A_ENC, A_MAC, A_TI)
