@@ -11,7 +11,7 @@ from typing import Protocol
 
 from edge.drivers.ntag424 import (
     SiteKeys,
-    _aes_cbc,
+    aes_cbc,
     encrypt_picc_data,
     sdm_mac,
     session_mac_key,
@@ -238,7 +238,7 @@ class BlankNtag424:
             return SW_NO_SUCH_KEY
         rnd_b = self._random(16)
         self._auth = (data[0], rnd_b)
-        return _aes_cbc(self.keys[data[0]], ZERO_IV, rnd_b, decrypt=False) + SW_ADDITIONAL_FRAME
+        return aes_cbc(self.keys[data[0]], ZERO_IV, rnd_b, decrypt=False) + SW_ADDITIONAL_FRAME
 
     def _additional_frame(self, data: bytes) -> bytes:
         pending, self._auth = self._auth, None

@@ -56,18 +56,18 @@ class SunRejected(DriverError):
         self.detail = detail
 
 
-def _aes_ecb_encrypt(key: bytes, block: bytes) -> bytes:
+def aes_ecb_encrypt(key: bytes, block: bytes) -> bytes:
     enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - one block, by design
     return enc.update(block) + enc.finalize()
 
 
-def _aes_cbc(key: bytes, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
+def aes_cbc(key: bytes, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
     cipher = Cipher(algorithms.AES(key), modes.CBC(iv))
     ctx = cipher.decryptor() if decrypt else cipher.encryptor()
     return ctx.update(data) + ctx.finalize()
 
 
-def _cmac(key: bytes, data: bytes) -> bytes:
+def cmac(key: bytes, data: bytes) -> bytes:
     c = cmac.CMAC(algorithms.AES(key))
     c.update(data)
     return c.finalize()
@@ -92,7 +92,7 @@ def an10922_diversify(master: bytes, m: bytes) -> bytes:
         raise ValueError("AN10922: master key must be 16 bytes")
     if not 1 <= len(m) <= 31:
         raise ValueError("AN10922: diversification input must be 1..31 bytes")
-    k1 = _dbl(_aes_ecb_encrypt(master, bytes(BLOCK)))
+    k1 = _dbl(aes_ecb_encrypt(master, bytes(BLOCK)))
     d = b"\x01" + m
     if len(d) < 2 * BLOCK:
         d = (d + b"\x80").ljust(2 * BLOCK, b"\x00")
@@ -100,7 +100,7 @@ def an10922_diversify(master: bytes, m: bytes) -> bytes:
     else:
         sub = k1
     last = bytes(a ^ b for a, b in zip(d[BLOCK:], sub, strict=True))
-    return _aes_cbc(master, bytes(BLOCK), d[:BLOCK] + last, decrypt=False)[BLOCK:]
+    return aes_cbc(master, bytes(BLOCK), d[:BLOCK] + last, decrypt=False)[BLOCK:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def decrypt_picc_data(meta_key: bytes, picc_enc: bytes) -> tuple[bytes, int]:
     """AN12196 step 1: UID and SDMReadCtr from the encrypted PICCData (`e` parameter)."""
     if len(picc_enc) != BLOCK:
         raise SunRejected(RejectReason.MALFORMED, "PICCData must be 16 bytes")
-    plain = _aes_cbc(meta_key, bytes(BLOCK), picc_enc, decrypt=True)
+    plain = aes_cbc(meta_key, bytes(BLOCK), picc_enc, decrypt=True)
     if plain[0] != PICC_DATA_TAG:
         # Wrong meta key or forged data: the tag byte is the only plaintext check available.
         raise SunRejected(RejectReason.BAD_MAC, "PICCData tag mismatch")
@@ -167,7 +167,7 @@ def encrypt_picc_data(meta_key: bytes, uid: bytes, read_ctr: int, pad: bytes) ->
     if len(uid) != UID_LEN or len(pad) != BLOCK - 1 - UID_LEN - 3:
         raise ValueError("uid must be 7 bytes and pad 5 bytes")
     plain = bytes([PICC_DATA_TAG]) + uid + read_ctr.to_bytes(3, "little") + pad
-    return _aes_cbc(meta_key, bytes(BLOCK), plain, decrypt=False)
+    return aes_cbc(meta_key, bytes(BLOCK), plain, decrypt=False)
 
 
 def _sv(prefix: bytes, uid: bytes, read_ctr: int) -> bytes:
@@ -176,17 +176,17 @@ def _sv(prefix: bytes, uid: bytes, read_ctr: int) -> bytes:
 
 def session_mac_key(file_key: bytes, uid: bytes, read_ctr: int) -> bytes:
     """AN12196 step 2: KSesSDMFileReadMAC = CMAC(file read key, SV2)."""
-    return _cmac(file_key, _sv(b"\x3c\xc3", uid, read_ctr))
+    return cmac(file_key, _sv(b"\x3c\xc3", uid, read_ctr))
 
 
 def session_enc_key(file_key: bytes, uid: bytes, read_ctr: int) -> bytes:
     """AN12196 step 4: KSesSDMFileReadENC = CMAC(file read key, SV1)."""
-    return _cmac(file_key, _sv(b"\xc3\x3c", uid, read_ctr))
+    return cmac(file_key, _sv(b"\xc3\x3c", uid, read_ctr))
 
 
 def sdm_mac(ses_mac_key: bytes, mac_input: bytes) -> bytes:
     """AN12196 step 3: CMAC over the MAC input, truncated to the odd-indexed bytes (8 bytes)."""
-    return _cmac(ses_mac_key, mac_input)[1::2]
+    return cmac(ses_mac_key, mac_input)[1::2]
 
 
 def decrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, enc: bytes) -> bytes:
@@ -194,8 +194,8 @@ def decrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, enc: bytes) ->
     if not enc or len(enc) % BLOCK:
         raise SunRejected(RejectReason.MALFORMED, "encrypted file data must be whole blocks")
     key = session_enc_key(file_key, uid, read_ctr)
-    iv = _aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
-    return _aes_cbc(key, iv, enc, decrypt=True)
+    iv = aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
+    return aes_cbc(key, iv, enc, decrypt=True)
 
 
 def encrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, plain: bytes) -> bytes:
@@ -203,8 +203,8 @@ def encrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, plain: bytes) 
     if not plain or len(plain) % BLOCK:
         raise ValueError("file data must be whole 16-byte blocks")
     key = session_enc_key(file_key, uid, read_ctr)
-    iv = _aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
-    return _aes_cbc(key, iv, plain, decrypt=False)
+    iv = aes_ecb_encrypt(key, read_ctr.to_bytes(3, "little") + bytes(13))
+    return aes_cbc(key, iv, plain, decrypt=False)
 
 
 def verify_sun(

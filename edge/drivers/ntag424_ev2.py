@@ -23,7 +23,7 @@ import hmac
 import zlib
 from dataclasses import dataclass, field
 
-from edge.drivers.ntag424 import BLOCK, _aes_cbc, _aes_ecb_encrypt, _cmac
+from edge.drivers.ntag424 import BLOCK, aes_cbc, aes_ecb_encrypt, cmac
 
 __all__ = [
     "ADDITIONAL_FRAME",
@@ -75,7 +75,7 @@ def unpad(data: bytes) -> bytes:
 
 def mac_t(key: bytes, data: bytes) -> bytes:
     """The truncated MAC: the odd-indexed bytes of the AES-CMAC."""
-    return _cmac(key, data)[1::2]
+    return cmac(key, data)[1::2]
 
 
 def crc32nk(data: bytes) -> bytes:
@@ -92,7 +92,7 @@ def session_keys(key: bytes, rnd_a: bytes, rnd_b: bytes) -> tuple[bytes, bytes]:
     """(SesAuthENCKey, SesAuthMACKey) from the authentication key, RndA and RndB."""
     if len(rnd_a) != BLOCK or len(rnd_b) != BLOCK:
         raise ValueError("RndA and RndB are 16 bytes")
-    return _cmac(key, _sv(b"\xa5\x5a", rnd_a, rnd_b)), _cmac(key, _sv(b"\x5a\xa5", rnd_a, rnd_b))
+    return cmac(key, _sv(b"\xa5\x5a", rnd_a, rnd_b)), cmac(key, _sv(b"\x5a\xa5", rnd_a, rnd_b))
 
 
 @dataclass(slots=True)
@@ -113,7 +113,7 @@ class Ev2Session:
         return (self.cmd_ctr if value is None else value).to_bytes(2, "little")
 
     def iv(self, label: bytes, ctr: int) -> bytes:
-        return _aes_ecb_encrypt(self.enc_key, label + self.ti + self._ctr(ctr) + bytes(8))
+        return aes_ecb_encrypt(self.enc_key, label + self.ti + self._ctr(ctr) + bytes(8))
 
     def command_mac(self, ins: int, header: bytes, enc: bytes) -> bytes:
         return mac_t(self.mac_key, bytes([ins]) + self._ctr() + self.ti + header + enc)
@@ -124,7 +124,7 @@ class Ev2Session:
         """A CommMode.Full command APDU (90 INS 00 00 Lc header enc MACt 00)."""
         enc = b""
         if plain:
-            enc = _aes_cbc(
+            enc = aes_cbc(
                 self.enc_key, self.iv(b"\xa5\x5a", self.cmd_ctr), pad(plain), decrypt=False
             )
         body = header + enc + self.command_mac(ins, header, enc)
@@ -156,7 +156,7 @@ class Ev2Session:
         if len(enc) % BLOCK:
             raise Ev2Error("encrypted data is not whole blocks")
         iv = self.iv(b"\xa5\x5a", self.cmd_ctr)
-        plain = unpad(_aes_cbc(self.enc_key, iv, enc, decrypt=True)) if enc else b""
+        plain = unpad(aes_cbc(self.enc_key, iv, enc, decrypt=True)) if enc else b""
         return header, plain
 
     def answer(self, data: bytes = b"") -> bytes:
@@ -169,8 +169,8 @@ def auth_part2(key: bytes, enc_rnd_b: bytes, rnd_a: bytes) -> tuple[bytes, bytes
     """PCD: from the card's E(K, RndB), the part-2 APDU and RndB."""
     if len(enc_rnd_b) != BLOCK:
         raise Ev2Error("part 1 answer must be 16 bytes")
-    rnd_b = _aes_cbc(key, ZERO_IV, enc_rnd_b, decrypt=True)
-    enc = _aes_cbc(key, ZERO_IV, rnd_a + rotl(rnd_b), decrypt=False)
+    rnd_b = aes_cbc(key, ZERO_IV, enc_rnd_b, decrypt=True)
+    enc = aes_cbc(key, ZERO_IV, rnd_a + rotl(rnd_b), decrypt=False)
     return bytes([0x90, ADDITIONAL_FRAME, 0x00, 0x00, len(enc)]) + enc + b"\x00", rnd_b
 
 
@@ -178,7 +178,7 @@ def finish_auth(key: bytes, key_no: int, rnd_a: bytes, rnd_b: bytes, enc_resp: b
     """PCD: check the card's part-2 answer (RndA') and open the session at CmdCtr 0."""
     if len(enc_resp) != 2 * BLOCK:
         raise Ev2Error("part 2 answer must be 32 bytes")
-    plain = _aes_cbc(key, ZERO_IV, enc_resp, decrypt=True)
+    plain = aes_cbc(key, ZERO_IV, enc_resp, decrypt=True)
     if not hmac.compare_digest(plain[4:20], rotl(rnd_a)):
         raise Ev2Error("card did not prove the key (RndA' mismatch)")
     enc_key, mac_key = session_keys(key, rnd_a, rnd_b)
@@ -191,11 +191,11 @@ def auth_card_answer(
     """PICC: check E(K, RndA || RndB') and answer E(K, TI || RndA' || PDcap2 || PCDcap2)."""
     if len(part2) != 2 * BLOCK:
         raise Ev2Error("part 2 must be 32 bytes")
-    plain = _aes_cbc(key, ZERO_IV, part2, decrypt=True)
+    plain = aes_cbc(key, ZERO_IV, part2, decrypt=True)
     rnd_a = plain[:BLOCK]
     if not hmac.compare_digest(plain[BLOCK:], rotl(rnd_b)):
         raise Ev2Error("PCD did not prove the key (RndB' mismatch)")
-    answer = _aes_cbc(key, ZERO_IV, ti + rotl(rnd_a) + CAPS + CAPS, decrypt=False)
+    answer = aes_cbc(key, ZERO_IV, ti + rotl(rnd_a) + CAPS + CAPS, decrypt=False)
     enc_key, mac_key = session_keys(key, rnd_a, rnd_b)
     return answer, Ev2Session(enc_key, mac_key, ti=ti, key_no=key_no)
 
