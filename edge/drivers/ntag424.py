@@ -67,7 +67,7 @@ def aes_cbc(key: bytes, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
     return ctx.update(data) + ctx.finalize()
 
 
-def cmac(key: bytes, data: bytes) -> bytes:
+def aes_cmac(key: bytes, data: bytes) -> bytes:
     c = cmac.CMAC(algorithms.AES(key))
     c.update(data)
     return c.finalize()
@@ -176,17 +176,17 @@ def _sv(prefix: bytes, uid: bytes, read_ctr: int) -> bytes:
 
 def session_mac_key(file_key: bytes, uid: bytes, read_ctr: int) -> bytes:
     """AN12196 step 2: KSesSDMFileReadMAC = CMAC(file read key, SV2)."""
-    return cmac(file_key, _sv(b"\x3c\xc3", uid, read_ctr))
+    return aes_cmac(file_key, _sv(b"\x3c\xc3", uid, read_ctr))
 
 
 def session_enc_key(file_key: bytes, uid: bytes, read_ctr: int) -> bytes:
     """AN12196 step 4: KSesSDMFileReadENC = CMAC(file read key, SV1)."""
-    return cmac(file_key, _sv(b"\xc3\x3c", uid, read_ctr))
+    return aes_cmac(file_key, _sv(b"\xc3\x3c", uid, read_ctr))
 
 
 def sdm_mac(ses_mac_key: bytes, mac_input: bytes) -> bytes:
     """AN12196 step 3: CMAC over the MAC input, truncated to the odd-indexed bytes (8 bytes)."""
-    return cmac(ses_mac_key, mac_input)[1::2]
+    return aes_cmac(ses_mac_key, mac_input)[1::2]
 
 
 def decrypt_file_data(file_key: bytes, uid: bytes, read_ctr: int, enc: bytes) -> bytes:

@@ -23,7 +23,7 @@ import hmac
 import zlib
 from dataclasses import dataclass, field
 
-from edge.drivers.ntag424 import BLOCK, aes_cbc, aes_ecb_encrypt, cmac
+from edge.drivers.ntag424 import BLOCK, aes_cbc, aes_cmac, aes_ecb_encrypt
 
 __all__ = [
     "ADDITIONAL_FRAME",
@@ -75,7 +75,7 @@ def unpad(data: bytes) -> bytes:
 
 def mac_t(key: bytes, data: bytes) -> bytes:
     """The truncated MAC: the odd-indexed bytes of the AES-CMAC."""
-    return cmac(key, data)[1::2]
+    return aes_cmac(key, data)[1::2]
 
 
 def crc32nk(data: bytes) -> bytes:
@@ -92,7 +92,9 @@ def session_keys(key: bytes, rnd_a: bytes, rnd_b: bytes) -> tuple[bytes, bytes]:
     """(SesAuthENCKey, SesAuthMACKey) from the authentication key, RndA and RndB."""
     if len(rnd_a) != BLOCK or len(rnd_b) != BLOCK:
         raise ValueError("RndA and RndB are 16 bytes")
-    return cmac(key, _sv(b"\xa5\x5a", rnd_a, rnd_b)), cmac(key, _sv(b"\x5a\xa5", rnd_a, rnd_b))
+    return aes_cmac(key, _sv(b"\xa5\x5a", rnd_a, rnd_b)), aes_cmac(
+        key, _sv(b"\x5a\xa5", rnd_a, rnd_b)
+    )
 
 
 @dataclass(slots=True)
