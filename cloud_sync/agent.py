@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -52,6 +53,15 @@ from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
 log = logging.getLogger(__name__)
 
 DenyListener = Callable[[DenyDelta], None]
+
+
+class Transport(Protocol):
+    """What the agent publishes through: its own MQTT client, or another transport (a fleet
+    simulation, a test) attached with `KioskAgent.attach`."""
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None: ...
 
 
 def wall_ms() -> int:
@@ -159,7 +169,7 @@ class KioskAgent:
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
         self._need_recover = False
-        self._client: aiomqtt.Client | None = None
+        self._client: Transport | None = None
         self._rpc: dict[str, asyncio.Future[Answer]] = {}
         self._deny_listeners: list[DenyListener] = []
         self._deny_queues: list[asyncio.Queue[DenyDelta]] = []
@@ -216,6 +226,21 @@ class KioskAgent:
 
     def _seal(self, topic: str, msg: Message) -> bytes:
         return seal(msg, topic=topic, sender=self.settings.device, key=self.key, ts_ms=self.clock())
+
+    def seal(self, topic: str, msg: Message) -> bytes:
+        """A message of this kiosk, signed for `topic` (for a transport other than MQTT)."""
+        return self._seal(topic, msg)
+
+    def attach(self, transport: Transport) -> None:
+        """Go online over `transport` instead of the MQTT loop of `run`: uplinks (rights
+        requests) are published through it; downlinks are fed to `handle`."""
+        self._client = transport
+        self.online = True
+        self._synced.set()
+
+    def detach(self) -> None:
+        """The attached transport is gone: offline, open requests fail."""
+        self._went_offline()
 
     async def _publish(self, topic: str, msg: Message, retain: bool = False) -> None:
         client = self._client
@@ -292,11 +317,7 @@ class KioskAgent:
         async for m in client.messages:
             payload = m.payload
             if isinstance(payload, bytes | bytearray):
-                try:
-                    self._on_message(str(m.topic), bytes(payload))
-                except (MessageRefused, BatchError) as exc:
-                    self.refused += 1
-                    log.warning("%s", exc)
+                self.handle(str(m.topic), bytes(payload))
             # Only now, with its effects durable (or it refused), may the broker forget it.
             client._client.ack(m.mid, m.qos)
 
@@ -391,6 +412,15 @@ class KioskAgent:
                 pass
 
     # -- inbound ---------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One downlink message from any transport: applied durably, or refused and counted
+        (never raised: a bad message must not take the link down)."""
+        try:
+            self._on_message(topic, payload)
+        except (MessageRefused, BatchError) as exc:
+            self.refused += 1
+            log.warning("%s", exc)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.denylist:
