@@ -558,20 +558,22 @@ class KioskAgent:
     # -- online rights ---------------------------------------------------------------------
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
-        """True when this kiosk holds `amount` rights on the purse, asking the cloud for the
-        shortfall if needed; False within the budget when it cannot (offline, refused, slow):
-        the caller's offline policy decides then."""
+        """Get `amount` more rights on the purse than this kiosk holds now (the shortfall of a
+        debit the ledger refused, as `edge.pipeline.RightsSource` asks): True once they are
+        here; False within the budget when they cannot be had (offline, refused, slow): the
+        caller's offline policy decides then."""
         me = self.settings.device
-        held = self.ledger.purse(account, purse).rights(me)
-        if held >= amount:
+        if amount <= 0:
             return True
+        # What a debit can use of what is held: debt (negative rights) is repaid first.
+        target = max(self.ledger.purse(account, purse).rights(me), 0) + amount
         if not self.online or self.ledger.recovering or self.forked:
             return False
         req = RightsRequest(
             id=uuid.uuid4().hex,
             account=account,
             purse=purse,
-            amount=amount - max(held, 0),
+            amount=amount,
             cloud_head=self.ledger.head(self.cloud)[0],
         )
         try:
@@ -582,4 +584,4 @@ class KioskAgent:
             return False
         if not answer.ok:
             return False
-        return self.ledger.purse(account, purse).rights(me) >= amount
+        return self.ledger.purse(account, purse).rights(me) >= target

@@ -72,3 +72,31 @@ async def test_handle_applies_an_ack_and_counts_a_forged_message(tmp_path):
     assert agent.refused == 1
     store.close()
     led.close()
+
+
+async def test_a_kiosk_holding_part_of_a_price_gets_the_rest_online(tmp_path):
+    """The pipeline asks its RightsSource for the shortfall of a refused debit; the agent must
+    fetch that much more, even when it already holds more than the shortfall itself."""
+    from edge.config import KioskConfig
+    from edge.pipeline import Kiosk
+    from tests.kiosk_helpers import SITE_KEY, RecordingEffects, enroll, nfc
+
+    store, rec, led, agent = _site(tmp_path)
+    enroll(store.ledger, "m2", "Bob", "04BB", purses={"cash": 5_000})
+    store.grant("m2", "cash", "k1", 700, 700, ref="float")
+    led.apply_many(store.ops("cloud"))
+    assert led.purse("m2", "cash").rights("k1") == 700
+    transport = Direct(rec)
+    transport.agent = agent
+    agent.attach(transport)
+    agent.last_contact_ms = 1 << 62
+    cfg = KioskConfig.model_validate(
+        {"kiosk": {"id": "k1", "site": "s1", "role": "pos", "pos_amount": 1_200}}
+    )
+    kiosk = Kiosk(cfg, led, SITE_KEY, RecordingEffects(), rights=agent)
+    out = await kiosk.card(nfc("04BB"))
+    assert out.decision.approved, out.decision
+    assert transport.published  # it asked the cloud
+    assert led.purse("m2", "cash").value == 5_000 - 1_200
+    store.close()
+    led.close()

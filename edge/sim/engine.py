@@ -132,8 +132,10 @@ class Record:
     offline_queued: int = 0  # common practice: decisions made offline, to post later
     offline_posted: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[int, str] = field(default_factory=dict)  # tap n -> "" approved, or reason
 
-    def attempt(self, at_ms: int, action: str, approved: bool, reason: str) -> None:
+    def attempt(self, n: int, at_ms: int, action: str, approved: bool, reason: str) -> None:
+        self.outcomes[n] = "" if approved else reason or "REFUSED"
         self.attempts[action] += 1
         b = self.buckets.setdefault(at_ms // BUCKET_MS, [0, 0])
         b[0] += 1

@@ -81,6 +81,33 @@ def simulate(
     return report
 
 
+def _versus(
+    pop: population.Population, base: Any, other: Any
+) -> dict[str, Any]:
+    """Attempts the always-online server approved and this policy refused (by reason), and the
+    other way round; refusals for lack of balance split by whether the member had topped up at
+    a kiosk earlier (a top-up the refusing kiosk's ledger does not hold)."""
+    topped: dict[int, int] = {}
+    for tap in pop.taps:
+        if tap.action is population.Action.TOPUP:
+            topped.setdefault(tap.member, tap.at_ms)
+    lost: dict[str, int] = {}
+    after_topup = gained = 0
+    for tap in pop.taps:
+        mine, theirs = other.outcomes.get(tap.n), base.outcomes.get(tap.n)
+        if theirs == "" and mine:
+            lost[mine] = lost.get(mine, 0) + 1
+            if mine == "INSUFFICIENT_BALANCE" and topped.get(tap.member, tap.at_ms) < tap.at_ms:
+                after_topup += 1
+        elif theirs and mine == "":
+            gained += 1
+    return {
+        "lost": dict(sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "lost_insufficient_after_kiosk_topup": after_topup,
+        "gained": gained,
+    }
+
+
 def _report(
     scenario: Scenario, pop: population.Population, results: dict[str, Any]
 ) -> dict[str, Any]:
@@ -93,6 +120,9 @@ def _report(
     base = policies.get("online", {}).get("approved", 0)
     for p in policies.values():
         p["vs_online"] = round(p["approved"] / base, 4) if base else None
+    if "online" in results:
+        for name, result in results.items():
+            policies[name]["vs_online_taps"] = _versus(pop, results["online"].record, result.record)
     return {
         "scenario": scenario.model_dump(mode="json"),
         "fleet": {

@@ -144,7 +144,7 @@ class Run(abc.ABC):
             self.record.retries += 1
             self.loop.at(self.loop.now + RETRY_MS, self._tap_event(tap, retry=True))
             return
-        self.record.attempt(tap.at_ms, tap.action.value, approved, reason)
+        self.record.attempt(tap.n, tap.at_ms, tap.action.value, approved, reason)
         self.after_tap(tap.kiosk)
 
     def after_tap(self, kiosk: str) -> None:
