@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,13 @@ def sim() -> None:
     help="Folder for report.json and the PNG plots.",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=lambda: min(2, os.cpu_count() or 1),
+    show_default="min(2, CPUs)",
+    help="Policies run at once, one process each.",
+)
 def fleet(
     kiosks: int | None,
     members: int | None,
@@ -55,6 +63,7 @@ def fleet(
     policies: tuple[str, ...],
     out: Path,
     no_plots: bool,
+    jobs: int,
 ) -> None:
     """Simulate a fleet (sites, kiosks, members, outages) under four policies: always-online
     server, common offline practice, strict, risk allowance. Runs the real ledger, rules, agent
@@ -64,7 +73,9 @@ def fleet(
         scenario = load(scenario_file).with_fleet(
             kiosks=kiosks, members=members, hours=hours, seed=seed
         )
-        report = simulate(scenario, out, policies=policies or POLICIES, plots=not no_plots)
+        report = simulate(
+            scenario, out, policies=policies or POLICIES, plots=not no_plots, jobs=jobs
+        )
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     f = report["fleet"]

@@ -10,13 +10,13 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from edge.sim.engine import BUCKET_MS
+from edge.sim.engine import BUCKET_MS, Record
 from edge.sim.scenario import Scenario
 
 W, H = 960, 540
 LEFT, RIGHT, TOP, BOTTOM = 80, 24, 56, 64
 COLORS = {
-    "online": (90, 90, 90),
+    "online": (0, 0, 0),
     "common": (214, 120, 30),
     "strict": (30, 110, 200),
     "risk": (40, 160, 90),
@@ -54,11 +54,11 @@ class Chart:
         self.x0, self.x1 = x
         self.y0, self.y1 = y
         self.small, self.big = _font(13), _font(18)
-        self.d.text((LEFT, 16), title, fill=INK, font=self.big)
+        self.d.text((LEFT, 8), title, fill=INK, font=self.big)
         self.d.text(
             (LEFT + (W - LEFT - RIGHT) // 2, H - 22), xlabel, fill=INK, font=self.small, anchor="mm"
         )
-        self.d.text((12, TOP - 22), ylabel, fill=INK, font=self.small)
+        self.d.text((12, TOP - 16), ylabel, fill=INK, font=self.small)
         self.legend_items: list[tuple[str, tuple[int, int, int]]] = []
 
     def px(self, x: float, y: float) -> tuple[float, float]:
@@ -140,7 +140,7 @@ def _outages(chart: Chart, scenario: Scenario) -> None:
 
 
 def approval_over_time(
-    report: dict[str, Any], results: dict[str, Any], scenario: Scenario, path: Path
+    report: dict[str, Any], results: dict[str, Record], scenario: Scenario, path: Path
 ) -> Path:
     hours = scenario.fleet.hours
     chart = Chart(
@@ -153,14 +153,16 @@ def approval_over_time(
     _outages(chart, scenario)
     step = 1 if hours <= 12 else 2 if hours <= 24 else 12
     chart.axes([h for h in range(0, int(hours) + 1, step)], range(0, 101, 20))
-    for name, result in results.items():
-        buckets = result.record.buckets
+    # The always-online server last and thin, so it stays visible on top of the others.
+    order = sorted(results, key=lambda n: n == "online")
+    for name in order:
+        buckets = results[name].buckets
         pts = [
             ((b + 0.5) * BUCKET_MS / 3_600_000, 100 * ok / n)
             for b, (n, ok) in sorted(buckets.items())
             if n
         ]
-        chart.line(pts, COLORS.get(name, INK), label=name)
+        chart.line(pts, COLORS.get(name, INK), width=1 if name == "online" else 2, label=name)
     return chart.save(path)
 
 
@@ -213,14 +215,14 @@ def convergence(report: dict[str, Any], path: Path) -> Path:
     return chart.save(path)
 
 
-def float_held(results: dict[str, Any], scenario: Scenario, path: Path) -> Path:
-    result = results.get("strict") or next(iter(results.values()))
-    samples: dict[int, dict[str, int]] = result.record.float_samples
+def float_held(results: dict[str, Record], scenario: Scenario, path: Path) -> Path:
+    record = results.get("strict") or next(iter(results.values()))
+    samples: dict[int, dict[str, int]] = record.float_samples
     kiosks = sorted({k for s in samples.values() for k in s})
     top = _nice(max([v for s in samples.values() for v in s.values()] + [1]) * 1.1)
     hours = scenario.fleet.hours
     chart = Chart(
-        f"Cash rights held per kiosk ({result.record.policy}; one line per kiosk, colour = site)",
+        f"Cash rights held per kiosk ({record.policy}; one line per kiosk, colour = site)",
         "hour of the day",
         "minor units",
         (0, hours),
@@ -240,7 +242,7 @@ def float_held(results: dict[str, Any], scenario: Scenario, path: Path) -> Path:
 
 
 def draw_all(
-    report: dict[str, Any], results: dict[str, Any], scenario: Scenario, out: Path
+    report: dict[str, Any], results: dict[str, Record], scenario: Scenario, out: Path
 ) -> list[Path]:
     return [
         approval_over_time(report, results, scenario, out / "approval_over_time.png"),
