@@ -35,7 +35,7 @@ sysdeps:
 	fi
 
 devenv: sysdeps $(BIN)/python
-	$(BIN)/pip install -q -e '.[hw,gpio,display,cloud,cards,dev]'
+	$(BIN)/pip install -q -e '.[hw,gpio,display,cloud,cards,sim,dev]'
 
 lint: devenv
 	$(BIN)/ruff check .

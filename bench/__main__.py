@@ -10,7 +10,13 @@ from pathlib import Path
 
 from bench.report import Row, table
 
-SUITES = ["bench.ledger_bench", "bench.tap_bench", "bench.sync_bench", "bench.nfc_bench"]
+SUITES = [
+    "bench.ledger_bench",
+    "bench.tap_bench",
+    "bench.sync_bench",
+    "bench.nfc_bench",
+    "bench.sim_bench",
+]
 
 
 def main() -> int:

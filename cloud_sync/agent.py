@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -52,6 +53,15 @@ from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
 log = logging.getLogger(__name__)
 
 DenyListener = Callable[[DenyDelta], None]
+
+
+class Transport(Protocol):
+    """What the agent publishes through: its own MQTT client, or another transport (a fleet
+    simulation, a test) attached with `KioskAgent.attach`."""
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None: ...
 
 
 def wall_ms() -> int:
@@ -162,7 +172,7 @@ class KioskAgent:
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
         self._need_recover = False
-        self._client: aiomqtt.Client | None = None
+        self._client: Transport | None = None
         self._rpc: dict[str, asyncio.Future[Answer]] = {}
         self._deny_listeners: list[DenyListener] = []
         self._deny_queues: list[asyncio.Queue[DenyDelta]] = []
@@ -219,6 +229,21 @@ class KioskAgent:
 
     def _seal(self, topic: str, msg: Message) -> bytes:
         return seal(msg, topic=topic, sender=self.settings.device, key=self.key, ts_ms=self.clock())
+
+    def seal(self, topic: str, msg: Message) -> bytes:
+        """A message of this kiosk, signed for `topic` (for a transport other than MQTT)."""
+        return self._seal(topic, msg)
+
+    def attach(self, transport: Transport) -> None:
+        """Go online over `transport` instead of the MQTT loop of `run`: uplinks (rights
+        requests) are published through it; downlinks are fed to `handle`."""
+        self._client = transport
+        self.online = True
+        self._synced.set()
+
+    def detach(self) -> None:
+        """The attached transport is gone: offline, open requests fail."""
+        self._went_offline()
 
     async def _publish(self, topic: str, msg: Message, retain: bool = False) -> None:
         client = self._client
@@ -295,11 +320,7 @@ class KioskAgent:
         async for m in client.messages:
             payload = m.payload
             if isinstance(payload, bytes | bytearray):
-                try:
-                    self._on_message(str(m.topic), bytes(payload))
-                except (MessageRefused, BatchError) as exc:
-                    self.refused += 1
-                    log.warning("%s", exc)
+                self.handle(str(m.topic), bytes(payload))
             # Only now, with its effects durable (or it refused), may the broker forget it.
             client._client.ack(m.mid, m.qos)
 
@@ -394,6 +415,15 @@ class KioskAgent:
                 pass
 
     # -- inbound ---------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One downlink message from any transport: applied durably, or refused and counted
+        (never raised: a bad message must not take the link down)."""
+        try:
+            self._on_message(topic, payload)
+        except (MessageRefused, BatchError) as exc:
+            self.refused += 1
+            log.warning("%s", exc)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.denylist:
@@ -532,20 +562,22 @@ class KioskAgent:
     # -- online rights ---------------------------------------------------------------------
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
-        """True when this kiosk holds `amount` rights on the purse, asking the cloud for the
-        shortfall if needed; False within the budget when it cannot (offline, refused, slow):
-        the caller's offline policy decides then."""
+        """Get `amount` more rights on the purse than this kiosk holds now (the shortfall of a
+        debit the ledger refused, as `edge.pipeline.RightsSource` asks): True once they are
+        here; False within the budget when they cannot be had (offline, refused, slow): the
+        caller's offline policy decides then."""
         me = self.settings.device
-        held = self.ledger.purse(account, purse).rights(me)
-        if held >= amount:
+        if amount <= 0:
             return True
+        # What a debit can use of what is held: debt (negative rights) is repaid first.
+        target = max(self.ledger.purse(account, purse).rights(me), 0) + amount
         if not self.online or self.ledger.recovering or self.forked:
             return False
         req = RightsRequest(
             id=uuid.uuid4().hex,
             account=account,
             purse=purse,
-            amount=amount - max(held, 0),
+            amount=amount,
             cloud_head=self.ledger.head(self.cloud)[0],
         )
         try:
@@ -556,4 +588,4 @@ class KioskAgent:
             return False
         if not answer.ok:
             return False
-        return self.ledger.purse(account, purse).rights(me) >= amount
+        return self.ledger.purse(account, purse).rights(me) >= target

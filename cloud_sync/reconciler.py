@@ -312,7 +312,10 @@ class Reconciler:
             dev = self.store.device(device)
             if dev is None:
                 continue
-            rid = f"idle:{self.store.head(self.replica)[0]}:{self.store.head(device)[0]}"
+            # Unique per purse: the kiosk answers a recall once per id (its xfer's ref), so one
+            # id for all of a kiosk's idle purses would recall only the first of them.
+            heads = f"{self.store.head(self.replica)[0]}:{self.store.head(device)[0]}"
+            rid = f"idle:{heads}:{account}:{purse}"
             out.append(self._recall(dev.site, device, rid, account, purse, rights))
         return out
 

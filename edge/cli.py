@@ -13,6 +13,7 @@ from edge.demo import demo
 from edge.ledger.cli import ledger
 from edge.run import run
 from edge.selftest import selftest
+from edge.sim.cli import sim
 from provisioning.cards_cli import cards
 from provisioning.cli import provision
 
@@ -40,6 +41,7 @@ cli.add_command(run)
 cli.add_command(provision)
 cli.add_command(cards)
 cli.add_command(cloud)
+cli.add_command(sim)
 
 
 def main() -> None:

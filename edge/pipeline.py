@@ -86,7 +86,10 @@ class RightsSource(Protocol):
     @property
     def last_contact_ms(self) -> int: ...
 
-    async def request_rights(self, account: str, purse: str, amount: int) -> bool: ...
+    async def request_rights(self, account: str, purse: str, amount: int) -> bool:
+        """Get `amount` more rights than this kiosk holds now (the shortfall of the refused
+        debit); True once they are held."""
+        ...
 
     def denied(self, card_ref: str) -> str | None:
         """The card's status on the cloud's pushed deny list (lost, frozen...), if listed."""

@@ -1,0 +1,186 @@
+"""The fleet simulation: small seeded runs (seconds) that must keep every money invariant, be
+reproducible, and show what the common offline practice costs that strict mode does not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click.testing
+import pytest
+
+from edge.cli import cli
+from edge.sim import fleet, scenario
+
+SMALL = """
+[fleet]
+sites = 2
+kiosks = 7
+members = 120
+hours = 24.0
+seed = 7
+
+[network]
+delay_ms = [10, 80]
+
+[[outage]]
+kind = "site"
+target = "s1"
+start = 17.0
+hours = 2.0
+
+[[outage]]
+kind = "kiosk"
+target = "s0-pos3"
+start = 11.0
+hours = 1.5
+"""
+
+# Every kiosk cut off from the cloud through the busy hours: members spend at several kiosks
+# that each still believe the balance they last heard.
+LONG_CLOUD_OUTAGE = """
+[fleet]
+sites = 1
+kiosks = 5
+members = 80
+hours = 24.0
+seed = 11
+
+[policies]
+common_cap = 10000
+
+[[outage]]
+kind = "cloud"
+start = 6.0
+hours = 14.0
+"""
+
+
+@pytest.fixture(scope="module")
+def small_report() -> dict:
+    return fleet.simulate(scenario.parse(SMALL), None, plots=False)
+
+
+def test_every_policy_keeps_the_invariants_in_a_small_day(small_report):
+    assert set(small_report["policies"]) == {"online", "common", "strict", "risk"}
+    broken = [c for c in small_report["invariants"] if not c["ok"]]
+    assert not broken, broken
+    assert small_report["ok"]
+    names = {(c["policy"], c["check"]) for c in small_report["invariants"]}
+    for policy in ("strict", "risk"):
+        assert (policy, "every kiosk op is at the cloud, identical") in names
+        assert (policy, "kiosk and cloud agree on its rights") in names
+    assert ("risk", "overspend within the risk allowance") in names
+
+
+def test_strict_mode_never_overspends_and_loses_nothing(small_report):
+    strict = small_report["policies"]["strict"]
+    assert strict["attempts"] > 100
+    assert strict["overspend"]["by_unit"] == {}
+    assert strict["lost_ops"] == 0
+    assert strict["double_applied"] == 0
+    assert strict["rights_requests"]["count"] > 0
+    assert strict["wire"]["ops"] > 0
+    # The site's kiosks came back and everything they wrote reached the cloud.
+    assert all(v is not None for v in strict["convergence_s"].values())
+
+
+def test_every_policy_sees_the_same_attempts(small_report):
+    attempts = {p["attempts"] for p in small_report["policies"].values()}
+    assert len(attempts) == 1
+    assert small_report["fleet"]["attempts"] == attempts.pop()
+
+
+def test_the_always_online_server_refuses_during_the_outage(small_report):
+    online = small_report["policies"]["online"]
+    assert online["refusals"].get("NO_SERVER", 0) > 0
+    assert online["overspend"]["cash"] == 0
+
+
+def test_same_seed_gives_the_same_report():
+    sc = scenario.parse(SMALL).with_fleet(members=60)
+    first = fleet.simulate(sc, None, policies=("strict", "common"), plots=False)
+    # In two processes at once: nothing depends on the process or the order of the runs.
+    again = fleet.simulate(sc, None, policies=("strict", "common"), plots=False, jobs=2)
+    first.pop("runtime_s")
+    again.pop("runtime_s")
+    assert first == again
+    other = fleet.simulate(sc.with_fleet(seed=8), None, policies=("strict",), plots=False)
+    assert other["policies"]["strict"] != first["policies"]["strict"]
+
+
+def test_common_practice_overspends_in_a_long_outage_where_strict_does_not():
+    report = fleet.simulate(scenario.parse(LONG_CLOUD_OUTAGE), None, plots=False)
+    pols = report["policies"]
+    assert pols["common"]["overspend"]["cash"] > 0
+    assert pols["common"]["overspend"]["worst_member"]["amount"] > 0
+    assert pols["strict"]["overspend"]["by_unit"] == {}
+    allowance = report["scenario"]["policies"]["risk_total"] * report["fleet"]["kiosks"]
+    assert pols["risk"]["overspend"]["cash"] <= allowance
+    assert report["ok"], [c for c in report["invariants"] if not c["ok"]]
+
+
+def test_kiosk_sim_fleet_writes_the_report_and_plots(tmp_path: Path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    out = tmp_path / "out"
+    result = click.testing.CliRunner().invoke(
+        cli, ["sim", "fleet", "--scenario", str(path), "--members", "40", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "strict" in result.output and "BROKEN" not in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["fleet"]["members"] == 40
+    assert report["plots"]
+    for name in report["plots"]:
+        png = out / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert str(png) in result.output
+
+
+def test_kiosk_sim_fleet_exits_1_when_an_invariant_breaks(tmp_path: Path, monkeypatch):
+    from edge.sim import metrics
+
+    real = metrics.invariants
+
+    def broken(result, spent):
+        checks = real(result, spent)
+        return [*checks, metrics.Check(result.record.policy, "planted failure", False, "x")]
+
+    monkeypatch.setattr(metrics, "invariants", broken)
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    result = click.testing.CliRunner().invoke(
+        cli,
+        [
+            "sim",
+            "fleet",
+            "--scenario",
+            str(path),
+            "--members",
+            "20",
+            "--policy",
+            "strict",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "BROKEN" in result.output
+
+
+def test_an_outage_of_an_unknown_site_is_refused(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text(SMALL.replace('target = "s1"', 'target = "nowhere"'))
+    result = click.testing.CliRunner().invoke(
+        cli, ["sim", "fleet", "--scenario", str(path), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0
+    assert "nowhere" in result.output
+
+
+def test_the_default_scenario_is_a_day_with_a_two_hour_site_outage():
+    sc = scenario.load(None)
+    assert sc.fleet.hours == 24
+    assert [(o.kind, o.hours) for o in sc.outage] == [("site", 2.0)]
