@@ -184,3 +184,14 @@ def test_the_default_scenario_is_a_day_with_a_two_hour_site_outage():
     sc = scenario.load(None)
     assert sc.fleet.hours == 24
     assert [(o.kind, o.hours) for o in sc.outage] == [("site", 2.0)]
+
+
+def test_invariants_hold_when_the_network_loses_and_duplicates_messages():
+    lossy = SMALL.replace(
+        "delay_ms = [10, 80]", "delay_ms = [10, 80]\nloss = 0.05\nduplicate = 0.05"
+    )
+    report = fleet.simulate(scenario.parse(lossy), None, plots=False)
+    assert report["ok"], [c for c in report["invariants"] if not c["ok"]]
+    strict = report["policies"]["strict"]
+    assert strict["overspend"]["by_unit"] == {}
+    assert strict["lost_ops"] == 0 and strict["double_applied"] == 0

@@ -127,6 +127,7 @@ class Record:
     bytes_up: int = 0
     bytes_down: int = 0
     messages: Counter[str] = field(default_factory=Counter)
+    message_bytes: Counter[str] = field(default_factory=Counter)
     float_samples: dict[int, dict[str, int]] = field(default_factory=dict)
     convergence_s: dict[str, float | None] = field(default_factory=dict)
     offline_queued: int = 0  # common practice: decisions made offline, to post later

@@ -182,6 +182,10 @@ def policy_report(result: Result, spent: dict[str, Any]) -> dict[str, Any]:
             "bytes_down": r.bytes_down,
             "ops": ops,
             "bytes_per_op": round(wire / ops, 1) if ops else 0.0,
+            # Only the op batches, as DESIGN.md's wire budget counts them (<= 160 B per op).
+            "batch_bytes_per_op": round(r.message_bytes["ops"] / ops, 1)
+            if ops and r.message_bytes["ops"]
+            else 0.0,
             "messages": dict(sorted(r.messages.items())),
         },
         "float_cash_held": {
@@ -200,7 +204,7 @@ def table(report: dict[str, Any]) -> str:
     head = (
         f"{'policy':<8}{'attempts':>9}{'approved':>9}{'rate%':>8}{'vs online':>10}"
         f"{'overspend':>10}{'worst':>7}{'lost':>5}{'dbl':>4}{'rpc':>7}{'rtt p99':>8}"
-        f"{'B/op':>7}{'conv s':>8}  top refusals"
+        f"{'B/op':>7}{'batch':>6}{'conv s':>8}  top refusals"
     )
     lines = [head, "-" * len(head)]
     for name, p in pols.items():
@@ -211,7 +215,8 @@ def table(report: dict[str, Any]) -> str:
             f"{name:<8}{p['attempts']:>9}{p['approved']:>9}{p['approval_pct']:>8.2f}{vs:>10}"
             f"{p['overspend']['cash']:>10}{p['overspend']['worst_member']['amount']:>7}"
             f"{p['lost_ops']:>5}{p['double_applied']:>4}{p['rights_requests']['count']:>7}"
-            f"{p['rights_requests']['rtt_ms_p99']:>8}{p['wire']['bytes_per_op']:>7}"
+            f"{p['rights_requests']['rtt_ms_p99']:>8}{p['wire']['bytes_per_op']:>7.0f}"
+            f"{p['wire']['batch_bytes_per_op']:>6.0f}"
             f"{(max(conv) if conv else 0):>8.1f}  {refusals}"
         )
     return "\n".join(lines)

@@ -287,6 +287,7 @@ class EscrowRun(Run):
             return
         self.record.bytes_up += len(payload)
         self.record.messages[kind] += 1
+        self.record.message_bytes[kind] += len(payload)
         for _ in range(self.links.copies()):
             self.loop.at(
                 self.loop.now + self.links.delay(), self._arrive_up(device, topic, payload)
