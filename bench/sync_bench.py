@@ -167,9 +167,9 @@ async def _round_trips(n: int) -> list[Row]:
                     break
                 await asyncio.sleep(0.02)
             for i in range(n):
-                need = led.purse("m1", "cash").rights("k1") + 1
+                # A tap short by 1.00 of what the kiosk holds: one round trip to the cloud.
                 t0 = time.perf_counter_ns()
-                ok = await agent.request_rights("m1", "cash", need)
+                ok = await agent.request_rights("m1", "cash", 100)
                 ours.append((time.perf_counter_ns() - t0) / 1000)
                 assert ok, f"request {i} not granted"
             base = await _raw_qos1(broker, n)
