@@ -224,7 +224,7 @@ class Kiosk:
             outcome = Outcome(decision, tap_id, started_ns=started)
             await self.effects.show(outcome)
             return outcome
-        self.ledger.append([Intent(Kind.INC, session.member, "cash", amount)], ref=tap_id)
+        self.ledger.append(self._credit(session.member, amount), ref=tap_id)
         durable = time.perf_counter_ns()
         session.total += amount
         session.coins += 1
@@ -302,6 +302,9 @@ class Kiosk:
             amount=self._amount,
         )
         decision = decide(state, tap, self.cfg)
+        if await self._fetched_rights_for(decision, state):
+            state = self._state(ref)  # the cloud granted what a top-up elsewhere made
+            decision = decide(state, tap, self.cfg)
         if decision.needs_pin:
             self._pin = _PendingPin(token, ref, tap_id, self.monotonic())
             asking = Outcome(decision, tap_id, ref, started)
@@ -353,6 +356,30 @@ class Kiosk:
         await self.effects.show(outcome)
         return outcome
 
+    async def _fetched_rights_for(self, decision: Decision, state: TapState) -> bool:
+        """Short of balance as this kiosk sees it, but online: the cloud may know more (a top-up
+        at another kiosk). Ask for the missing rights; True if they came."""
+        wanted, member = decision.wanted, state.member
+        if wanted is None or member is None or self.rights is None or not self.rights.online:
+            return False
+        held = state.balances.get(wanted.purse)
+        shortfall = wanted.amount - max(held.rights if held else 0, 0)
+        try:
+            return await self.rights.request_rights(member.id, wanted.purse, shortfall)
+        except Exception as err:  # the cloud link must never break a tap
+            log.warning("rights request failed: %s", err)
+            return False
+
+    def _credit(self, member: str, amount: int) -> list[Intent]:
+        """A top-up: the credit, and its rights handed to the cloud in the same transaction, so
+        the gate where the member goes next can be granted them (a top-up kiosk spends nothing).
+        Offline, the hand-over travels with the credit when the link is back."""
+        credit = [Intent(Kind.INC, member, "cash", amount)]
+        cloud = self.ledger.cloud
+        if cloud is None or cloud == self.ledger.replica:  # no cloud, or we are it
+            return credit
+        return [*credit, Intent(Kind.XFER, member, "cash", amount, counterpart=cloud)]
+
     def _append(self, intents: list[Intent], tap_id: str) -> None:
         if intents:
             self.ledger.append(intents, ref=tap_id)
@@ -400,7 +427,7 @@ class Kiosk:
         bonus = topup_bonus(session.total, self.cfg)
         durable = 0
         if bonus:
-            self.ledger.append([Intent(Kind.INC, session.member, "cash", bonus)], ref=tap_id)
+            self.ledger.append(self._credit(session.member, bonus), ref=tap_id)
             durable = time.perf_counter_ns()
         balances = read_balances(self.ledger, session.member)
         decision = Decision(

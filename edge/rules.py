@@ -129,6 +129,9 @@ class Decision:
     tier: str = ""
     to_next_tier: tuple[str, int] | None = None  # (tier name, points still needed)
     repeated: bool = False  # a double tap: shown again, nothing debited
+    # On INSUFFICIENT_BALANCE: the debit that was short. An online kiosk asks the cloud for the
+    # rights (the cloud knows top-ups made at other kiosks); held rights prove the balance.
+    wanted: Move | None = None
 
     @property
     def opens_gate(self) -> bool:
@@ -241,8 +244,12 @@ def _pay(
     accrue: bool,
 ) -> Decision:
     bal = state.balances.get(purse, Balance(0, 0))
-    if bal.value - amount < bal.lower_bound:
-        return deny(DenyReason.INSUFFICIENT_BALANCE, member.name)
+    # Rights held here are part of the member's value wherever it was credited, so they prove
+    # the balance even when this kiosk has not seen a top-up made elsewhere.
+    if bal.value - amount < bal.lower_bound and bal.rights < amount:
+        return replace(
+            deny(DenyReason.INSUFFICIENT_BALANCE, member.name), wanted=Move(purse, amount)
+        )
     credits: tuple[Move, ...] = ()
     if accrue and cfg.rules.points_per_unit:
         points = amount // 100 * cfg.rules.points_per_unit * tier.points_multiplier_pct // 100
@@ -290,7 +297,8 @@ def _with_notices(
     if not decision.approved or decision.needs_pin:
         return decision
     rules = cfg.rules
-    remaining = {p: b.value for p, b in state.balances.items()}
+    # What is known to be left: held rights prove at least that much wherever top-ups were made.
+    remaining = {p: max(b.value, b.rights) for p, b in state.balances.items()}
     for m in decision.debits:
         if not m.account:
             remaining[m.purse] = remaining.get(m.purse, 0) - m.amount

@@ -201,7 +201,8 @@ async def test_topup_credits_each_coin_at_once_and_the_bonus_at_the_end(site):
     done = await kiosk.card(nfc("04AA"))
     assert done.topup_total == 11000
     st = k1.purse("m1", "cash")
-    assert (st.value, st.rights("k1")) == (11000, 11000)
+    # Credited, and the rights handed to the cloud for wherever the member spends next.
+    assert (st.value, st.rights("k1"), st.rights("cloud")) == (11000, 0, 11000)
 
 
 async def test_coin_without_a_session_is_kept_for_staff(site):
@@ -368,3 +369,26 @@ async def test_service_mode_is_bounded_in_time_and_every_step_is_an_op(site):
     assert audit[0].endswith("by tech card of tech-1")
     assert audit[1] == "closed: time is up"
     assert (await kiosk.card(nfc("04AA"))).decision.approved
+
+
+async def test_a_top_up_at_one_kiosk_is_spendable_at_an_online_gate(site):
+    cloud, gate, topup = site
+    enroll(cloud, "m1", "Alice", "04AA")
+    sync_down(cloud, gate)
+    sync_down(cloud, topup)
+    top_cfg = KioskConfig.model_validate({"kiosk": {"id": "k2", "site": "pool", "role": "topup"}})
+    top_kiosk, _ = make_kiosk(topup, top_cfg)
+    await top_kiosk.card(nfc("04AA"))
+    await top_kiosk.coin(5000)
+    # The top-up kiosk handed the rights to the cloud with the credit, in one transaction.
+    assert topup.purse("m1", "cash").rights("k2") == 0
+    cloud.apply_many(list(topup.ops("k2")))
+    assert cloud.purse("m1", "cash").rights("cloud") == 5000
+    # The gate has never seen that top-up; online, it asks the cloud for the rights.
+    link = OnlineCloud(cloud, gate)
+    link.last_contact_ms = 1 << 62
+    kiosk = Kiosk(gate_config(), gate, SITE_KEY, RecordingEffects(ledger=gate), rights=link)
+    out = await kiosk.card(nfc("04AA"))
+    assert out.decision.approved, out.decision
+    assert link.requests == [("m1", "cash", 2000)]
+    assert out.decision.remaining["cash"] >= 0
