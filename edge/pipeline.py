@@ -327,23 +327,17 @@ class Kiosk:
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
         intents = intents_for(decision, member_id, self.clock_ms())
+        # Online, rights come from the cloud before any offline allowance is touched; the
+        # ledger still makes the decision that counts, in its own transaction.
+        for intent in intents:
+            if intent.kind is Kind.DEC:
+                await self._ask_cloud(intent.account, intent.purse, intent.amount)
         try:
             self._append(intents, tap_id)
         except SpendRefused as exc:
-            if not await self._ask_cloud(exc):
-                reason = REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
-                return await self._finish_denied(
-                    replace(decision, approved=False, reason=reason, debits=(), credits=()),
-                    tap_id,
-                    ref,
-                    started,
-                )
-            try:
-                self._append(intents, tap_id)
-            except SpendRefused as again:
-                reason = REFUSAL_REASON.get(again.reason, DenyReason.INSUFFICIENT_BALANCE)
-                denied = replace(decision, approved=False, reason=reason, debits=(), credits=())
-                return await self._finish_denied(denied, tap_id, ref, started)
+            reason = REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
+            denied = replace(decision, approved=False, reason=reason, debits=(), credits=())
+            return await self._finish_denied(denied, tap_id, ref, started)
         durable = time.perf_counter_ns()
         gate = 0
         if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
@@ -360,15 +354,9 @@ class Kiosk:
         """Short of balance as this kiosk sees it, but online: the cloud may know more (a top-up
         at another kiosk). Ask for the missing rights; True if they came."""
         wanted, member = decision.wanted, state.member
-        if wanted is None or member is None or self.rights is None or not self.rights.online:
+        if wanted is None or member is None:
             return False
-        held = state.balances.get(wanted.purse)
-        shortfall = wanted.amount - max(held.rights if held else 0, 0)
-        try:
-            return await self.rights.request_rights(member.id, wanted.purse, shortfall)
-        except Exception as err:  # the cloud link must never break a tap
-            log.warning("rights request failed: %s", err)
-            return False
+        return await self._ask_cloud(member.id, wanted.purse, wanted.amount)
 
     def _credit(self, member: str, amount: int) -> list[Intent]:
         """A top-up: the credit, and its rights handed to the cloud in the same transaction, so
@@ -384,14 +372,16 @@ class Kiosk:
         if intents:
             self.ledger.append(intents, ref=tap_id)
 
-    async def _ask_cloud(self, exc: SpendRefused) -> bool:
+    async def _ask_cloud(self, account: str, purse: str, amount: int) -> bool:
+        """When online and this kiosk holds less than `amount`, ask the cloud for the shortfall
+        (within its time budget). True if the kiosk now holds enough."""
+        held = self.ledger.purse(account, purse).rights(self.ledger.replica)
+        if held >= amount:
+            return True
         if self.rights is None or not self.rights.online:
             return False
-        if exc.reason is not Refusal.INSUFFICIENT_RIGHTS:
-            return False
-        shortfall = exc.amount - max(exc.rights, 0)
         try:
-            return await self.rights.request_rights(exc.account, exc.purse, shortfall)
+            return await self.rights.request_rights(account, purse, amount - max(held, 0))
         except Exception as err:  # the cloud link must never break a tap
             log.warning("rights request failed: %s", err)
             return False
