@@ -40,7 +40,7 @@ def test_issue_personalises_a_blank_card_on_a_pcsc_writer(pcscd: Pcscd, tmp_path
     card = VpcdCard(blank)
     card.insert()
     # The writer waits for the card to leave after it is done: take it off once personalised.
-    remover = threading.Thread(target=lambda: (_wait_personalised(blank), card.remove()))
+    remover = threading.Thread(target=lambda: (_wait_personalised(blank, card), card.remove()))
     remover.start()
     try:
         result = CliRunner().invoke(
@@ -60,10 +60,21 @@ def test_issue_personalises_a_blank_card_on_a_pcsc_writer(pcscd: Pcscd, tmp_path
     assert blank.keys[0] != bytes(16)
 
 
-def _wait_personalised(card: BlankNtag424, timeout_s: float = 20.0) -> None:
+def _wait_personalised(card: BlankNtag424, link: VpcdCard, timeout_s: float = 20.0) -> None:
     done = threading.Event()
-    # Personalised = key 0 changed and the read-back tap counted (read counter 1).
+    # Personalised = key 0 changed and the read-back tap counted (read counter 1); then wait
+    # until the writer has stopped talking to the card (it is still reading the file when the
+    # counter moves: pulling the card then is a "removed mid-read").
     for _ in range(int(timeout_s / 0.05)):
         if card.keys[0] != bytes(16) and card.read_ctr >= 1:
-            return
+            break
+        done.wait(0.05)
+    quiet_since, seen = 0, -1
+    for _ in range(int(timeout_s / 0.05)):
+        if link.apdus == seen:
+            quiet_since += 1
+            if quiet_since >= 6:  # 300 ms without an APDU
+                return
+        else:
+            seen, quiet_since = link.apdus, 0
         done.wait(0.05)
