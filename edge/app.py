@@ -163,7 +163,7 @@ class KioskDaemon:
                 await self.effects.idle()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
-                        tg.create_task(self._pump(name, source), name=name)
+                        tg.create_task(self._pump(source), name=name)
                         for name, source in self._sources()
                     ]
                     tasks.append(tg.create_task(self._decisions(), name="decisions"))
@@ -196,7 +196,7 @@ class KioskDaemon:
         )
         return [(n, d) for n, d in named if d is not None]
 
-    async def _pump(self, name: str, source: Any) -> None:
+    async def _pump(self, source: Any) -> None:
         events: AsyncIterator[object] = source.events()
         async for event in events:
             await self.inbox.put(event)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from edge.effects import money as cash_text
 from edge.ledger import (
     Intent,
     Kind,
@@ -53,10 +54,8 @@ OFFLINE_TAPS = [
 
 
 def money(purse: str, amount: int) -> str:
-    if purse == "cash":
-        sign = "-" if amount < 0 else ""
-        return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
-    return str(amount)
+    """Cash as the kiosk screens show it; other purses as plain counts."""
+    return cash_text(amount) if purse == "cash" else str(amount)
 
 
 @dataclass
