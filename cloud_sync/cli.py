@@ -26,6 +26,9 @@ from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
 log = logging.getLogger(__name__)
 
 ConfigPath = click.Path(exists=True, dir_okay=False, path_type=Path)
+config_option = click.option(
+    "--config", "config", required=True, type=ConfigPath, help="Cloud TOML config."
+)
 DirPath = click.Path(file_okay=False, path_type=Path)
 
 
@@ -80,7 +83,7 @@ def cloud() -> None:
 
 
 @cloud.command()
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 def serve(config: Path) -> None:
     """Run the reconciler: verify and store kiosk ops, ack, grant and recall rights."""
     with _reconciler(config) as (cfg, rec):
@@ -181,7 +184,7 @@ def site_key(path: Path) -> None:
 
 
 @cloud.command()
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--device", required=True, help="Device id.")
 @click.option("--site", required=True, help="Site id.")
 @click.option("--public-key", required=True, help="The device's Ed25519 public key, hex.")
@@ -204,7 +207,7 @@ def claim() -> None:
 
 
 @claim.command(name="create")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--site", required=True, help="Site the kiosk will belong to.")
 @click.option("--device", default="", help="Only this device id may use the code.")
 @click.option("--expires", default="2h", show_default=True, help="Validity: 30m, 2h, 7d.")
@@ -244,7 +247,7 @@ def member() -> None:
 
 
 @member.command(name="register")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--account", required=True, help="Account id.")
 @click.option("--name", required=True, help="Member's display name.")
 def member_register(config: Path, account: str, name: str) -> None:
@@ -255,7 +258,7 @@ def member_register(config: Path, account: str, name: str) -> None:
 
 
 @member.command(name="set")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--account", required=True, help="Account id.")
 @click.option("--tier", default=None, help="Tier name (as in the kiosks' [rules] tiers).")
 @click.option("--pin", default=None, help="New PIN (stored as a salted PBKDF2 hash only).")
@@ -296,7 +299,7 @@ def member_set(
 
 
 @cloud.command(name="coupon")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--code", required=True, help="The code printed as QR `C:<code>`.")
 def coupon(config: Path, code: str) -> None:
     """Issue a single-use coupon (free entry), scanned as the QR code `C:<code>`."""
@@ -306,7 +309,7 @@ def coupon(config: Path, code: str) -> None:
 
 
 @cloud.command(name="voucher")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--code", required=True, help="The code printed as QR `V:<code>`.")
 @click.option("--amount", required=True, type=int, help="Value in minor units.")
 def voucher(config: Path, code: str, amount: int) -> None:
@@ -325,7 +328,7 @@ def card() -> None:
 
 
 @card.command(name="link")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--account", required=True, help="Account id.")
 @click.option("--card", "number", required=True, help="Card number (never stored).")
 def card_link(config: Path, account: str, number: str) -> None:
@@ -344,7 +347,7 @@ def _status(config: Path, site: str, number: str, status: str) -> None:
 
 
 @card.command(name="lost")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--site", required=True, help="Site whose kiosks must refuse the card.")
 @click.option("--card", "number", required=True, help="Card number.")
 def card_lost(config: Path, site: str, number: str) -> None:
@@ -353,7 +356,7 @@ def card_lost(config: Path, site: str, number: str) -> None:
 
 
 @card.command(name="freeze")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--site", required=True, help="Site.")
 @click.option("--card", "number", required=True, help="Card number.")
 def card_freeze(config: Path, site: str, number: str) -> None:
@@ -362,7 +365,7 @@ def card_freeze(config: Path, site: str, number: str) -> None:
 
 
 @card.command(name="unfreeze")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--site", required=True, help="Site.")
 @click.option("--card", "number", required=True, help="Card number.")
 def card_unfreeze(config: Path, site: str, number: str) -> None:
@@ -371,7 +374,7 @@ def card_unfreeze(config: Path, site: str, number: str) -> None:
 
 
 @card.command(name="replace")
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--site", required=True, help="Site.")
 @click.option("--old", "old", required=True, help="Old card number.")
 @click.option("--new", "new", required=True, help="New card number.")
@@ -387,7 +390,7 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 
 
 @cloud.command()
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--account", required=True, help="Account id.")
 @click.option("--amount", required=True, type=click.IntRange(min=1), help="Minor units.")
 @click.option("--purse", default="cash", show_default=True, help="Purse.")
@@ -401,7 +404,7 @@ def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None
 
 
 @cloud.command()
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 @click.option("--account", required=True, help="Account id.")
 @click.option("--history", "n", default=20, show_default=True, help="How many recent ops.")
 def show(config: Path, account: str, n: int) -> None:
@@ -423,7 +426,7 @@ def show(config: Path, account: str, n: int) -> None:
 
 
 @cloud.command()
-@click.option("--config", "config", required=True, type=ConfigPath, help="Cloud TOML config.")
+@config_option
 def kiosks(config: Path) -> None:
     """Kiosks with online status, ops not yet stored (lag) and last contact."""
     with _reconciler(config) as (_cfg, rec):
