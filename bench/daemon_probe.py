@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import edge.cli  # noqa: F401 - `kiosk run` carries the CLI's imports: count them too
-from edge.app import KioskDaemon
-from edge.sdnotify import Notifier
+import kiosk.cli  # noqa: F401 - `kiosk run` carries the CLI's imports: count them too
+from edge.daemon.daemon import KioskDaemon
+from edge.daemon.sdnotify import Notifier
 
 
 def rss_mb(pid: str = "self") -> float:
@@ -29,11 +29,11 @@ async def main(root: Path) -> dict[str, float]:
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     await daemon.ready.wait()
-    assert daemon.effects is not None
+    assert daemon.feedback is not None
     assert daemon.nfc is not None
     ready_rss = rss_mb()
     done: asyncio.Queue[object] = asyncio.Queue()
-    daemon.effects.observers.append(done.put_nowait)
+    daemon.feedback.observers.append(done.put_nowait)
     for i in range(TAPS):
         daemon.nfc.present_uid(f"04{i % MEMBERS:012X}")  # type: ignore[attr-defined]
         await done.get()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from bench.report import Row, row
-from edge.sim import fleet, scenario
+from kiosk.sim import fleet, scenario
 
 # Smaller than the CLI default so that `make bench` stays in minutes on two cores.
 KIOSKS = int(os.environ.get("KIOSK_BENCH_SIM_KIOSKS", "20"))

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from cloud_sync.settings import EscrowPolicy
-from edge.sim import fleet, scenario
+from kiosk.sim import fleet, scenario
 
 CANDIDATES: dict[str, dict[str, Any]] = {
     "A (old default)": {"float_fraction": 0.25, "request_headroom": True, "idle_recall_s": 3600},

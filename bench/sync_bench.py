@@ -16,14 +16,14 @@ from pathlib import Path
 import aiomqtt
 
 from bench.report import Row, percentile, row
-from cloud_sync.agent import KioskAgent
-from cloud_sync.demo import _Broker
+from cloud_sync.agent import SyncAgent
 from cloud_sync.protocol import OpsUpload, Topics, encode_ops, seal
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import AgentSettings, EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore, SqliteCloudStore
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes
 from edge.ledger.op import SIGNING_CONTEXT, Op
+from kiosk.demo.two_kiosks import _Broker
 
 SCRATCH = "/var/tmp"
 PG_DSN = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -152,7 +152,7 @@ async def _round_trips(n: int) -> list[Row]:
         store.trust("k1", public_bytes(key), "kiosk")
         store.enroll("k1", "s1")
         store.append([Intent(Kind.INC, "m1", "cash", 10**9)])
-        agent = KioskAgent(
+        agent = SyncAgent(
             led,
             AgentSettings(
                 site="s1", device="k1", broker=broker.settings("k1"), rights_budget_ms=2000

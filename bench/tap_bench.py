@@ -20,12 +20,12 @@ from edge.config import KioskConfig
 from edge.drivers.base import Token, TokenKind
 from edge.drivers.display import open_display
 from edge.drivers.gpio import open_gpio
-from edge.effects import KioskEffects
+from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
-from edge.pipeline import Kiosk
-from edge.tokens import card_ref
+from edge.taps.pipeline import TapPipeline
+from edge.taps.tokens import card_ref
 
 MEMBERS = 500
 TAPS = 10_000
@@ -95,7 +95,7 @@ async def _tap_latencies(
     cfg: KioskConfig, uids: list[str], floor: Floor
 ) -> tuple[list[float], list[float]]:
     secrets = load_site_secrets(cfg.kiosk.site_key_file)
-    from edge.app import KioskDaemon
+    from edge.daemon.daemon import KioskDaemon
 
     led = KioskDaemon(cfg).open_ledger()
     ours: list[float] = []
@@ -103,8 +103,8 @@ async def _tap_latencies(
     assert cfg.gpio is not None
     assert cfg.display is not None
     async with open_gpio(cfg.gpio) as gpio, open_display(cfg.display) as display:
-        effects = KioskEffects(cfg, gpio, display)
-        kiosk = Kiosk(cfg, led, secrets.card_ref_key, effects)
+        feedback = GateAndScreen(cfg, gpio, display)
+        kiosk = TapPipeline(cfg, led, secrets.card_ref_key, feedback)
         for i in range(TAPS):
             if i % 10 == 0:
                 base.append(floor.once_us())
@@ -112,7 +112,7 @@ async def _tap_latencies(
             out = await kiosk.card(token)
             assert out.gate_ns, out.decision
             ours.append((out.gate_ns - out.started_ns) / 1000)
-        await effects.settle()
+        await feedback.settle()
     led.close()
     return ours, base
 

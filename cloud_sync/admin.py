@@ -23,7 +23,7 @@ CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card ->
 
 def card_token(secrets: SiteSecrets, card: str, kind: str = "number") -> str:
     """What the ledger and the deny list hold instead of the card number or UID: the same
-    reference a kiosk computes when the card is read (edge.tokens.card_ref)."""
+    reference a kiosk computes when the card is read (edge.taps.tokens.card_ref)."""
     digits = "".join(card.split())
     return rec.card_ref_of(secrets.card_ref_key, CARD_KINDS[kind], digits)
 

@@ -4,7 +4,7 @@ recovers the kiosk's own chain when the cloud holds more of it than the kiosk do
 
 The ledger never waits on the network: the agent reads the ledger's chain as its outbox.
 
-    async with KioskAgent(ledger, settings) as agent:
+    async with SyncAgent(ledger, settings) as agent:
         task = asyncio.create_task(agent.run())
         ok = await agent.request_rights("m1", "cash", 350)
 """
@@ -57,7 +57,7 @@ DenyListener = Callable[[DenyDelta], None]
 
 class Transport(Protocol):
     """What the agent publishes through: its own MQTT client, or another transport (a fleet
-    simulation, a test) attached with `KioskAgent.attach`."""
+    simulation, a test) attached with `SyncAgent.attach`."""
 
     async def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
@@ -127,7 +127,7 @@ class DenyList:
         self.conn.close()
 
 
-class KioskAgent:
+class SyncAgent:
     """The kiosk side of sync. Reusable across connections, not reentrant."""
 
     def __init__(
@@ -178,7 +178,7 @@ class KioskAgent:
         self._deny_queues: list[asyncio.Queue[DenyDelta]] = []
         self._deny_gap = False
 
-    async def __aenter__(self) -> KioskAgent:
+    async def __aenter__(self) -> SyncAgent:
         return self
 
     async def __aexit__(
@@ -563,7 +563,7 @@ class KioskAgent:
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
         """Get `amount` more rights on the purse than this kiosk holds now (the shortfall of a
-        debit the ledger refused, as `edge.pipeline.RightsSource` asks): True once they are
+        debit the ledger refused, as `edge.taps.pipeline.RightsSource` asks): True once they are
         here; False within the budget when they cannot be had (offline, refused, slow): the
         caller's offline policy decides then."""
         me = self.settings.device

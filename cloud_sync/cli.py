@@ -213,7 +213,8 @@ def claim() -> None:
 @click.option("--expires", default="2h", show_default=True, help="Validity: 30m, 2h, 7d.")
 def claim_create(config: Path, site: str, device: str, expires: str) -> None:
     """Create a one-time claim code for a site and print it (shown once, never stored)."""
-    from cloud_sync.enroll import create_claim, fingerprint
+    from cloud_sync.enroll import create_claim
+    from cloud_sync.enroll_wire import fingerprint
     from edge.ledger import public_bytes
     from provisioning.bundle import parse_duration
     from provisioning.errors import ProvisionError

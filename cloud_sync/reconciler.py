@@ -393,7 +393,7 @@ class ReconcilerService:
     def _filters(self) -> list[str]:
         filters = reconciler_filters(self.settings.shared)
         if self.enroller is not None:
-            from cloud_sync.enroll import enroll_filters
+            from cloud_sync.enroll_wire import enroll_filters
 
             filters += enroll_filters(self.settings.shared)
         return filters

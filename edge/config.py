@@ -6,9 +6,8 @@ import enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cloud_sync.settings import AgentSettings
 from edge.clock import ClockConfig
 from edge.drivers.config import (
     ConfigError,
@@ -126,7 +125,9 @@ class KioskConfig(Strict):
     offline: OfflinePolicy = Field(default_factory=OfflinePolicy)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     # The link to the cloud: cloud_sync's AgentSettings without site/device/key (taken from
-    # [kiosk]): [agent.broker] host, port, tls. Left out: the kiosk runs alone (offline rules).
+    # [kiosk]): [agent.broker] host, port, tls. Checked by the `kiosk` command that wires the
+    # agent (kiosk.link), since the daemon knows nothing of the cloud side. Left out: the kiosk
+    # runs alone (offline rules).
     agent: dict[str, Any] | None = None
     # Hardware: a section left out means the part is not fitted.
     nfc: NfcConfig | None = None
@@ -134,32 +135,6 @@ class KioskConfig(Strict):
     keypad: WedgeConfig | None = None  # PIN keypad (a wedge in mode = "pin")
     gpio: GpioConfig | None = None
     display: DisplayConfig | None = None
-
-    def agent_settings(self) -> AgentSettings | None:
-        """The sync agent's settings, or None when this kiosk has no cloud link."""
-        if self.agent is None:
-            return None
-        k = self.kiosk
-        return AgentSettings.model_validate(
-            {
-                "state_file": k.state_dir / "agent.db",
-                **self.agent,
-                "site": k.site,
-                "device": k.id,
-                "key_file": k.key_file,
-            }
-        )
-
-    @model_validator(mode="after")
-    def _agent_section_is_valid(self) -> KioskConfig:
-        try:
-            self.agent_settings()  # a bad [agent] is refused at load, naming the field
-        except ValidationError as exc:
-            faults = "; ".join(
-                f"agent.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(faults) from None
-        return self
 
     @model_validator(mode="after")
     def _gate_sells_a_known_product(self) -> KioskConfig:

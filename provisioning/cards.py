@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from edge.drivers.base import Token, TokenKind
 from edge.drivers.cardformats import luhn_valid
-from edge.tokens import card_ref
+from edge.taps.tokens import card_ref
 from provisioning.errors import ProvisionError
 
 if TYPE_CHECKING:

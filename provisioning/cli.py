@@ -331,7 +331,7 @@ def service(config_path: Path, minutes: int) -> None:
     import getpass
 
     from edge.config import ConfigError, load_config
-    from edge.service_mode import request_service
+    from edge.daemon.service_mode import request_service
 
     try:
         cfg = load_config(config_path)

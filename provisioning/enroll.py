@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cloud_sync.enroll import (
+from cloud_sync.enroll_wire import (
     DEVICE_ID,
     ClaimKeys,
     EnrollError,

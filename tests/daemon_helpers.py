@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from edge.app import KioskDaemon
 from edge.config import KioskConfig
+from edge.daemon.daemon import KioskDaemon
+from edge.daemon.sdnotify import Notifier
 from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
-from edge.pipeline import Outcome
-from edge.sdnotify import Notifier
-from edge.tokens import card_ref
+from edge.taps.pipeline import Outcome
+from edge.taps.tokens import card_ref
+from kiosk.link import link_factory
 
 
 def kiosk_config(tmp: Path, role: str = "gate", **rules: Any) -> KioskConfig:
@@ -87,14 +88,14 @@ class Site:
 async def running(
     cfg: KioskConfig, notifier: Notifier | None = None
 ) -> AsyncIterator[tuple[KioskDaemon, asyncio.Queue[Outcome]]]:
-    daemon = KioskDaemon(cfg, notifier=notifier or Notifier({}))
+    daemon = KioskDaemon(cfg, notifier=notifier or Notifier({}), link=link_factory(cfg))
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     async with asyncio.timeout(10):
         await daemon.ready.wait()
     outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
-    assert daemon.effects is not None
-    daemon.effects.observers.append(outcomes.put_nowait)
+    assert daemon.feedback is not None
+    daemon.feedback.observers.append(outcomes.put_nowait)
     try:
         yield daemon, outcomes
     finally:

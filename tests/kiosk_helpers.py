@@ -1,5 +1,5 @@
 """A small site for pipeline tests: a cloud ledger that enrolls members and grants rights to a
-kiosk ledger, and a recorder of the kiosk's physical effects."""
+kiosk ledger, and a recorder of the kiosk's physical feedback."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from edge.config import KioskConfig
 from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as rec
-from edge.pipeline import Outcome
-from edge.tokens import card_ref
+from edge.taps.pipeline import Outcome
+from edge.taps.tokens import card_ref
 
 SITE_KEY = b"site-key-for-tests-0123456789abc"
 VERSION = 1_000
 
 
 @dataclass
-class RecordingEffects:
+class RecordingFeedback:
     """Order matters: `events` interleaves gate signals and screens as they happened."""
 
     events: list[str] = field(default_factory=list)

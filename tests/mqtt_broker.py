@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_sync import ca
-from cloud_sync.agent import KioskAgent
-from cloud_sync.aio import cancel_and_wait
+from cloud_sync.agent import SyncAgent
 from cloud_sync.enroll import Enroller
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import (
@@ -28,6 +27,7 @@ from cloud_sync.settings import (
     TlsSettings,
 )
 from cloud_sync.store import CloudStore, SqliteCloudStore
+from edge.aio import cancel_and_wait
 from edge.ledger import Ledger, generate_key, public_bytes
 from edge.ledger.purse import STRICT, RiskPolicy
 
@@ -131,7 +131,7 @@ class World:
     reconciler: Reconciler | None = None
     keys: dict[str, object] = field(default_factory=dict)
     ledgers: dict[str, Ledger] = field(default_factory=dict)
-    agents: dict[str, KioskAgent] = field(default_factory=dict)
+    agents: dict[str, SyncAgent] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     services: list[ReconcilerService] = field(default_factory=list)
 
@@ -165,7 +165,7 @@ class World:
         _TASKS.append(task)
         self.tasks[task.get_name()] = task
 
-    def kiosk(self, device: str, risk: RiskPolicy = STRICT, **agent: object) -> KioskAgent:
+    def kiosk(self, device: str, risk: RiskPolicy = STRICT, **agent: object) -> SyncAgent:
         assert self.store is not None
         key = generate_key()
         self.keys[device] = key
@@ -186,7 +186,7 @@ class World:
             backoff_max_s=0.5,
             **agent,  # type: ignore[arg-type]
         )
-        ag = KioskAgent(led, settings, key=key)
+        ag = SyncAgent(led, settings, key=key)
         self.agents[device] = ag
         return ag
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edge.config import KioskConfig
-from edge.rules import Balance, Card, Member, Tap, TapState
+from edge.taps.rules import Balance, Card, Member, Tap, TapState
 
 NOW = 1_790_000_000_000  # a fixed instant (2026-09-21 UTC), ms
 

@@ -1,9 +1,9 @@
-"""KioskAgent over a transport other than MQTT (attach / handle / detach): the seam the fleet
+"""SyncAgent over a transport other than MQTT (attach / handle / detach): the seam the fleet
 simulation drives the real agent through."""
 
 from __future__ import annotations
 
-from cloud_sync.agent import KioskAgent
+from cloud_sync.agent import SyncAgent
 from cloud_sync.protocol import Ack, Topics, seal
 from cloud_sync.reconciler import Reconciler
 from cloud_sync.settings import AgentSettings
@@ -16,7 +16,7 @@ class Direct:
 
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
-        self.agent: KioskAgent | None = None
+        self.agent: SyncAgent | None = None
         self.published: list[str] = []
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -34,7 +34,7 @@ def _site(tmp_path):
     store.append([Intent(Kind.INC, "m1", "cash", 5_000)], ref="topup")
     led = Ledger(tmp_path / "k1.db", replica="k1", key=kiosk_key)
     led.trust("cloud", public_bytes(cloud_key), "cloud")
-    agent = KioskAgent(led, AgentSettings(site="s1", device="k1"), key=kiosk_key)
+    agent = SyncAgent(led, AgentSettings(site="s1", device="k1"), key=kiosk_key)
     return store, Reconciler(store, cloud_key), led, agent
 
 
@@ -78,8 +78,8 @@ async def test_a_kiosk_holding_part_of_a_price_gets_the_rest_online(tmp_path):
     """The pipeline asks its RightsSource for the shortfall of a refused debit; the agent must
     fetch that much more, even when it already holds more than the shortfall itself."""
     from edge.config import KioskConfig
-    from edge.pipeline import Kiosk
-    from tests.kiosk_helpers import SITE_KEY, RecordingEffects, enroll, nfc
+    from edge.taps.pipeline import TapPipeline
+    from tests.kiosk_helpers import SITE_KEY, RecordingFeedback, enroll, nfc
 
     store, rec, led, agent = _site(tmp_path)
     enroll(store.ledger, "m2", "Bob", "04BB", purses={"cash": 5_000})
@@ -93,7 +93,7 @@ async def test_a_kiosk_holding_part_of_a_price_gets_the_rest_online(tmp_path):
     cfg = KioskConfig.model_validate(
         {"kiosk": {"id": "k1", "site": "s1", "role": "pos", "pos_amount": 1_200}}
     )
-    kiosk = Kiosk(cfg, led, SITE_KEY, RecordingEffects(), rights=agent)
+    kiosk = TapPipeline(cfg, led, SITE_KEY, RecordingFeedback(), rights=agent)
     out = await kiosk.card(nfc("04BB"))
     assert out.decision.approved, out.decision
     assert transport.published  # it asked the cloud

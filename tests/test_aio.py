@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cloud_sync.aio import cancel_and_wait
+from edge.aio import cancel_and_wait
 
 
 async def test_a_task_that_swallows_one_cancel_is_still_stopped():

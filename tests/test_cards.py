@@ -16,7 +16,7 @@ from edge.drivers.nfc_tap import CardPresented, SunVerifier, read_tap
 from edge.drivers.ntag424 import SiteKeys
 from edge.drivers.sun_counters import MemoryCounterStore
 from edge.ledger.sitekey import create_site_key, load_site_secrets
-from edge.tokens import card_ref
+from edge.taps.tokens import card_ref
 from provisioning.cards import allocate, luhn_digit, parse_range
 from provisioning.cards_cli import issue_cards
 from provisioning.errors import ProvisionError

@@ -13,9 +13,9 @@ pytest.importorskip("smartcard", reason="pyscard not installed (pip install -e '
 
 from click.testing import CliRunner
 
-from edge.cli import cli
 from edge.drivers.nfc_cards import BlankNtag424
 from edge.ledger.sitekey import create_site_key
+from kiosk.cli import cli
 from tests.card_emulator import VpcdCard
 from tests.pcscd_process import VPCD_READER, Pcscd, why_pcscd_unusable
 

@@ -7,14 +7,17 @@ from pathlib import Path
 import click
 import click.testing
 
-from edge.cli import cli
+from kiosk.cli import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def commands(group: click.Group, prefix: str = "kiosk") -> list[tuple[str, click.Command]]:
     found = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         path = f"{prefix} {name}"
         if isinstance(cmd, click.Group):
             found.extend(commands(cmd, path))

@@ -20,8 +20,8 @@ from edge.clock import (
     verify_beacon,
 )
 from edge.ledger import generate_key
-from edge.reasons import DenyReason
-from edge.rules import Balance, Member, Pass, decide
+from edge.taps.reasons import DenyReason
+from edge.taps.rules import Balance, Member, Pass, decide
 from tests.rules_helpers import NOW, config, state, tap
 
 NOW_DT = datetime.fromtimestamp(NOW / 1000, UTC)

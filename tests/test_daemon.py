@@ -9,11 +9,11 @@ import socket
 from click.testing import CliRunner
 from PIL import Image
 
-from edge.cli import cli
+from edge.daemon.sdnotify import Notifier
 from edge.drivers.gpio import SimulatedInputs
 from edge.ledger import Ledger
-from edge.reasons import DenyReason
-from edge.sdnotify import Notifier
+from edge.taps.reasons import DenyReason
+from kiosk.cli import cli
 from tests.daemon_helpers import Site, kiosk_config, next_outcome, running
 
 
@@ -33,7 +33,7 @@ async def test_nfc_tap_debits_durably_then_pulses_the_relay_and_draws_the_frame(
         assert out.decision.approved
         assert out.durable_ns <= out.gate_ns
         assert relay_went_high(daemon)
-        assert daemon.effects.shown[-1] == "ApprovedScreen"
+        assert daemon.feedback.shown[-1] == "ApprovedScreen"
     with Ledger(cfg.kiosk.state_dir / "ledger.db") as led:
         assert led.purse("m1", "cash").value == 3000
     frames = sorted((tmp_path / "frames").glob("*.png"))
@@ -49,7 +49,7 @@ async def test_unknown_card_is_denied_and_the_gate_stays_shut(tmp_path):
         out = await next_outcome(outcomes)
         assert out.decision.reason is DenyReason.UNKNOWN_CARD
         assert not relay_went_high(daemon)
-        assert daemon.effects.shown[-1] == "DeniedScreen"
+        assert daemon.feedback.shown[-1] == "DeniedScreen"
 
 
 async def test_bank_card_and_garbled_swipe_are_refused_with_their_reason(tmp_path):
@@ -95,7 +95,7 @@ async def test_ready_watchdog_and_clean_stop(tmp_path):
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     async with running(cfg, notifier) as (daemon, _):
         await asyncio.sleep(0.3)
-        assert daemon.effects.shown[0] == "IdleScreen"
+        assert daemon.feedback.shown[0] == "IdleScreen"
     got = []
     while True:
         try:
@@ -105,7 +105,7 @@ async def test_ready_watchdog_and_clean_stop(tmp_path):
     assert got[0].startswith("READY=1")
     assert "WATCHDOG=1" in got
     assert got[-1] == "STOPPING=1"
-    assert daemon.effects.shown[-1] == "OutOfServiceScreen"
+    assert daemon.feedback.shown[-1] == "OutOfServiceScreen"
     server.close()
 
 
@@ -134,7 +134,7 @@ def test_run_names_a_missing_key_file(tmp_path):
 
 
 async def test_console_asks_for_service_mode_and_it_is_audited(tmp_path):
-    from edge.service_mode import request_service
+    from edge.daemon.service_mode import request_service
 
     cfg = kiosk_config(tmp_path)
     Site(tmp_path, cfg).push()
@@ -145,7 +145,7 @@ async def test_console_asks_for_service_mode_and_it_is_audited(tmp_path):
                 break
             await asyncio.sleep(0.1)
         assert daemon.kiosk.in_service
-        assert daemon.effects.shown[-1] == "ServiceScreen"
+        assert daemon.feedback.shown[-1] == "ServiceScreen"
         assert not (cfg.kiosk.state_dir / "service.request").exists()
     with Ledger(cfg.kiosk.state_dir / "ledger.db") as led:
         audit = [o.data for o in led.ops("gate-1") if o.purse == "service"]

@@ -11,8 +11,8 @@ import sys
 
 from PIL import Image
 
+from edge.feedback.screens import OutOfServiceScreen, Status
 from edge.ledger import Ledger, verify
-from edge.screens import OutOfServiceScreen, Status
 from tests.daemon_helpers import Site, kiosk_config
 
 CONFIG = """
@@ -52,7 +52,14 @@ def test_sigterm_stops_the_daemon_cleanly(tmp_path):
     server.bind(sock_path)
     server.settimeout(20)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from edge.cli import main; main()", "run", "--config", str(config)],
+        [
+            sys.executable,
+            "-c",
+            "from kiosk.cli import main; main()",
+            "run",
+            "--config",
+            str(config),
+        ],
         env={**os.environ, "NOTIFY_SOCKET": sock_path},
         stderr=subprocess.PIPE,
         text=True,

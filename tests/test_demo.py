@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edge.cli import cli
-from edge.demo import run_ledger_demo
 from edge.ledger import Ledger, verify
+from kiosk.cli import cli
+from kiosk.demo.command import run_ledger_demo
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from edge.drivers.display import (
     make_panel,
 )
 from edge.drivers.display_text import STATUS_BAR_HEIGHT, Fonts, fit_text, has_cjk, wrap
-from edge.screens import (
+from edge.feedback.screens import (
     ApprovedScreen,
     DeniedScreen,
     IdleScreen,

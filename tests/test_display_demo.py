@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from edge.demo_drivers import drivers_demo
+from kiosk.demo.drivers import drivers_demo
 
 
 async def test_drivers_demo_writes_frames_and_tells_what_happened(tmp_path: Path) -> None:

@@ -20,14 +20,16 @@ import pytest
 from click.testing import CliRunner
 
 from cloud_sync import ca
-from cloud_sync.agent import KioskAgent
-from cloud_sync.enroll import ClaimKeys, Enroller, create_claim, open_answer, request_topic
-from cloud_sync.enroll import digest as request_digest
+from cloud_sync.agent import SyncAgent
+from cloud_sync.enroll import Enroller, create_claim
+from cloud_sync.enroll_wire import ClaimKeys, open_answer, request_topic
+from cloud_sync.enroll_wire import digest as request_digest
 from cloud_sync.reconciler import wall_ms
 from cloud_sync.settings import EnrollSettings
-from edge.cli import cli
 from edge.config import load_config
 from edge.ledger import Intent, Kind, Ledger, load_private_key, public_bytes
+from kiosk.cli import cli
+from kiosk.link import agent_settings
 from provisioning.enroll import enroll_async
 from provisioning.errors import AlreadyEnrolled, EnrollRefused, ProvisionError
 from tests.mqtt_broker import Broker, World, eventually, make_pki
@@ -154,7 +156,7 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         cfg = load_config(etc / "kiosk.toml")
         assert (cfg.kiosk.id, cfg.kiosk.site, cfg.kiosk.currency) == ("k1", "s1", "¥")
         assert cfg.kiosk.cloud_public_key == public_bytes(c.w.keys["cloud"]).hex()  # type: ignore[arg-type]
-        settings = cfg.agent_settings()
+        settings = agent_settings(cfg)
         assert settings is not None and settings.broker.tls is not None
         assert settings.broker.port == c.broker.port  # the mTLS listener, not the enrollment one
         assert settings.broker.host == "127.0.0.1"  # the host it enrolled through
@@ -201,11 +203,11 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         # The enrolled kiosk syncs with its new certificate over mutual TLS.
         led = Ledger(tmp_path / "k1.db", replica="k1", key=ledger_key)
         led.trust("cloud", bytes.fromhex(cfg.kiosk.cloud_public_key), "cloud")
-        agent_settings = settings.model_copy(
+        tuned = settings.model_copy(
             update={"state_file": tmp_path / "k1-state.db", "poll_interval_s": 0.02}
         )
         c.w.ledgers["k1"] = led
-        c.w.agents["k1"] = KioskAgent(led, agent_settings)
+        c.w.agents["k1"] = SyncAgent(led, tuned)
         store.append([Intent(Kind.INC, "m1", "cash", 1_000)], ref="topup-1")
         store.grant("m1", "cash", "k1", 500, 500, ref="seed-k1")
         c.w.start_agent("k1")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge.cli import cli
 from edge.config import load_config
 from edge.ledger import generate_key, load_private_key, public_bytes, save_private_key
 from edge.ledger.sitekey import load_site_secrets
+from kiosk.cli import cli
 from provisioning.bundle import (
     apply_bundle_file,
     apply_signed,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge.cli import cli
+from kiosk.cli import cli
 from provisioning.identity import kiosk_owner
 
 REPO = Path(__file__).resolve().parent.parent

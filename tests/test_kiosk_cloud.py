@@ -9,12 +9,13 @@ import asyncio
 import pytest
 
 from cloud_sync import admin
-from edge.app import KioskDaemon
 from edge.config import KioskConfig
+from edge.daemon.daemon import KioskDaemon
+from edge.daemon.sdnotify import Notifier
 from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_key
 from edge.ledger.sitekey import create_site_key, load_site_secrets
-from edge.reasons import DenyReason
-from edge.sdnotify import Notifier
+from edge.taps.reasons import DenyReason
+from kiosk.link import link_factory
 from tests.daemon_helpers import kiosk_config, next_outcome
 from tests.mqtt_broker import eventually, world
 
@@ -49,14 +50,14 @@ async def test_member_registered_at_the_cloud_taps_in_and_a_lost_report_stops_th
         cfg = KioskConfig.model_validate(raw)
         w.start_reconciler()
 
-        daemon = KioskDaemon(cfg, notifier=Notifier({}))
+        daemon = KioskDaemon(cfg, notifier=Notifier({}), link=link_factory(cfg))
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         try:
             async with asyncio.timeout(10):
                 await daemon.ready.wait()
             outcomes: asyncio.Queue = asyncio.Queue()
-            daemon.effects.observers.append(outcomes.put_nowait)
+            daemon.feedback.observers.append(outcomes.put_nowait)
             agent = daemon.agent
             await eventually(lambda: agent.synced, what="kiosk online")
             await eventually(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from edge.cli import cli
 from edge.ledger import Intent, Kind, verify
+from kiosk.cli import cli
 
 
 def history(cloud, k1):

@@ -11,11 +11,11 @@ from edge.config import KioskConfig
 from edge.ledger import Intent, Kind
 from edge.ledger import records as rec
 from edge.ledger.records import hash_pin
-from edge.pipeline import Kiosk
-from edge.reasons import DenyReason
+from edge.taps.pipeline import TapPipeline
+from edge.taps.reasons import DenyReason
 from tests.kiosk_helpers import (
     SITE_KEY,
-    RecordingEffects,
+    RecordingFeedback,
     enroll,
     gate_config,
     grant,
@@ -39,8 +39,8 @@ def site(cloud_and_kiosks):
 
 
 def make_kiosk(ledger, cfg=None, clock=None):
-    fx = RecordingEffects(ledger=ledger)
-    kiosk = Kiosk(cfg or gate_config(), ledger, SITE_KEY, fx, monotonic=clock or Clock())
+    fx = RecordingFeedback(ledger=ledger)
+    kiosk = TapPipeline(cfg or gate_config(), ledger, SITE_KEY, fx, monotonic=clock or Clock())
     return kiosk, fx
 
 
@@ -131,10 +131,10 @@ async def test_online_kiosk_asks_the_cloud_for_missing_rights(site):
     enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
     grant(cloud, k1, "m1", "cash", 1000)
     sync_down(cloud, k1)
-    fx = RecordingEffects(ledger=k1)
+    fx = RecordingFeedback(ledger=k1)
     link = OnlineCloud(cloud, k1)
     link.last_contact_ms = 1 << 62
-    kiosk = Kiosk(gate_config(), k1, SITE_KEY, fx, rights=link)
+    kiosk = TapPipeline(gate_config(), k1, SITE_KEY, fx, rights=link)
     out = await kiosk.card(nfc("04AA"))
     assert out.decision.approved
     assert link.requests == [("m1", "cash", 1000)]
@@ -317,8 +317,8 @@ async def test_a_tech_card_opens_the_service_screen_and_moves_nothing(site):
     ref = enroll(cloud, "tech-1", "Field Tech", "04EE")
     cloud.append(rec.register_writes("tech-1", 2, role="tech"))
     sync_down(cloud, k1)
-    fx = RecordingEffects(ledger=k1)
-    kiosk = Kiosk(gate_config(), k1, SITE_KEY, fx, diagnostics=lambda: ["k1 ok"])
+    fx = RecordingFeedback(ledger=k1)
+    kiosk = TapPipeline(gate_config(), k1, SITE_KEY, fx, diagnostics=lambda: ["k1 ok"])
     out = await kiosk.card(nfc("04EE"))
     assert out.decision.approved
     assert out.card_ref == ref
@@ -336,7 +336,7 @@ async def test_a_card_on_the_pushed_deny_list_is_refused_before_its_register_arr
     link = OnlineCloud(cloud, k1)
     link.last_contact_ms = 1 << 62
     link.deny[ref] = "lost"
-    kiosk = Kiosk(gate_config(), k1, SITE_KEY, RecordingEffects(ledger=k1), rights=link)
+    kiosk = TapPipeline(gate_config(), k1, SITE_KEY, RecordingFeedback(ledger=k1), rights=link)
     out = await kiosk.card(nfc("04AA"))
     assert out.decision.reason is DenyReason.CARD_LOST
     assert k1.purse("m1", "cash").value == 5000
@@ -350,9 +350,9 @@ async def test_service_mode_is_bounded_in_time_and_every_step_is_an_op(site):
     grant(cloud, k1, "m1", "cash", 5000)
     sync_down(cloud, k1)
     clock = Clock()
-    fx = RecordingEffects(ledger=k1)
+    fx = RecordingFeedback(ledger=k1)
     cfg = gate_config(debounce_seconds=0)
-    kiosk = Kiosk(cfg, k1, SITE_KEY, fx, monotonic=clock)
+    kiosk = TapPipeline(cfg, k1, SITE_KEY, fx, monotonic=clock)
     await kiosk.card(nfc("04EE"))
     assert kiosk.in_service
     member = await kiosk.card(nfc("04AA"))  # no member is served meanwhile
@@ -387,7 +387,7 @@ async def test_a_top_up_at_one_kiosk_is_spendable_at_an_online_gate(site):
     # The gate has never seen that top-up; online, it asks the cloud for the rights.
     link = OnlineCloud(cloud, gate)
     link.last_contact_ms = 1 << 62
-    kiosk = Kiosk(gate_config(), gate, SITE_KEY, RecordingEffects(ledger=gate), rights=link)
+    kiosk = TapPipeline(gate_config(), gate, SITE_KEY, RecordingFeedback(ledger=gate), rights=link)
     out = await kiosk.card(nfc("04AA"))
     assert out.decision.approved, out.decision
     assert link.requests == [("m1", "cash", 2000)]

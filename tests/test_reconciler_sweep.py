@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud_sync.agent import KioskAgent
+from cloud_sync.agent import SyncAgent
 from cloud_sync.reconciler import Reconciler
 from cloud_sync.settings import AgentSettings, EscrowPolicy
 from cloud_sync.store import SqliteCloudStore
@@ -22,7 +22,7 @@ def test_one_sweep_recalls_every_idle_purse_of_a_kiosk(tmp_path):
     led = Ledger(tmp_path / "k1.db", replica="k1", key=kiosk_key)
     led.trust("cloud", public_bytes(cloud_key), "cloud")
     led.apply_many(store.ops("cloud"))
-    agent = KioskAgent(led, AgentSettings(site="s1", device="k1"), key=kiosk_key)
+    agent = SyncAgent(led, AgentSettings(site="s1", device="k1"), key=kiosk_key)
     rec = Reconciler(store, cloud_key, escrow=EscrowPolicy(idle_recall_s=60), clock=lambda: now[0])
     now[0] += 120_000
     outs = rec.sweep()

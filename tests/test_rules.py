@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.ledger.records import hash_pin
-from edge.reasons import DenyReason
-from edge.rules import (
+from edge.taps.reasons import DenyReason
+from edge.taps.rules import (
     DAY_MS,
     Balance,
     Card,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from edge.sdnotify import Notifier
+from edge.daemon.sdnotify import Notifier
 
 
 def test_ready_status_and_watchdog_reach_the_socket(tmp_path):

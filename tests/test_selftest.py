@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge.cli import cli
 from edge.drivers.base import Check
 from edge.drivers.config import ConfigError, NfcConfig, load_drivers_config
+from kiosk.cli import cli
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

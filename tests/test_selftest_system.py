@@ -15,11 +15,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge.cli import cli
+from edge.checks.system import system_checks
 from edge.drivers.base import Check
-from edge.syschecks import system_checks
+from kiosk.cli import cli
+from kiosk.link import broker_address, load_kiosk_config
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+# What `kiosk selftest` passes: the [agent] section read by the composition root.
+LINK = {"load": load_kiosk_config, "broker_of": broker_address}
 
 
 def synced(cmd: Sequence[str]) -> str:
@@ -94,7 +98,7 @@ def provisioned(tmp_path: Path, port: int, cert: Path | None = None) -> Path:
 def test_an_enrolled_kiosk_passes_every_system_check(tmp_path: Path, listener: int) -> None:
     cert = cert_file(tmp_path / "device.crt", NOW + timedelta(days=300))
     config = provisioned(tmp_path, listener, cert)
-    checks = by_name(system_checks(config, run=synced, now=NOW))
+    checks = by_name(system_checks(config, run=synced, now=NOW, **LINK))
     assert set(checks) == {
         "config", "device key", "site key", "enrollment", "certificate", "broker", "clock", "disk",
     }  # fmt: skip
@@ -108,7 +112,7 @@ def test_each_failure_says_how_to_fix_it(tmp_path: Path) -> None:
     config = provisioned(tmp_path, closed_port(), cert)
     (tmp_path / "site.key").chmod(0o644)
     (tmp_path / "device.key").unlink()
-    checks = by_name(system_checks(config, run=unsynced, now=NOW))
+    checks = by_name(system_checks(config, run=unsynced, now=NOW, **LINK))
     assert "missing" in checks["device key"].detail
     assert "kiosk provision keys" in checks["device key"].fix
     assert checks["site key"].fix == f"chmod 600 {tmp_path / 'site.key'}"
@@ -123,7 +127,7 @@ def test_each_failure_says_how_to_fix_it(tmp_path: Path) -> None:
 def test_expired_certificate_and_no_enrollment(tmp_path: Path) -> None:
     cert = cert_file(tmp_path / "device.crt", NOW - timedelta(days=1))
     config = write_config(tmp_path, port=closed_port(), cert=cert, cloud_key="")
-    checks = by_name(system_checks(config, run=synced, now=NOW))
+    checks = by_name(system_checks(config, run=synced, now=NOW, **LINK))
     assert "expired" in checks["certificate"].detail
     assert not checks["enrollment"].ok
     assert "bundle apply" in checks["enrollment"].fix
@@ -132,7 +136,7 @@ def test_expired_certificate_and_no_enrollment(tmp_path: Path) -> None:
 def test_unreadable_config_is_one_failing_row(tmp_path: Path) -> None:
     bad = tmp_path / "kiosk.toml"
     bad.write_text('[kiosk]\nid = "gate 1"\n')
-    (check,) = system_checks(bad, run=synced, now=NOW)
+    (check,) = system_checks(bad, run=synced, now=NOW, **LINK)
     assert (check.name, check.ok) == ("config", False)
 
 

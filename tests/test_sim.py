@@ -9,8 +9,8 @@ from pathlib import Path
 import click.testing
 import pytest
 
-from edge.cli import cli
-from edge.sim import fleet, scenario
+from kiosk.cli import cli
+from kiosk.sim import fleet, scenario
 
 SMALL = """
 [fleet]
@@ -139,7 +139,7 @@ def test_kiosk_sim_fleet_writes_the_report_and_plots(tmp_path: Path):
 
 
 def test_kiosk_sim_fleet_exits_1_when_an_invariant_breaks(tmp_path: Path, monkeypatch):
-    from edge.sim import metrics
+    from kiosk.sim import metrics
 
     real = metrics.invariants
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from edge.cli import cli
 from edge.ledger import generate_key, public_bytes, save_private_key
+from kiosk.cli import cli
 
 
 def run(*args):

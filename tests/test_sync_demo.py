@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from cloud_sync.demo import run_sync_demo
+from kiosk.demo.two_kiosks import run_sync_demo
 
 
 @pytest.mark.mqtt

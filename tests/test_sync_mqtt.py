@@ -331,9 +331,9 @@ async def test_restored_kiosk_refuses_to_spend_until_it_recovers_its_chain(tmp_p
             (tmp_path / f"k1.db{suffix}").unlink(missing_ok=True)
         restored = Ledger(tmp_path / "k1.db", replica="k1", key=w.keys["k1"])
         w.ledgers["k1"] = restored
-        from cloud_sync.agent import KioskAgent
+        from cloud_sync.agent import SyncAgent
 
-        agent = KioskAgent(restored, w.agents["k1"].settings, key=w.keys["k1"])
+        agent = SyncAgent(restored, w.agents["k1"].settings, key=w.keys["k1"])
         w.agents["k1"] = agent
         assert restored.purse("m1", "cash").rights("k1") == 900  # what the old image believes
         w.start_agent("k1")

@@ -12,9 +12,14 @@ from evdev import ecodes
 from edge.drivers.base import DriverError, TokenKind, UnknownBackend
 from edge.drivers.config import WedgeConfig
 from edge.drivers.wedge import (
+    EvdevKeySource,
+    SimulatedKeySource,
+    WedgeReader,
+    make_key_source,
+)
+from edge.drivers.wedge_decode import (
     BankCardRefused,
     CouldNotRead,
-    EvdevKeySource,
     PinCleared,
     PinEntered,
     PinKeyed,
@@ -22,11 +27,8 @@ from edge.drivers.wedge import (
     ReaderBack,
     ReaderLost,
     Scanned,
-    SimulatedKeySource,
     Swiped,
     WedgeEvent,
-    WedgeReader,
-    make_key_source,
 )
 from tests.wedge_pipe import PipeInputDevice, Typist
 

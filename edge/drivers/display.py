@@ -2,7 +2,7 @@
 simulated panel (luma.core's dummy device) that saves every frame as a PNG.
 
     async with open_display(cfg) as display:
-        await display.show(image)        # a PIL image, mode "1", 128x64 (see edge.screens)
+        await display.show(image)        # a PIL image, mode "1", 128x64 (see edge.feedback.screens)
         async for event in display.events():   # DisplayLost, DisplayBack
             ...
 

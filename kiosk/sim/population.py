@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 
 from edge.config import KioskConfig
-from edge.sim.scenario import Scenario
+from kiosk.sim.scenario import Scenario
 
 HOUR_MS = 3_600_000
 GATE_PRICE = 1500

@@ -1,5 +1,5 @@
 """`kiosk sim ...`: the fleet simulation from the command line (a thin layer over
-`edge.sim.fleet.simulate`)."""
+`kiosk.sim.fleet.simulate`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from edge.sim import metrics
-from edge.sim.fleet import simulate
-from edge.sim.policies import POLICIES
-from edge.sim.scenario import ScenarioError, load
+from kiosk.sim import metrics
+from kiosk.sim.fleet import simulate
+from kiosk.sim.policies import POLICIES
+from kiosk.sim.scenario import ScenarioError, load
 
 
 @click.group()

@@ -12,9 +12,7 @@ from typing import Any, Literal
 from edge.config import KioskConfig
 from edge.drivers.display import Display
 from edge.drivers.gpio import GpioBoard
-from edge.pipeline import Outcome
-from edge.rules import Decision
-from edge.screens import (
+from edge.feedback.screens import (
     ApprovedScreen,
     DeniedScreen,
     IdleScreen,
@@ -25,6 +23,8 @@ from edge.screens import (
     Status,
     TopUpScreen,
 )
+from edge.taps.pipeline import Outcome
+from edge.taps.rules import Decision
 
 log = logging.getLogger(__name__)
 Lang = Literal["en", "zh"]
@@ -88,8 +88,8 @@ def _note(d: Decision) -> str:
     return " · ".join(notes)
 
 
-class KioskEffects:
-    """The Effects of the pipeline over the GPIO board and the display (either may be absent)."""
+class GateAndScreen:
+    """The Feedback of the pipeline over the GPIO board and the display (either may be absent)."""
 
     def __init__(
         self,

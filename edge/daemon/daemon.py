@@ -10,30 +10,27 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Protocol
 
-from cloud_sync.aio import cancel_and_wait
+from edge.aio import cancel_and_wait
 from edge.clock import ClockTrust, TimeBeacon, assess_clock
 from edge.config import KioskConfig, OfflineMode
+from edge.daemon.sdnotify import Notifier
+from edge.daemon.service_mode import take_request
 from edge.drivers import gpio as gpio_events
 from edge.drivers import nfc as nfc_events
-from edge.drivers import wedge as wedge_events
+from edge.drivers import wedge_decode as wedge_events
 from edge.drivers.display import Display, open_display
 from edge.drivers.gpio import GpioBoard, open_gpio
 from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_nfc_reader
 from edge.drivers.ntag424 import SiteKeys
 from edge.drivers.wedge import WedgeReader, open_wedge
-from edge.effects import KioskEffects
+from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
 from edge.ledger.sitekey import load_site_secrets
-from edge.pipeline import Kiosk, RightsSource
-from edge.reasons import DenyReason
-from edge.sdnotify import Notifier
-from edge.service_mode import take_request
-
-if TYPE_CHECKING:
-    from cloud_sync.agent import KioskAgent
+from edge.taps.pipeline import RightsSource, TapPipeline
+from edge.taps.reasons import DenyReason
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +46,28 @@ def risk_policy(cfg: KioskConfig) -> RiskPolicy:
     return RiskPolicy({"cash": RiskLimit(per_tap=off.risk_per_tap, total=off.risk_total)})
 
 
+class CloudLink(RightsSource, Protocol):
+    """The sync agent as the daemon sees it. The `kiosk` command (kiosk.link) makes one from
+    cloud_sync and hands the daemon a factory: the daemon never imports the cloud side."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def cloud_time(self) -> tuple[int, int] | None:
+        """The cloud's signed wall time (ms) and this host's monotonic ms when it arrived."""
+        ...
+
+    def notify(self) -> None:
+        """New ops are in the ledger's outbox: send them (never waits)."""
+        ...
+
+    async def run(self) -> None: ...
+
+
+LinkFactory = Callable[[Ledger], AbstractAsyncContextManager[CloudLink]]
+
+
 class KioskDaemon:
     """Everything a running kiosk has. `run(stop)` returns when `stop` is set."""
 
@@ -58,15 +77,17 @@ class KioskDaemon:
         *,
         notifier: Notifier | None = None,
         rights: RightsSource | None = None,
+        link: LinkFactory | None = None,
     ) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self.rights = rights
-        self.agent: KioskAgent | None = None
+        self.open_link = link
+        self.agent: CloudLink | None = None
         self.ready = asyncio.Event()
         self.ledger: Ledger | None = None
-        self.kiosk: Kiosk | None = None
-        self.effects: KioskEffects | None = None
+        self.kiosk: TapPipeline | None = None
+        self.feedback: GateAndScreen | None = None
         self.nfc: NfcReader | None = None
         self.wedge: WedgeReader | None = None
         self.keypad: WedgeReader | None = None
@@ -115,13 +136,9 @@ class KioskDaemon:
             self.display = await stack.enter_async_context(open_display(cfg.display))
 
     async def _open_sync(self, stack: AsyncExitStack, ledger: Ledger) -> None:
-        settings = self.cfg.agent_settings()
-        if settings is None or self.rights is not None:
+        if self.open_link is None or self.rights is not None:
             return
-        # Imported only when configured: aiomqtt and TLS are not a standalone kiosk's cost.
-        from cloud_sync.agent import KioskAgent
-
-        self.agent = await stack.enter_async_context(KioskAgent(ledger, settings))
+        self.agent = await stack.enter_async_context(self.open_link(ledger))
         self.rights = self.agent
 
     def diagnostics(self) -> list[str]:
@@ -150,17 +167,17 @@ class KioskDaemon:
                 await self._open_drivers(stack, secrets.sun_master)
                 rights = self.rights
                 online: Callable[[], bool] = (lambda: rights.online) if rights else (lambda: False)
-                self.effects = KioskEffects(self.cfg, self.gpio, self.display, online=online)
-                self.kiosk = Kiosk(
+                self.feedback = GateAndScreen(self.cfg, self.gpio, self.display, online=online)
+                self.kiosk = TapPipeline(
                     self.cfg,
                     self.ledger,
                     secrets.card_ref_key,
-                    self.effects,
+                    self.feedback,
                     rights=self.rights,
                     diagnostics=self.diagnostics,
                     clock_trusted=lambda: self.clock.trusted,
                 )
-                await self.effects.idle()
+                await self.feedback.idle()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
                         tg.create_task(self._pump(source), name=name)
@@ -180,8 +197,8 @@ class KioskDaemon:
                     # A decision in progress finishes first: ops are written whole or not at all.
                     await cancel_and_wait(tasks)
                 self.notifier.stopping()
-                await self.effects.out_of_service()
-                await self.effects.settle()
+                await self.feedback.out_of_service()
+                await self.feedback.settle()
         finally:
             self.ledger.close()
             log.info("kiosk %s stopped", self.cfg.kiosk.id)
@@ -219,9 +236,9 @@ class KioskDaemon:
 
     async def handle(self, event: object) -> None:
         """Route one driver event to the pipeline."""
-        kiosk, effects = self.kiosk, self.effects
+        kiosk, feedback = self.kiosk, self.feedback
         assert kiosk is not None
-        assert effects is not None
+        assert feedback is not None
         self._last_screen = time.monotonic()
         self._idle_shown = False
         match event:
@@ -234,9 +251,9 @@ class KioskDaemon:
             case wedge_events.PinEntered(pin=pin):
                 await kiosk.keyed(pin)
             case wedge_events.PinKeyed(length=n):
-                await effects.pin_progress(n)
+                await feedback.pin_progress(n)
             case wedge_events.PinCleared():
-                await effects.pin_progress(0)
+                await feedback.pin_progress(0)
             case nfc_events.CardRejected(reason=reason):
                 log.warning("card rejected: %s", reason)
                 forged = reason in (
@@ -270,12 +287,12 @@ class KioskDaemon:
         del self.last_errors[:-10]
 
     async def _idle_screen(self) -> None:
-        assert self.effects is not None
+        assert self.feedback is not None
         while True:
             await asyncio.sleep(0.5)
             if not self._idle_shown and time.monotonic() - self._last_screen > IDLE_AFTER_S:
                 self._idle_shown = True
-                await self.effects.idle()
+                await self.feedback.idle()
 
     async def _check_clock(self) -> None:
         # timedatectl / chronyc are subprocesses: never on the tap path, never on the loop.
@@ -316,16 +333,16 @@ class KioskDaemon:
                 log.error("decision loop stalled; not feeding the watchdog")
 
 
-async def serve(cfg: KioskConfig) -> None:
+async def serve(cfg: KioskConfig, link: LinkFactory | None = None) -> None:
     """`kiosk run`: run until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    daemon = KioskDaemon(cfg)
+    daemon = KioskDaemon(cfg, link=link)
     await daemon.run(stop)
 
 
-def run_cli(cfg: KioskConfig) -> None:
+def run_cli(cfg: KioskConfig, link: LinkFactory | None = None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, link))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
 from edge.ledger.records import pin_matches
-from edge.reasons import DenyReason
+from edge.taps.reasons import DenyReason
 
 DAY_MS = 86_400_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as r
-from edge.rules import Balance, Card, CardStatus, Decision, Member, Pass
+from edge.taps.rules import Balance, Card, CardStatus, Decision, Member, Pass
 
 
 def _int(value: str | None) -> int:

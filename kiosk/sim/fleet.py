@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.sim import metrics, population, world
-from edge.sim.engine import Record
-from edge.sim.policies import POLICIES, CentralRun, EscrowRun, Run
-from edge.sim.scenario import Scenario, ScenarioError
+from kiosk.sim import metrics, population, world
+from kiosk.sim.engine import Record
+from kiosk.sim.policies import POLICIES, CentralRun, EscrowRun, Run
+from kiosk.sim.scenario import Scenario, ScenarioError
 
 
 def _scratch() -> Path:
@@ -103,7 +103,7 @@ def simulate(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if plots:
-            from edge.sim.plots import draw_all
+            from kiosk.sim.plots import draw_all
 
             records = {n: r.record for n, r in runs.items()}
             report["plots"] = [p.name for p in draw_all(report, records, scenario, out)]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.ledger.store import Clock
-from edge.sim.population import KioskSpec
-from edge.sim.scenario import Network, Outage
-from edge.sim.world import EPOCH_MS
+from kiosk.sim.population import KioskSpec
+from kiosk.sim.scenario import Network, Outage
+from kiosk.sim.world import EPOCH_MS
 
 BUCKET_MS = 15 * 60_000  # resolution of the timelines (approval rate, float held)
 

@@ -11,8 +11,8 @@ from typing import Any
 from edge.ledger import Kind, Ledger
 from edge.ledger.purse import purse_unit
 from edge.ledger.records import COUPON_PREFIX
-from edge.sim.policies import Result
-from edge.sim.world import CLOUD
+from kiosk.sim.policies import Result
+from kiosk.sim.world import CLOUD
 
 
 @dataclass(frozen=True, slots=True)

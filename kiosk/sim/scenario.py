@@ -91,7 +91,7 @@ class Scenario(_Model):
 
 
 def default_text() -> str:
-    return resources.files("edge.sim").joinpath("default.toml").read_text()
+    return resources.files("kiosk.sim").joinpath("default.toml").read_text()
 
 
 def parse(text: str, origin: str = "scenario") -> Scenario:

@@ -16,8 +16,8 @@ from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger, RiskPolicy, public_bytes
 from edge.ledger import records as rec
 from edge.ledger.store import Clock
-from edge.sim.population import Population
-from edge.tokens import card_ref
+from edge.taps.tokens import card_ref
+from kiosk.sim.population import Population
 
 EPOCH_MS = 1_748_822_400_000  # 2025-06-02T00:00:00Z: midnight of the simulated day
 SITE_KEY = b"kiosk-edge-fleet-simulation-key!"  # card-reference HMAC key (32 bytes)

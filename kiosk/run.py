@@ -1,4 +1,5 @@
-"""`kiosk run --config PATH`: the kiosk daemon under systemd (or in a terminal)."""
+"""`kiosk run --config PATH`: the kiosk daemon under systemd (or in a terminal), wired to the
+cloud when its config has an `[agent]` section."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge.config import ConfigError, load_config
+from edge.config import ConfigError
 from edge.errors import KioskError
 from edge.ledger import LedgerError
 
@@ -21,13 +22,14 @@ from edge.ledger import LedgerError
 )
 def run(config_path: Path) -> None:
     """Run the kiosk daemon until SIGTERM (systemd Type=notify, watchdog aware)."""
-    from edge.app import run_cli
+    from edge.daemon.daemon import run_cli
+    from kiosk.link import link_factory, load_kiosk_config
 
     try:
-        cfg = load_config(config_path)
+        cfg = load_kiosk_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        run_cli(cfg)
+        run_cli(cfg, link_factory(cfg))
     except (KioskError, LedgerError) as exc:
         raise click.ClickException(str(exc)) from exc

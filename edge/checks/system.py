@@ -9,6 +9,7 @@ import socket
 import stat
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from edge.clock import Run, assess_clock, run_command
 from edge.config import ConfigError, KioskConfig, load_config
 from edge.drivers.base import Check
 
-__all__ = ["has_kiosk_section", "system_checks"]
+__all__ = ["BrokerAddress", "has_kiosk_section", "system_checks"]
 
 CERT_WARN_DAYS = 30
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -24,6 +25,19 @@ MIN_FREE_FRACTION = 0.05
 BROKER_TIMEOUT_S = 2.0
 
 Connect = Callable[[str, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the kiosk's cloud link goes, as the `kiosk` command read it from `[agent.broker]`."""
+
+    host: str
+    port: int
+    cert: Path | None  # the device certificate for mutual TLS, if configured
+
+
+def no_broker(cfg: KioskConfig) -> BrokerAddress | None:
+    return None
 
 
 def has_kiosk_section(path: Path) -> bool:
@@ -91,11 +105,13 @@ def system_checks(
     connect: Connect = tcp_connect,
     now: datetime | None = None,
     sys_class_rtc: Path = Path("/sys/class/rtc"),
+    load: Callable[[Path], KioskConfig] = load_config,
+    broker_of: Callable[[KioskConfig], BrokerAddress | None] = no_broker,
 ) -> list[Check]:
     """Config, keys, enrollment, certificate, broker, clock and disk rows, each with its fix."""
     now = now or datetime.now(UTC)
     try:
-        cfg: KioskConfig = load_config(config_path)
+        cfg: KioskConfig = load(config_path)
     except ConfigError as exc:
         return [Check("config", False, str(exc), f"fix {config_path}, or re-apply the bundle")]
     k = cfg.kiosk
@@ -114,10 +130,9 @@ def system_checks(
                 "kiosk provision bundle apply BUNDLE --cloud-public-key HEX",
             )
         )
-    agent = cfg.agent_settings()
-    broker = agent.broker if agent is not None else None
-    if broker is not None and broker.tls is not None:
-        checks.append(_cert_check(broker.tls.cert, now))
+    broker = broker_of(cfg)
+    if broker is not None and broker.cert is not None:
+        checks.append(_cert_check(broker.cert, now))
     if broker is not None:
         try:
             connect(broker.host, broker.port, BROKER_TIMEOUT_S)

@@ -14,21 +14,21 @@ from typing import Any
 import click
 from PIL import Image, ImageDraw
 
-from edge.app import KioskDaemon
 from edge.config import KioskConfig
+from edge.daemon.daemon import KioskDaemon
+from edge.daemon.sdnotify import Notifier
 from edge.drivers.base import Token, TokenKind
 from edge.drivers.gpio import SimulatedInputs
 from edge.drivers.nfc import SimulatedReader, SiteKeys
 from edge.drivers.nfc_cards import Ntag424Tag
 from edge.drivers.wedge import SimulatedKeySource
-from edge.effects import money
+from edge.feedback.outputs import money
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
 from edge.ledger.records import hash_pin
 from edge.ledger.sitekey import create_site_key, load_site_secrets
-from edge.pipeline import Outcome
-from edge.sdnotify import Notifier
-from edge.tokens import card_ref
+from edge.taps.pipeline import Outcome
+from edge.taps.tokens import card_ref
 
 SITE = "riverside-pool"
 
@@ -242,8 +242,8 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
     day.link.sync(topup.ledger)
     outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
     for d in (gate, topup):
-        assert d.effects is not None
-        d.effects.observers.append(outcomes.put_nowait)
+        assert d.feedback is not None
+        d.feedback.observers.append(outcomes.put_nowait)
 
     async def step(clock: str, who: str, what: str, act: Callable[[], Any]) -> Outcome:
         result = act()

@@ -10,8 +10,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from edge.sim.engine import BUCKET_MS, Record
-from edge.sim.scenario import Scenario
+from kiosk.sim.engine import BUCKET_MS, Record
+from kiosk.sim.scenario import Scenario
 
 W, H = 960, 540
 LEFT, RIGHT, TOP, BOTTOM = 80, 24, 56, 64

@@ -13,15 +13,17 @@ from edge.drivers.config import GpioConfig, WedgeConfig
 from edge.drivers.display import Display, SimulatedPanel
 from edge.drivers.gpio import CoinInserted, GpioBoard, Passage, SimulatedInputs
 from edge.drivers.wedge import (
+    SimulatedKeySource,
+    WedgeReader,
+)
+from edge.drivers.wedge_decode import (
     BankCardRefused,
     CouldNotRead,
     QrPayload,
     Scanned,
-    SimulatedKeySource,
     Swiped,
-    WedgeReader,
 )
-from edge.screens import (
+from edge.feedback.screens import (
     ApprovedScreen,
     DeniedScreen,
     IdleScreen,

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from cloud_sync import ca
-from cloud_sync.agent import KioskAgent
-from cloud_sync.aio import cancel_and_wait
+from cloud_sync.agent import SyncAgent
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import AgentSettings, BrokerSettings, ReconcilerSettings, TlsSettings
 from cloud_sync.store import SqliteCloudStore
+from edge.aio import cancel_and_wait
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, generate_key, public_bytes, verify
 
 
@@ -146,7 +146,7 @@ async def run_sync_demo(out_dir: Path, broker_kind: str = "auto") -> list[str]:
         ),
     )
     ledgers: dict[str, Ledger] = {}
-    agents: dict[str, KioskAgent] = {}
+    agents: dict[str, SyncAgent] = {}
     for name in ("kiosk-a", "kiosk-b"):
         key = generate_key()
         led = Ledger(out_dir / f"{name}.db", replica=name, key=key)
@@ -154,7 +154,7 @@ async def run_sync_demo(out_dir: Path, broker_kind: str = "auto") -> list[str]:
         store.trust(name, public_bytes(key), "kiosk")
         store.enroll(name, "demo")
         ledgers[name] = led
-        agents[name] = KioskAgent(
+        agents[name] = SyncAgent(
             led,
             AgentSettings(
                 site="demo",

@@ -18,9 +18,9 @@ from edge.config import KioskConfig, Role
 from edge.drivers.base import Token
 from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
-from edge.members import intents_for, read_balances, read_card, read_member
-from edge.reasons import DenyReason
-from edge.rules import (
+from edge.taps.members import intents_for, read_balances, read_card, read_member
+from edge.taps.reasons import DenyReason
+from edge.taps.rules import (
     CardStatus,
     Decision,
     Tap,
@@ -30,7 +30,7 @@ from edge.rules import (
     deny,
     topup_bonus,
 )
-from edge.tokens import card_ref
+from edge.taps.tokens import card_ref
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Outcome:
         return (self.gate_ns or self.finished_ns) - self.started_ns if self.started_ns else 0
 
 
-class Effects(Protocol):
+class Feedback(Protocol):
     """The physical side of an outcome. `open_gate` returns once the gate relay is energised;
     the pulse goes on by itself."""
 
@@ -114,7 +114,7 @@ class _TopupSession:
     credited: list[int] = field(default_factory=list)
 
 
-class Kiosk:
+class TapPipeline:
     """One kiosk's decisions. Single-threaded: the app feeds it events from one task."""
 
     def __init__(
@@ -122,7 +122,7 @@ class Kiosk:
         cfg: KioskConfig,
         ledger: Ledger,
         site_key: bytes,
-        effects: Effects,
+        feedback: Feedback,
         *,
         rights: RightsSource | None = None,
         clock_ms: Callable[[], int] | None = None,
@@ -133,7 +133,7 @@ class Kiosk:
         self.cfg = cfg
         self.ledger = ledger
         self.site_key = site_key
-        self.effects = effects
+        self.feedback = feedback
         self.rights = rights
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.monotonic = monotonic
@@ -154,7 +154,7 @@ class Kiosk:
         ref = card_ref(self.site_key, token)
         repeated = self._debounced(ref)
         if repeated is not None:
-            await self.effects.show(repeated)
+            await self.feedback.show(repeated)
             return repeated
         if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
             return await self._close_topup(started)
@@ -168,7 +168,7 @@ class Kiosk:
             ref=tap_id, account="", purse="", amount=0, reason=reason.name, detail=detail
         )
         outcome = Outcome(deny(reason), tap_id, started_ns=time.perf_counter_ns())
-        await self.effects.show(outcome)
+        await self.feedback.show(outcome)
         return outcome
 
     async def keyed(self, digits: str) -> Outcome | None:
@@ -222,7 +222,7 @@ class Kiosk:
             log.warning("coin of %d with no top-up session: kept as unclaimed", amount)
             decision = deny(DenyReason.UNKNOWN_CARD)
             outcome = Outcome(decision, tap_id, started_ns=started)
-            await self.effects.show(outcome)
+            await self.feedback.show(outcome)
             return outcome
         self.ledger.append(self._credit(session.member, amount), ref=tap_id)
         durable = time.perf_counter_ns()
@@ -243,7 +243,7 @@ class Kiosk:
             topup_total=session.total,
             topup_open=True,
         )
-        await self.effects.show(outcome)
+        await self.feedback.show(outcome)
         return outcome
 
     # -- the decision ------------------------------------------------------------------------
@@ -308,7 +308,7 @@ class Kiosk:
         if decision.needs_pin:
             self._pin = _PendingPin(token, ref, tap_id, self.monotonic())
             asking = Outcome(decision, tap_id, ref, started)
-            await self.effects.show(asking)  # the PIN screen
+            await self.feedback.show(asking)  # the PIN screen
             return asking
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
@@ -316,7 +316,7 @@ class Kiosk:
         if self.cfg.kiosk.role is Role.TOPUP and state.member is not None:
             self._topup = _TopupSession(state.member.id, state.member.name, self.monotonic())
             opened = Outcome(decision, tap_id, ref, started, topup_open=True)
-            await self.effects.show(opened)
+            await self.feedback.show(opened)
             return opened
         member_id = state.member.id if state.member else ""
         return await self._commit(decision, member_id, tap_id, ref, started)
@@ -341,13 +341,13 @@ class Kiosk:
         durable = time.perf_counter_ns()
         gate = 0
         if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
-            await self.effects.open_gate()
+            await self.feedback.open_gate()
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)
         outcome = Outcome(decision, tap_id, ref, started, durable, gate)
         self._remember(ref, outcome)
-        await self.effects.show(outcome)
+        await self.feedback.show(outcome)
         return outcome
 
     async def _fetched_rights_for(self, decision: Decision, state: TapState) -> bool:
@@ -406,7 +406,7 @@ class Kiosk:
         outcome = Outcome(decision, tap_id, ref, started)
         if reason not in (DenyReason.PIN_WRONG, DenyReason.PIN_CANCELLED):
             self._remember(ref, outcome)  # a member retrying a PIN is not a double tap
-        await self.effects.show(outcome)
+        await self.feedback.show(outcome)
         return outcome
 
     async def _close_topup(self, started: int) -> Outcome:
@@ -427,7 +427,7 @@ class Kiosk:
             remaining={p: b.value for p, b in balances.items()},
         )
         outcome = Outcome(decision, tap_id, "", started, durable, topup_total=session.total + bonus)
-        await self.effects.show(outcome)
+        await self.feedback.show(outcome)
         return outcome
 
     # -- service mode: bounded in time, every step an audited op ---------------------------
@@ -442,7 +442,7 @@ class Kiosk:
         self._audit_service(f"open until {until_ms} by {by}")
         self._service_until = self.monotonic() + minutes * 60
         log.warning("service mode open for %d min (%s)", minutes, by)
-        await self.effects.service(self.diagnostics())
+        await self.feedback.service(self.diagnostics())
 
     async def close_service(self, why: str) -> None:
         if self._service_until is None:
@@ -450,7 +450,7 @@ class Kiosk:
         self._service_until = None
         self._audit_service(f"closed: {why}")
         log.warning("service mode closed: %s", why)
-        await self.effects.idle()
+        await self.feedback.idle()
 
     async def tick(self) -> None:
         """Called about every second: service mode ends when its time is up."""

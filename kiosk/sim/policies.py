@@ -7,11 +7,12 @@
   pipeline and the agent's message handling, the real reconciler and escrow policy.
 - `risk`: the same with the offline risk allowance (per tap and per kiosk).
 
-What is real: `edge.pipeline.Kiosk` (and so `edge.rules.decide`, `edge.members`), `Ledger` files,
-`KioskAgent` (rights requests, acks, grants, recalls, snapshots via `handle`),
+What is real: `edge.taps.pipeline.TapPipeline` (and so `edge.taps.rules.decide`,
+`edge.taps.members`), `Ledger` files,
+`SyncAgent` (rights requests, acks, grants, recalls, snapshots via `handle`),
 `Reconciler.handle`/`sweep` on a `SqliteCloudStore`, and every message sealed and opened by
 `cloud_sync.protocol`. What is simulated: time, the network, the members, and the agent's
-connection loop (hello at connect, upload of unacked ops), which `KioskAgent.run` does over MQTT.
+connection loop (hello at connect, upload of unacked ops), which `SyncAgent.run` does over MQTT.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_sync.agent import KioskAgent
+from cloud_sync.agent import SyncAgent
 from cloud_sync.protocol import (
     Answer,
     Hello,
@@ -39,15 +40,15 @@ from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
 from edge.ledger import Intent, Kind, Ledger, RiskLimit, RiskPolicy, SpendRefused
 from edge.ledger import records as rec
-from edge.members import intents_for, read_card, read_member
-from edge.pipeline import Kiosk, Outcome
-from edge.rules import Balance, Decision, Move, TapState, decide, topup_bonus
-from edge.rules import Tap as RulesTap
-from edge.sim.engine import BUCKET_MS, Event, EventLoop, Links, Record
-from edge.sim.population import Action, KioskSpec, MemberSpec, Population, Role, Tap
-from edge.sim.scenario import Scenario
-from edge.sim.world import CLOUD, SITE_KEY, Seed, key_for, token
-from edge.tokens import card_ref
+from edge.taps.members import intents_for, read_card, read_member
+from edge.taps.pipeline import Outcome, TapPipeline
+from edge.taps.rules import Balance, Decision, Move, TapState, decide, topup_bonus
+from edge.taps.rules import Tap as RulesTap
+from edge.taps.tokens import card_ref
+from kiosk.sim.engine import BUCKET_MS, Event, EventLoop, Links, Record
+from kiosk.sim.population import Action, KioskSpec, MemberSpec, Population, Role, Tap
+from kiosk.sim.scenario import Scenario
+from kiosk.sim.world import CLOUD, SITE_KEY, Seed, key_for, token
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ NO_SERVER = "NO_SERVER"  # online policy: the server could not be reached
 OFFLINE_CAP = "OFFLINE_CAP"  # common practice: above the offline per-tap cap
 
 
-class NullEffects:
+class NoFeedback:
     """The kiosk's gate, screen and buzzer: nothing to drive in a simulation."""
 
     async def open_gate(self) -> None:
@@ -107,7 +108,7 @@ class Run(abc.ABC):
 
     # -- members at kiosks -----------------------------------------------------------------
 
-    async def drive(self, kiosk: Kiosk, member: MemberSpec, tap: Tap) -> tuple[bool, str]:
+    async def drive(self, kiosk: TapPipeline, member: MemberSpec, tap: Tap) -> tuple[bool, str]:
         """A member's attempt through the real pipeline: (approved, reason name)."""
         tok = token(member.uid)
         if tap.action is Action.COUPON:
@@ -252,15 +253,15 @@ class EscrowRun(Run):
             self.store, key_for(seed.seed, CLOUD), escrow=scenario.escrow, clock=self.loop.wall_ms
         )
         self.ledgers: dict[str, Ledger] = {}
-        self.agents: dict[str, KioskAgent] = {}
-        self.kiosks: dict[str, Kiosk] = {}
+        self.agents: dict[str, SyncAgent] = {}
+        self.kiosks: dict[str, TapPipeline] = {}
         self.topics: dict[str, Topics] = {}
         self.sent: dict[str, int] = {}
         self.upload_due: set[str] = set()
         self.pending: dict[str, tuple[list[str], dict[str, int], int]] = {}  # convergence
         for k in pop.kiosks:
             led = seed.open_kiosk(folder / f"{k.id}.db", k.id, clock, policy or RiskPolicy())
-            agent = KioskAgent(
+            agent = SyncAgent(
                 led,
                 AgentSettings(site=k.site, device=k.id),
                 key=key_for(seed.seed, k.id),
@@ -270,11 +271,11 @@ class EscrowRun(Run):
             self.agents[k.id] = agent
             self.topics[k.id] = Topics(k.site, k.id)
             self.sent[k.id] = 0
-            self.kiosks[k.id] = Kiosk(
+            self.kiosks[k.id] = TapPipeline(
                 self.configs[k.id],
                 led,
                 SITE_KEY,
-                NullEffects(),
+                NoFeedback(),
                 rights=agent,
                 clock_ms=self.loop.wall_ms,
                 monotonic=self.loop.monotonic,
@@ -325,7 +326,7 @@ class EscrowRun(Run):
 
         return event
 
-    # -- the agent's connection loop (KioskAgent.run does this over MQTT) ------------------
+    # -- the agent's connection loop (SyncAgent.run does this over MQTT) ------------------
 
     def connect(self, device: str, now: int) -> None:
         agent = self.agents[device]
@@ -481,11 +482,11 @@ class CentralRun(Run):
             folder / "central.db", self.loop.clock(), unbounded if common else RiskPolicy()
         )
         self.kiosks = {
-            k.id: Kiosk(
+            k.id: TapPipeline(
                 self.configs[k.id],
                 self.central,
                 SITE_KEY,
-                NullEffects(),
+                NoFeedback(),
                 clock_ms=self.loop.wall_ms,
                 monotonic=self.loop.monotonic,
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge.effects import money as cash_text
+from edge.feedback.outputs import money as cash_text
 from edge.ledger import (
     Intent,
     Kind,
@@ -185,7 +185,7 @@ def run_sync(out: Path) -> bool:
     import asyncio
     import logging
 
-    from cloud_sync.demo import run_sync_demo
+    from kiosk.demo.two_kiosks import run_sync_demo
 
     # The outage's reconnect warnings (and the embedded broker's complaints about the clients
     # it lost) are the point of the scene, not news: keep them out unless asked for with -v.
@@ -215,8 +215,8 @@ def run_sync(out: Path) -> bool:
 def demo(out: Path) -> None:
     """A day at a pool on simulated devices, then the offline no-overspend promise across two
     kiosks, then the drivers on their own (no hardware, no broker, no database to install)."""
-    from edge.demo_day import run_day
-    from edge.demo_drivers import run_drivers_demo
+    from kiosk.demo.day import run_day
+    from kiosk.demo.drivers import run_drivers_demo
 
     out.mkdir(parents=True, exist_ok=True)
     day_ok = run_day(out)
