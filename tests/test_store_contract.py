@@ -43,12 +43,13 @@ class World:
         self._open = open_store
         self.store = self.open()
         self.kiosks: dict[str, Ledger] = {}
+        self.keys: dict[str, Ed25519PrivateKey] = {}
 
     def open(self) -> CloudStore:
         return self._open(self.cloud_key)
 
     def kiosk(self, name: str, *, enrolled: bool = True) -> Ledger:
-        key = generate_key()
+        key = self.keys[name] = generate_key()
         led = Ledger(self.root / f"{name}.db", replica=name, key=key, durable=False)
         led.trust("cloud", public_bytes(self.cloud_key), "cloud")
         if enrolled:
@@ -144,7 +145,7 @@ def test_a_different_op_at_a_stored_seq_is_refused(world: World) -> None:
     ops = spends(k1, 1)
     world.store.ingest(ops)
     # The same key signs another history (a restored image that kept writing).
-    fork = Ledger(world.root / "k1-fork.db", replica="k1", key=k1._key, durable=False)
+    fork = Ledger(world.root / "k1-fork.db", replica="k1", key=world.keys["k1"], durable=False)
     fork.append([Intent(Kind.INC, "m1", "cash", 1000)])
     fork.append([Intent(Kind.DEC, "m1", "cash", 999)])
     assert world.store.ingest(list(fork.ops("k1"))) == counts(refused=2)
@@ -155,7 +156,7 @@ def test_a_different_op_at_a_stored_seq_is_refused(world: World) -> None:
 def test_an_op_that_does_not_link_is_refused(world: World) -> None:
     ops = spends(world.kiosk("k1"), 2)
     world.store.ingest(ops[:1])
-    fork = Ledger(world.root / "k1-fork.db", replica="k1", key=world.kiosks["k1"]._key)
+    fork = Ledger(world.root / "k1-fork.db", replica="k1", key=world.keys["k1"])
     fork.append([Intent(Kind.INC, "m2", "cash", 5)])
     fork.append([Intent(Kind.INC, "m2", "cash", 5)])
     assert world.store.ingest(list(fork.ops("k1"))[1:]) == counts(refused=1)
