@@ -144,6 +144,10 @@ class CloudStore(abc.ABC):
         """The account holding a register (e.g. `card:<token>`), if any."""
 
     @abc.abstractmethod
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        """(account, value) of every account holding this register (e.g. every member name)."""
+
+    @abc.abstractmethod
     def history(self, account: str, limit: int = 50) -> list[Op]: ...
 
     @abc.abstractmethod
@@ -331,6 +335,12 @@ class SqliteCloudStore(CloudStore):
             "SELECT account FROM registers WHERE name = ? LIMIT 1", (register_name,)
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        rows = self.ledger.conn.execute(
+            "SELECT account, value FROM registers WHERE name = ? ORDER BY account", (name,)
+        ).fetchall()
+        return [(str(a), str(v)) for a, v in rows]
 
     def history(self, account: str, limit: int = 50) -> list[Op]:
         rows = self.ledger.conn.execute(
