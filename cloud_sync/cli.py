@@ -70,7 +70,8 @@ def _audit(cfg: CloudConfig, error: str) -> None:
         return
     from backoffice.clilog import audit_cli
 
-    audit_cli(cfg, ctx.command_path, ctx.params, error)
+    command = " ".join(["kiosk", *ctx.command_path.split()[1:]])  # whatever argv[0] was
+    audit_cli(cfg, command, ctx.params, error)
 
 
 def _site_key(cfg: CloudConfig) -> SiteSecrets:

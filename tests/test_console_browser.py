@@ -262,3 +262,80 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
             console.stop()
     (lost,) = console.actions(action="card_lost", allowed=True)
     assert lost.actor == "manager1" and lost.target == "m7" and lost.site == "s1"
+
+
+def test_every_console_string_has_a_chinese_translation():
+    po = Path(__file__).resolve().parent.parent / "backoffice/locale/zh_Hans/LC_MESSAGES/django.po"
+    text = po.read_text()
+    blocks = [b for b in text.split("\n\n") if "\nmsgid " in "\n" + b]
+    untranslated = [b for b in blocks[1:] if b.rstrip().endswith('msgstr ""')]
+    assert not untranslated, untranslated
+    assert po.with_suffix(".mo").stat().st_mtime >= po.stat().st_mtime - 1  # compiled
+
+
+async def test_screenshots_of_the_main_pages_in_english_and_chinese(console):
+    store = cloud_store(console)
+    try:
+        admin.top_up(store, "m1", "cash", 8800, "R-1")
+        store.enroll("gate-1", "s1")
+        store.enroll("topup-1", "s1")
+        store.seen("gate-1", online=True, head=12, last_seen_ms=int(time.time() * 1000))
+    finally:
+        store.close()
+    console.operator("admin1", "chain admin")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pages = {
+        "home": "/",
+        "members": "/admin/members/member/",
+        "member": "/members/m1/",
+        "fleet": "/fleet/",
+        "audit": "/admin/audit/action/",
+        "groups": "/admin/auth/group/",
+    }
+    async with playwright.async_playwright() as pw:
+        b = await browser(pw)
+        page = await b.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(console.url + "/admin/login/")
+        await page.screenshot(path=str(SHOTS / "login-en.png"))
+        await login(page, console.url, "admin1")
+        for lang in ("en", "zh-hans"):
+            if lang != "en":
+                await page.select_option("#language", lang)
+                await page.wait_for_load_state()
+                assert "会员后台" in await page.inner_text("#site-name")
+            for name, path in pages.items():
+                await page.goto(console.url + path)
+                await page.screenshot(path=str(SHOTS / f"{name}-{lang}.png"), full_page=True)
+        await page.goto(console.url + "/fleet/")
+        assert "在线" in await page.inner_text("#fleet")
+        await b.close()
+    for name in pages:
+        for lang in ("en", "zh-hans"):
+            assert (SHOTS / f"{name}-{lang}.png").stat().st_size > 5000
+
+
+def test_cli_commands_are_recorded_in_the_console_audit_trail(console):
+    import subprocess
+    import sys
+
+    def kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from edge.cli import main; main()", "cloud", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    cfg = ["--config", str(console.config)]
+    assert (
+        kiosk("topup", *cfg, "--account", "m1", "--amount", "500", "--ref", "R-9").returncode == 0
+    )
+    reused = kiosk("topup", *cfg, "--account", "m2", "--amount", "500", "--ref", "R-9")
+    assert reused.returncode == 1 and "already used" in reused.stderr
+    assert (
+        kiosk("card", "link", *cfg, "--account", "m1", "--card", "6001000000000099").returncode == 0
+    )
+    rows = [a for a in console.actions() if a.actor.startswith("cli:")]
+    by_what = {(a.action, a.allowed): a for a in rows}
+    ok = by_what[("kiosk cloud topup", True)]
+    assert ok.target == "m1" and ok.before["params"]["ref"] == "R-9"
+    assert "already used" in by_what[("kiosk cloud topup", False)].reason
+    link = by_what[("kiosk cloud card link", True)]
+    assert "6001000000000099" not in str(link.before)  # the card number never reaches the trail
+    assert link.before["params"]["number"].startswith("ref:")
