@@ -18,6 +18,7 @@ from edge.ledger import records as rec
 from edge.ledger.sitekey import SiteSecrets
 
 CARD_STATES = ("active", "lost", "frozen", "cancelled", "replaced", "expired")
+MEMBER_CATEGORY = "category"  # member category register (price policies build on it)
 CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
 
 
@@ -35,7 +36,13 @@ def _set(store: CloudStore, account: str, name: str, value: str, ref: str = "") 
 
 
 def register_member(store: CloudStore, account: str, name: str) -> None:
+    if not account.strip() or not name.strip():
+        raise ConfigError("a member needs an account id and a name")
     _set(store, account, rec.MEMBER_NAME, name)
+
+
+def is_member(store: CloudStore, account: str) -> bool:
+    return store.register(account, rec.MEMBER_NAME) is not None
 
 
 def set_member(
@@ -46,12 +53,15 @@ def set_member(
     pin_hash: str | None = None,
     pass_product: str | None = None,
     pass_window_ms: tuple[int, int] | None = None,
+    category: str | None = None,
 ) -> None:
-    """Versioned register writes the kiosks apply: tier, PIN hash, a time pass."""
-    if store.register(account, rec.MEMBER_NAME) is None:
+    """Versioned register writes the kiosks apply: tier, category, PIN hash, a time pass."""
+    if not is_member(store, account):
         raise ConfigError(f"no member {account}; register it first")
     if tier is not None:
         _set(store, account, rec.MEMBER_TIER, tier)
+    if category is not None:
+        _set(store, account, MEMBER_CATEGORY, category)
     if pin_hash is not None:
         _set(store, account, rec.MEMBER_PIN, pin_hash)
     if pass_product is not None and pass_window_ms is not None:
@@ -78,12 +88,29 @@ def card_owner(store: CloudStore, token: str) -> str | None:
     return reg.value if reg else None
 
 
-def link_card(store: CloudStore, account: str, token: str) -> None:
+def card_status(store: CloudStore, token: str) -> str | None:
+    reg = store.register(rec.card_account(token), rec.CARD_STATUS)
+    return reg.value if reg else None
+
+
+def link_card(store: CloudStore, account: str, token: str, *, valid_until_ms: int = 0) -> None:
+    """Issue a card to a registered member (status active; an expiry date when given)."""
+    if not is_member(store, account):
+        raise ConfigError(f"no member {account}; register it first")
     owner = card_owner(store, token)
     if owner is not None and owner != account:
         raise ConfigError(f"that card is already linked to account {owner}")
     _set(store, rec.card_account(token), rec.CARD_MEMBER, account)
     _set(store, rec.card_account(token), rec.CARD_STATUS, "active")
+    if valid_until_ms:
+        set_card_expiry(store, token, valid_until_ms)
+
+
+def set_card_expiry(store: CloudStore, token: str, valid_until_ms: int) -> None:
+    """The last moment a card is accepted (ms since the epoch, UTC; 0 = no end)."""
+    if card_owner(store, token) is None:
+        raise ConfigError("no account has that card")
+    _set(store, rec.card_account(token), rec.CARD_VALID_UNTIL, str(valid_until_ms))
 
 
 def set_card_status(
@@ -108,9 +135,47 @@ def replace_card(
     return account, [out]
 
 
+def _same_receipt(store: CloudStore, ref: str, account: str, purse: str, amount: int) -> list[Op]:
+    """The ops already written for this receipt (a retry), or [] if it is new; refuses a receipt
+    used for another account, purse or amount."""
+    done = store.by_ref(ref)
+    if done and any((o.account, o.purse, o.amount) != (account, purse, amount) for o in done):
+        first = done[0]
+        raise ConfigError(
+            f"receipt {ref} was already used: {first.amount} to {first.purse} of {first.account}"
+        )
+    return done
+
+
 def top_up(store: CloudStore, account: str, purse: str, amount: int, ref: str) -> list[Op]:
-    """Money taken at the counter: an inc on the cloud's chain (idempotent by receipt ref)."""
-    return store.append([Intent(Kind.INC, account, purse, amount)], ref)
+    """Money taken at the counter: an inc on the cloud's chain, idempotent by receipt number
+    (a retry credits once; the same receipt on another account is refused)."""
+    if amount <= 0:
+        raise ConfigError("a top-up needs a positive amount")
+    if not ref.strip():
+        raise ConfigError("a top-up needs a receipt number")
+    if not is_member(store, account):
+        raise ConfigError(f"no member {account}; register it first")
+    return _same_receipt(store, ref, account, purse, amount) or store.append(
+        [Intent(Kind.INC, account, purse, amount)], ref
+    )
+
+
+def refund(
+    store: CloudStore, account: str, purse: str, amount: int, original_ref: str, reason: str
+) -> list[Op]:
+    """Give back `amount` of a purchase or charge (the tap id or receipt of the original) as a
+    credit on the cloud's chain carrying the reason; idempotent: one refund per original ref."""
+    if amount <= 0:
+        raise ConfigError("a refund needs a positive amount")
+    if not original_ref.strip() or not reason.strip():
+        raise ConfigError("a refund needs the original reference and a reason")
+    if not is_member(store, account):
+        raise ConfigError(f"no member {account}; register it first")
+    ref = f"refund:{original_ref}"
+    return _same_receipt(store, ref, account, purse, amount) or store.append(
+        [Intent(Kind.INC, account, purse, amount, data=reason)], ref
+    )
 
 
 async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None:

@@ -439,6 +439,12 @@ class PgCloudStore(CloudStore):
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        rows = self._conn.execute(
+            "SELECT account, value FROM registers WHERE name = %s ORDER BY account", (name,)
+        ).fetchall()
+        return [(str(a), str(v)) for a, v in rows]
+
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
         rows = self._conn.execute(
             "SELECT s.account, s.purse, s.replica, s.inc + s.xin - s.xout - s.dec"

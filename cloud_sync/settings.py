@@ -140,11 +140,41 @@ class ReconcilerSettings(Settings):
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
 
 
+class ConsoleSettings(Settings):
+    """The operators' web console (`[console]`, package `backoffice`): its own database (default
+    `console.db` beside a SQLite cloud store; `postgresql://...` at scale), the file holding its
+    session-signing secret (default `console.secret` beside the database or config), and the
+    lockout after wrong passwords. The CLI records its actions in the same audit trail when the
+    console's database exists."""
+
+    database: str | None = None
+    secret_key_file: Path | None = None
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    sites: list[str] = Field(default_factory=list)  # venues offered in forms (else from kiosks)
+
+
 class CloudConfig(Settings):
-    """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk)."""
+    """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk, and
+    `[console]` for the back office)."""
 
     kind: Literal["kiosk-edge-cloud"] = "kiosk-edge-cloud"
     reconciler: ReconcilerSettings
+    console: ConsoleSettings = ConsoleSettings()
+    path: Path | None = Field(default=None, exclude=True)  # the file it came from (load_config)
+
+    def console_database(self) -> str:
+        """Where the console's own tables live: `[console] database`, else `console.db`
+        beside a SQLite cloud store (or beside this config when the store is PostgreSQL)."""
+        if self.console.database:
+            return self.console.database
+        store = self.reconciler.store
+        if store.startswith(("postgresql://", "postgres://")):
+            base = self.path.parent if self.path else Path.cwd()
+            return f"sqlite:///{base / 'console.db'}"
+        # Relative like the store's own path (both to the working directory).
+        sqlite_path = Path(store.removeprefix("sqlite:///"))
+        return f"sqlite:///{sqlite_path.parent / 'console.db'}"
 
 
 def load_config(path: Path) -> CloudConfig:
@@ -158,12 +188,15 @@ def load_config(path: Path) -> CloudConfig:
     for k in ("key_file", "site_key_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
+    console = data.get("console")
+    if isinstance(console, dict) and not Path(console.get("secret_key_file", "/")).is_absolute():
+        console["secret_key_file"] = str(base / console["secret_key_file"])
     enroll = rec.get("enroll")
     if isinstance(enroll, dict):
         for k in ("ca_dir", "sites_dir"):
             if k in enroll and not Path(enroll[k]).is_absolute():
                 enroll[k] = str(base / enroll[k])
     try:
-        return CloudConfig.model_validate(data)
+        return CloudConfig.model_validate(data).model_copy(update={"path": path})
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid config: {exc}") from exc

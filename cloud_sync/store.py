@@ -152,6 +152,10 @@ class CloudStore(abc.ABC):
         """The account holding a register (e.g. `card:<token>`), if any."""
 
     @abc.abstractmethod
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        """(account, value) of every account holding this register (e.g. every member name)."""
+
+    @abc.abstractmethod
     def history(self, account: str, limit: int = 50) -> list[Op]: ...
 
     @abc.abstractmethod
@@ -355,6 +359,9 @@ class SqliteCloudStore(CloudStore):
 
     def account_of(self, register_name: str) -> str | None:
         return self.ledger.account_of(register_name)
+
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        return self.ledger.registers_named(name)
 
     def history(self, account: str, limit: int = 50) -> list[Op]:
         return self.ledger.history(account, limit)

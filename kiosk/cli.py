@@ -19,7 +19,7 @@ COMMANDS = {
     "run": "kiosk.run:run",
     "provision": "provisioning.cli:provision",
     "cards": "provisioning.cards_cli:cards",
-    "cloud": "cloud_sync.cli:cloud",
+    "cloud": "kiosk.cloud_cli:cloud",
     "sim": "kiosk.sim.cli:sim",
 }
 

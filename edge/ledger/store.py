@@ -314,6 +314,13 @@ class Ledger:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        """(account, value) of every account holding a register of this name."""
+        rows = self._conn.execute(
+            "SELECT account, value FROM registers WHERE name = ? ORDER BY account", (name,)
+        ).fetchall()
+        return [(str(a), str(v)) for a, v in rows]
+
     def ops(
         self, replica: str | None = None, after_seq: int = 0, limit: int | None = None
     ) -> Iterator[Op]:

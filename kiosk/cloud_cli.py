@@ -51,9 +51,27 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     try:
         yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
     except (LedgerError, SyncError) as exc:
+        _audit(cfg, str(exc))
         raise click.ClickException(str(exc)) from exc
+    except click.ClickException as exc:
+        _audit(cfg, exc.message)
+        raise
+    else:
+        _audit(cfg, "")
     finally:
         store.close()
+
+
+def _audit(cfg: CloudConfig, error: str) -> None:
+    """Record this command in the back office's audit trail (actor `cli:<unix user>`) when the
+    console's database exists; nothing when the `console` extra is not installed."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name == "serve":
+        return
+    from backoffice.clilog import audit_cli
+
+    command = " ".join(["kiosk", *ctx.command_path.split()[1:]])  # whatever argv[0] was
+    audit_cli(cfg, command, ctx.params, error)
 
 
 def _site_key(cfg: CloudConfig) -> SiteSecrets:
@@ -402,6 +420,43 @@ def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None
         admin.top_up(rec.store, account, purse, amount, ref)
         value = rec.store.purse(account, purse).value
     click.echo(f"{purse} of {account}: {value}")
+
+
+@cloud.command()
+@config_option
+@click.option("--account", required=True, help="Account id.")
+@click.option("--amount", required=True, type=click.IntRange(min=1), help="Minor units.")
+@click.option("--purse", default="cash", show_default=True, help="Purse.")
+@click.option("--original", required=True, help="Tap id or receipt of what is refunded.")
+@click.option("--reason", required=True, help="Why (kept with the signed op).")
+def refund(config: Path, account: str, amount: int, purse: str, original: str, reason: str) -> None:
+    """Refund or correct: credit a purse back, once per original tap or receipt, with a reason."""
+    with _reconciler(config) as (_cfg, rec):
+        admin.refund(rec.store, account, purse, amount, original, reason)
+        value = rec.store.purse(account, purse).value
+    click.echo(f"{purse} of {account}: {value}")
+
+
+@cloud.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--create-admin",
+    "create",
+    default=None,
+    help="Create this chain-admin operator with a random password, printed once.",
+)
+def console(config: Path, host: str, port: int, threads: int, create: str | None) -> None:
+    """The operators' web console (back office): migrates its database, then serves."""
+    try:
+        from backoffice.serve import serve_console
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the console needs the `console` extra (pip install 'kiosk-edge[console]'): {exc}"
+        ) from exc
+    serve_console(_config(config), host=host, port=port, threads=threads, create=create)
 
 
 @cloud.command()
