@@ -139,6 +139,16 @@ class ReconcilerSettings(Settings):
     chain_chunk: int = Field(default=200, ge=1)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
 
+    @field_validator("store")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unknown store backend {scheme!r}: use sqlite:///PATH or postgresql://..."
+            )
+        return v
+
 
 class CloudConfig(Settings):
     """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk)."""
@@ -158,6 +168,11 @@ def load_config(path: Path) -> CloudConfig:
     for k in ("key_file", "site_key_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
+    tls = rec.get("broker", {}).get("tls") if isinstance(rec.get("broker"), dict) else None
+    if isinstance(tls, dict):
+        for k in ("ca", "cert", "key"):
+            if isinstance(tls.get(k), str) and not Path(tls[k]).is_absolute():
+                tls[k] = str(base / tls[k])
     enroll = rec.get("enroll")
     if isinstance(enroll, dict):
         for k in ("ca_dir", "sites_dir"):
@@ -166,4 +181,7 @@ def load_config(path: Path) -> CloudConfig:
     try:
         return CloudConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config: {exc}") from exc
+        faults = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {faults}") from None

@@ -24,7 +24,7 @@ from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import GENESIS, SPENDING, Intent, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share, plan_spend, purse_unit
 from edge.ledger.records import CREDIT_LIMIT_PREFIX
-from edge.ledger.schema import prepare
+from edge.ledger.schema import open_read_only, prepare
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,25 @@ class Ledger:
         role: Role = "kiosk",
         risk: RiskPolicy = STRICT,
         clock: Clock | None = None,
+        read_only: bool = False,
     ) -> None:
+        """`read_only=True` opens an existing ledger for reading only (`kiosk ledger verify`):
+        the file is never changed, and a file that is not a ledger is refused."""
         self.path = str(path)
         self.role: Role = role
         self.risk = risk
         self.clock = clock or Clock()
         self._key = key
         self._lock = threading.Lock()
+        if read_only:
+            if key is not None:
+                raise LedgerError("a read-only ledger cannot sign")
+            self.conn = open_read_only(self.path)
+            self.replica = self._own_replica(replica)
+            self._keys: dict[str, Ed25519PublicKey] = {}
+            self._roles: dict[str, Role] = {}
+            self._load_keyring()
+            return
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
@@ -105,8 +117,8 @@ class Ledger:
             conn.close()
             raise
         self.replica = self._own_replica(replica)
-        self._keys: dict[str, Ed25519PublicKey] = {}
-        self._roles: dict[str, Role] = {}
+        self._keys = {}
+        self._roles = {}
         self._load_keyring()
         if key is not None:
             if not self.replica:
