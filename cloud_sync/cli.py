@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
 from cloud_sync.store import open_store
 from edge.ledger import LedgerError, load_private_key
+from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
 from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
@@ -49,6 +51,8 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
         store = open_store(s.store, replica=s.replica, key=key)
     except (LedgerError, SyncError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
+        raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
         yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
     except (LedgerError, SyncError) as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import sys
 
 import click
 
-from cloud_sync.errors import SyncError
 from edge.drivers.base import DriverError
 from edge.errors import KioskError
 from edge.ledger.errors import LedgerError, sqlite_fault
@@ -18,8 +18,16 @@ __all__ = ["USAGE", "explain", "one_line"]
 USAGE = 2  # a mistake in what was typed: fix the command
 FAULT = 1  # the command was right, the world was not: fix the machine, the file, the network
 
-# Errors whose message is written for a field tech already: it names the fault and the fix.
-OUR_ROOTS = (KioskError, LedgerError, SyncError, DriverError)
+
+def _ours(exc: BaseException) -> bool:
+    """An error of ours: its message is written for a field tech and names the fix. The cloud's
+    root is looked up only if its module is loaded (a kiosk never loads it, nor raises it)."""
+    roots: list[type[BaseException]] = [KioskError, LedgerError, DriverError]
+    sync = sys.modules.get("cloud_sync.errors")
+    if sync is not None:
+        roots.append(sync.SyncError)
+    return isinstance(exc, tuple(roots))
+
 
 _OS_FIXES = {
     errno.ENOSPC: ("disk full", "free space on that disk (df -h) and run again"),
@@ -71,7 +79,7 @@ def explain(exc: BaseException) -> tuple[str, int, bool]:
         return one_line(exc.format_message()), exc.exit_code, False
     if isinstance(exc, click.Abort | KeyboardInterrupt):
         return "interrupted; nothing more was done", FAULT, False
-    if isinstance(exc, OUR_ROOTS):
+    if _ours(exc):
         return one_line(str(exc)), FAULT, False
     if isinstance(exc, sqlite3.Error):
         # Without the file's name (SQLite does not say it): the fault and the fix all the same.

@@ -33,8 +33,9 @@ class DatabaseCorrupt(LedgerError):
 
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
-            f"the ledger file {path} is damaged or is not a ledger ({detail}); move it aside and"
-            " start the kiosk again: an enrolled kiosk fetches its own ops back from the cloud"
+            f"the ledger file {path} is damaged or is not a ledger (integrity check failed:"
+            f" {detail}); move it aside and start the kiosk again: an enrolled kiosk fetches its"
+            " own ops back from the cloud"
         )
         self.path = path
         self.detail = detail
