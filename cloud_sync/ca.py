@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 RECONCILER = "reconciler"  # CN of the reconciler's certificate: the wide ACL rights
 BROKER = "broker"
+BROKER_ACCOUNT = "mosquitto"  # the user and group Debian's mosquitto runs as
 RESERVED_NAMES = frozenset({RECONCILER, BROKER})  # never a device's CN
 ENROLL_ROOT = f"{ROOT}/enroll"  # kiosk/v1/enroll/<claim id>/req|res (the enrollment listener)
 
@@ -264,6 +266,48 @@ def mosquitto_conf(
     return "\n".join(lines) + "\n"
 
 
+def broker_group() -> int | None:
+    """The gid of group `mosquitto` (Debian's package creates it), or None without one."""
+    try:
+        return grp.getgrnam(BROKER_ACCOUNT).gr_gid
+    except KeyError:
+        return None
+
+
+def share_with_broker(files: list[Path | None]) -> None:
+    """Let mosquitto read its key, certificates and ACLs whether it runs as root or as user
+    `mosquitto`: started as root it drops to that user before reading them, and a 0600 key
+    owned by root is then unreadable. As root, the files go to group `mosquitto` (the key 0640:
+    never readable by others); otherwise nothing changes (`broker_unreadable` says what)."""
+    gid = broker_group()
+    if gid is None or os.geteuid() != 0:
+        return
+    for path in files:
+        if path is None:
+            continue
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o640 if path.suffix == ".key" else 0o644)
+
+
+def broker_unreadable(directory: Path) -> list[Path]:
+    """What user `mosquitto` cannot reach in `directory` (its key, or a folder on the way it
+    cannot enter): empty when the broker will read its files, or when there is no such user."""
+    gid = broker_group()
+    if gid is None:
+        return []
+    blocked: list[Path] = []
+    key = directory / f"{BROKER}.key"
+    if key.exists():
+        st = key.stat()
+        if not (st.st_mode & 0o004 or (st.st_gid == gid and st.st_mode & 0o040)):
+            blocked.append(key)
+    for folder in [directory.resolve(), *directory.resolve().parents]:
+        st = folder.stat()
+        if not (st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010)):
+            blocked.append(folder)
+    return blocked
+
+
 def write_broker_config(
     directory: Path,
     *,
@@ -285,6 +329,7 @@ def write_broker_config(
     if enroll_port is not None:
         enroll_acl = directory / "enroll.acl"
         enroll_acl.write_text(enroll_acl_text())
+    share_with_broker([server.key, server.cert, directory / CA_CERT, acl, enroll_acl])
     conf = directory / "mosquitto.conf"
     conf.write_text(
         mosquitto_conf(

@@ -139,6 +139,16 @@ class ReconcilerSettings(Settings):
     chain_chunk: int = Field(default=200, ge=1)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
 
+    @field_validator("store")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unknown store backend {scheme!r}: use sqlite:///PATH or postgresql://..."
+            )
+        return v
+
 
 class ConsoleSettings(Settings):
     """The operators' web console (`[console]`, package `backoffice`): its own database (default
@@ -191,6 +201,11 @@ def load_config(path: Path) -> CloudConfig:
     console = data.get("console")
     if isinstance(console, dict) and not Path(console.get("secret_key_file", "/")).is_absolute():
         console["secret_key_file"] = str(base / console["secret_key_file"])
+    tls = rec.get("broker", {}).get("tls") if isinstance(rec.get("broker"), dict) else None
+    if isinstance(tls, dict):
+        for k in ("ca", "cert", "key"):
+            if isinstance(tls.get(k), str) and not Path(tls[k]).is_absolute():
+                tls[k] = str(base / tls[k])
     enroll = rec.get("enroll")
     if isinstance(enroll, dict):
         for k in ("ca_dir", "sites_dir"):
@@ -199,4 +214,7 @@ def load_config(path: Path) -> CloudConfig:
     try:
         return CloudConfig.model_validate(data).model_copy(update={"path": path})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config: {exc}") from exc
+        faults = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {faults}") from None

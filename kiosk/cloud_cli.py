@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,12 @@ import click
 
 from cloud_sync import admin, ca
 from cloud_sync.errors import SyncError
+from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
 from cloud_sync.store import open_store
 from edge.ledger import LedgerError, load_private_key
+from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
 from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
@@ -48,6 +51,8 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
         store = open_store(s.store, replica=s.replica, key=key)
     except (LedgerError, SyncError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
+        raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
         yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
     except (LedgerError, SyncError) as exc:
@@ -160,7 +165,9 @@ def ca_issue(device: str, site: str, directory: Path) -> None:
 
 @cloud.command(name="broker-config")
 @click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
-@click.option("--port", default=8883, show_default=True, help="Listener port.")
+@click.option(
+    "--port", default=8883, show_default=True, type=click.IntRange(1, 65535), help="Listener port."
+)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
 @click.option(
     "--enroll-port",
@@ -187,6 +194,46 @@ def broker_config(
     click.echo(f"{conf}\n{directory / 'mosquitto.acl'}")
     if enroll_port is not None:
         click.echo(directory / "enroll.acl")
+    for path in ca.broker_unreadable(directory):
+        click.echo(
+            f"warning: user mosquitto cannot read {path}: run this command as root, or"
+            f" `sudo chgrp mosquitto {path} && sudo chmod g+r{'x' if path.is_dir() else ''}"
+            f" {path}`",
+            err=True,
+        )
+
+
+@cloud.command(name="keys")
+@click.option(
+    "--config",
+    "config",
+    type=ConfigPath,
+    help="Cloud TOML config: the key goes to its reconciler.key_file.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Or write the key to this file.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing key (kiosks pinned the old one).")
+def keys(config: Path | None, out: Path | None, force: bool) -> None:
+    """Create the cloud's Ed25519 signing key (0600) and print its public key, which kiosks pin
+    at enrollment; never overwrites a key without --force."""
+    from edge.ledger import generate_key, public_bytes, save_private_key
+
+    if (config is None) == (out is None):
+        raise click.UsageError("give either --config or --out")
+    path = _config(config).reconciler.key_file if config is not None else out
+    assert path is not None
+    if path.exists() and not force:
+        key = load_private_key(path)  # refuses a key others can read, or not a key
+        click.echo(f"{path} exists (kept; --force replaces it)")
+    else:
+        key = generate_key()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(path, key)
+        click.echo(f"cloud signing key {path} created (0600)")
+    click.echo(f"cloud public key: {public_bytes(key).hex()}")
 
 
 @cloud.command(name="site-key")
@@ -267,8 +314,8 @@ def member() -> None:
 
 @member.command(name="register")
 @config_option
-@click.option("--account", required=True, help="Account id.")
-@click.option("--name", required=True, help="Member's display name.")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option("--name", required=True, type=NAME, help="Member's display name.")
 def member_register(config: Path, account: str, name: str) -> None:
     """Create or rename a member account."""
     with _reconciler(config) as (_cfg, rec):
@@ -278,11 +325,17 @@ def member_register(config: Path, account: str, name: str) -> None:
 
 @member.command(name="set")
 @config_option
-@click.option("--account", required=True, help="Account id.")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
 @click.option("--tier", default=None, help="Tier name (as in the kiosks' [rules] tiers).")
 @click.option("--pin", default=None, help="New PIN (stored as a salted PBKDF2 hash only).")
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
-@click.option("--days", default=30, show_default=True, help="Time pass length from now.")
+@click.option(
+    "--days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3660),
+    help="Time pass length from now.",
+)
 def member_set(
     config: Path,
     account: str,
@@ -319,7 +372,7 @@ def member_set(
 
 @cloud.command(name="coupon")
 @config_option
-@click.option("--code", required=True, help="The code printed as QR `C:<code>`.")
+@click.option("--code", required=True, type=CODE, help="The code printed as QR `C:<code>`.")
 def coupon(config: Path, code: str) -> None:
     """Issue a single-use coupon (free entry), scanned as the QR code `C:<code>`."""
     with _reconciler(config) as (_cfg, rec):
@@ -329,8 +382,8 @@ def coupon(config: Path, code: str) -> None:
 
 @cloud.command(name="voucher")
 @config_option
-@click.option("--code", required=True, help="The code printed as QR `V:<code>`.")
-@click.option("--amount", required=True, type=int, help="Value in minor units.")
+@click.option("--code", required=True, type=CODE, help="The code printed as QR `V:<code>`.")
+@click.option("--amount", required=True, type=AMOUNT, help="Value in minor units.")
 def voucher(config: Path, code: str, amount: int) -> None:
     """Issue a single-use top-up voucher, redeemed at a top-up kiosk as the QR `V:<code>`."""
     with _reconciler(config) as (_cfg, rec):
@@ -348,8 +401,8 @@ def card() -> None:
 
 @card.command(name="link")
 @config_option
-@click.option("--account", required=True, help="Account id.")
-@click.option("--card", "number", required=True, help="Card number (never stored).")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option("--card", "number", required=True, type=CARD, help="Card number (never stored).")
 def card_link(config: Path, account: str, number: str) -> None:
     """Issue a card to an account (link its HMAC token, status active)."""
     with _reconciler(config) as (cfg, rec):
@@ -368,7 +421,7 @@ def _status(config: Path, site: str, number: str, status: str) -> None:
 @card.command(name="lost")
 @config_option
 @click.option("--site", required=True, help="Site whose kiosks must refuse the card.")
-@click.option("--card", "number", required=True, help="Card number.")
+@click.option("--card", "number", required=True, type=CARD, help="Card number.")
 def card_lost(config: Path, site: str, number: str) -> None:
     """Report a card lost: status register + deny-list delta pushed to every online kiosk."""
     _status(config, site, number, "lost")
@@ -377,7 +430,7 @@ def card_lost(config: Path, site: str, number: str) -> None:
 @card.command(name="freeze")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--card", "number", required=True, help="Card number.")
+@click.option("--card", "number", required=True, type=CARD, help="Card number.")
 def card_freeze(config: Path, site: str, number: str) -> None:
     """Freeze a card (deny-list delta); `card unfreeze` lifts it."""
     _status(config, site, number, "frozen")
@@ -386,7 +439,7 @@ def card_freeze(config: Path, site: str, number: str) -> None:
 @card.command(name="unfreeze")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--card", "number", required=True, help="Card number.")
+@click.option("--card", "number", required=True, type=CARD, help="Card number.")
 def card_unfreeze(config: Path, site: str, number: str) -> None:
     """Make a frozen card active again (deny-list delta lifting it)."""
     _status(config, site, number, "active")
@@ -395,8 +448,8 @@ def card_unfreeze(config: Path, site: str, number: str) -> None:
 @card.command(name="replace")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--old", "old", required=True, help="Old card number.")
-@click.option("--new", "new", required=True, help="New card number.")
+@click.option("--old", "old", required=True, type=CARD, help="Old card number.")
+@click.option("--new", "new", required=True, type=CARD, help="New card number.")
 def card_replace(config: Path, site: str, old: str, new: str) -> None:
     """Replace a card: the old one is denied, the new one linked to the same account."""
     with _reconciler(config) as (cfg, rec):
@@ -410,10 +463,12 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 
 @cloud.command()
 @config_option
-@click.option("--account", required=True, help="Account id.")
-@click.option("--amount", required=True, type=click.IntRange(min=1), help="Minor units.")
-@click.option("--purse", default="cash", show_default=True, help="Purse.")
-@click.option("--ref", required=True, help="Receipt number (a retry does not credit twice).")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option("--amount", required=True, type=AMOUNT, help="Minor units (2500 for 25.00).")
+@click.option("--purse", default="cash", show_default=True, type=CODE, help="Purse.")
+@click.option(
+    "--ref", required=True, type=CODE, help="Receipt number (a retry does not credit twice)."
+)
 def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
     """Top up at the counter: credit a purse on the cloud's chain."""
     with _reconciler(config) as (_cfg, rec):
@@ -424,8 +479,8 @@ def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None
 
 @cloud.command()
 @config_option
-@click.option("--account", required=True, help="Account id.")
-@click.option("--amount", required=True, type=click.IntRange(min=1), help="Minor units.")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option("--amount", required=True, type=AMOUNT, help="Minor units.")
 @click.option("--purse", default="cash", show_default=True, help="Purse.")
 @click.option("--original", required=True, help="Tap id or receipt of what is refunded.")
 @click.option("--reason", required=True, help="Why (kept with the signed op).")
@@ -461,8 +516,15 @@ def console(config: Path, host: str, port: int, threads: int, create: str | None
 
 @cloud.command()
 @config_option
-@click.option("--account", required=True, help="Account id.")
-@click.option("--history", "n", default=20, show_default=True, help="How many recent ops.")
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option(
+    "--history",
+    "n",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="How many recent ops.",
+)
 def show(config: Path, account: str, n: int) -> None:
     """A member's balances, rights per replica, card states and recent history."""
     with _reconciler(config) as (_cfg, rec):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -28,6 +29,7 @@ from edge.drivers.ntag424 import SiteKeys
 from edge.drivers.wedge import WedgeReader, open_wedge
 from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.ledger.errors import sqlite_fault
 from edge.ledger.sitekey import load_site_secrets
 from edge.taps.pipeline import RightsSource, TapPipeline
 from edge.taps.reasons import DenyReason
@@ -105,13 +107,12 @@ class KioskDaemon:
     def open_ledger(self) -> Ledger:
         k = self.cfg.kiosk
         k.state_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(
-            k.state_dir / "ledger.db",
-            replica=k.id,
-            key=load_private_key(k.key_file),
-            role="kiosk",
-            risk=risk_policy(self.cfg),
-        )
+        path = k.state_dir / "ledger.db"
+        key = load_private_key(k.key_file)
+        try:
+            ledger = Ledger(path, replica=k.id, key=key, role="kiosk", risk=risk_policy(self.cfg))
+        except sqlite3.Error as exc:  # damaged, not a database, disk full: say which
+            raise sqlite_fault(str(path), exc) from exc
         if k.cloud_public_key:  # pinned at enrollment: the only cloud this kiosk believes
             ledger.trust(k.cloud_replica, bytes.fromhex(k.cloud_public_key), "cloud")
         return ledger

@@ -24,7 +24,7 @@ from edge.ledger.errors import LedgerError, OpRefused
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import Intent, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share
-from edge.ledger.schema import prepare
+from edge.ledger.schema import open_read_only, prepare
 from edge.ledger.sqlite_chain import OP_COLUMNS, SqliteChainStore, op_from_row
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,28 @@ class Ledger:
         risk: RiskPolicy = STRICT,
         clock: Clock | None = None,
         durable: bool = True,
+        read_only: bool = False,
     ) -> None:
         """`durable=False` skips the fsync of each commit: for building fixtures and
-        simulations only, never for a kiosk's ledger (an acknowledged tap could be lost)."""
+        simulations only, never for a kiosk's ledger (an acknowledged tap could be lost).
+        `read_only=True` opens an existing ledger for reading only (`kiosk ledger verify`):
+        the file is never changed, and a file that is not a ledger is refused."""
         self.path = str(path)
         self.role: Role = role
         self.risk = risk
         self.clock = clock or Clock()
         self._key = key
         self._lock = threading.Lock()
+        if read_only:
+            if key is not None:
+                raise LedgerError("a read-only ledger cannot sign")
+            self._conn = open_read_only(self.path)
+            self.replica = self._own_replica(replica)
+            self._keys: dict[str, Ed25519PublicKey] = {}
+            self._roles: dict[str, Role] = {}
+            self._chain = SqliteChainStore(self._conn, role, self._keys, self._roles)
+            self._load_keyring()
+            return
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
@@ -93,8 +106,8 @@ class Ledger:
             conn.close()
             raise
         self.replica = self._own_replica(replica)
-        self._keys: dict[str, Ed25519PublicKey] = {}
-        self._roles: dict[str, Role] = {}
+        self._keys = {}
+        self._roles = {}
         self._chain = SqliteChainStore(conn, role, self._keys, self._roles)
         self._load_keyring()
         if key is not None:
