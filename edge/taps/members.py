@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as r
-from edge.taps.rules import Balance, Card, CardStatus, Decision, Member, Pass
+from edge.ledger.membership import CardStatus
+from edge.taps.rules import Balance, Card, Decision, Member, Pass
 
 
 def _int(value: str | None) -> int:

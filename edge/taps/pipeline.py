@@ -18,10 +18,10 @@ from edge.config import KioskConfig, Role
 from edge.drivers.base import Token
 from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
+from edge.ledger.membership import CardStatus
 from edge.taps.members import intents_for, read_balances, read_card, read_member
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
-    CardStatus,
     Decision,
     Tap,
     TapState,

@@ -12,19 +12,11 @@ from dataclasses import dataclass, field, replace
 
 from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
+from edge.ledger.membership import CardStatus
 from edge.ledger.records import pin_matches
 from edge.taps.reasons import DenyReason
 
 DAY_MS = 86_400_000
-
-
-class CardStatus(enum.StrEnum):
-    ACTIVE = "active"
-    LOST = "lost"
-    FROZEN = "frozen"
-    CANCELLED = "cancelled"
-    REPLACED = "replaced"
-    EXPIRED = "expired"
 
 
 STATUS_REASON = {
