@@ -96,3 +96,37 @@ def test_credit_limit_makes_overdraft_reachable_and_is_a_register(counter):
         assert (st.lower_bound, st.rights("cloud")) == (-2000, 2000)
     finally:
         s.close()
+
+
+def test_refund_and_correct_commands(counter):
+    run, store = counter
+    out = run("refund", "--ref", "nope", "--reason", "typo", code=1)
+    assert "no purchase with tap id nope" in one_line(out)
+    run(
+        "correct",
+        "--account",
+        "m1",
+        "--purse",
+        "points",
+        "--amount",
+        "300",
+        "--reason",
+        "gift",
+        "--ref",
+        "c1",
+    )
+    out = run(
+        "correct",
+        "--account",
+        "m1",
+        "--purse",
+        "points",
+        "--amount",
+        "-900",
+        "--reason",
+        "typo",
+        "--ref",
+        "c2",
+        code=1,
+    )
+    assert "the cloud holds 300 of points" in one_line(out)
