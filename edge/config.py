@@ -89,6 +89,7 @@ class Rules(Strict):
     debounce_seconds: float = Field(default=3.0, ge=0)
     low_balance: Money = 0
     pass_expiry_notice_days: int = Field(default=7, ge=0)
+    card_expiry_notice_days: int = Field(default=14, ge=0)
     near_tier_points: int = Field(default=0, ge=0)
     accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
     redeem_points: bool = False

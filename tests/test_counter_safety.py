@@ -130,3 +130,23 @@ def test_refund_and_correct_commands(counter):
         code=1,
     )
     assert "the cloud holds 300 of points" in one_line(out)
+
+
+def test_card_commands_link_by_nfc_uid_and_keep_the_lifecycle(counter, tmp_path):
+    from cloud_sync import admin
+    from edge.ledger.sitekey import load_site_secrets
+
+    run, store = counter
+    run("card", "link", "--account", "m1", "--nfc-uid", "04:a1:b2:c3:d4:e5:f6")
+    token = admin.card_token(load_site_secrets(tmp_path / "site.key"), "04A1B2C3D4E5F6", "nfc")
+    s = store()
+    try:
+        assert admin.card_owner(s, token) == "m1"
+    finally:
+        s.close()
+    run("card", "lost", "--site", "pool", "--nfc-uid", "04A1B2C3D4E5F6")
+    out = run("card", "unfreeze", "--site", "pool", "--nfc-uid", "04A1B2C3D4E5F6", code=1)
+    assert "a lost card cannot become active" in one_line(out)
+    assert "4, 7 or 10 bytes" in run("card", "link", "--account", "m1", "--nfc-uid", "0411", code=2)
+    run("card", "link", "--anonymous", "--card", "9000000000000001", "--valid-until", "2030-01-31")
+    run("card", "cancel", "--site", "pool", "--card", "9000000000000001")

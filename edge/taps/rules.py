@@ -104,6 +104,7 @@ class RegisterWrite:
 class Notice(enum.Enum):
     LOW_BALANCE = ("Low balance", "余额不足，请充值")
     PASS_EXPIRING = ("Pass expires soon", "票券即将到期")
+    CARD_EXPIRING = ("Card expires soon", "会员卡即将到期")
     NEAR_NEXT_TIER = ("Close to the next tier", "即将升级")
 
 
@@ -303,6 +304,10 @@ def _with_notices(
     horizon = tap.now_ms + rules.pass_expiry_notice_days * DAY_MS
     if any(tap.now_ms < p.valid_until_ms <= horizon for p in member.passes):
         notices.append(Notice.PASS_EXPIRING)
+    card = state.card
+    card_horizon = tap.now_ms + rules.card_expiry_notice_days * DAY_MS
+    if card is not None and tap.now_ms < card.valid_until_ms <= card_horizon:
+        notices.append(Notice.CARD_EXPIRING)
     earned = state.balances.get("points", Balance(0, 0)).earned
     earned += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
     nxt = next(
