@@ -191,10 +191,25 @@ def _gate(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decisi
     visits = product.visits_purse or f"visits:{product_id}"
     if state.balances.get(visits, Balance(0, 0)).value > 0:
         return _pay(state, member, visits, 1, rules.tier(member.tier), cfg, accrue=False)
+    out_of_dates = _pass_out_of_dates(member, product_id, tap.now_ms)
     if product.price == 0:
-        return deny(DenyReason.NO_VALID_PASS, member.name)
+        return deny(out_of_dates or DenyReason.NO_VALID_PASS, member.name)
     price = _discounted(product.price, rules.tier(member.tier))
-    return _pay(state, member, "cash", price, rules.tier(member.tier), cfg, accrue=True)
+    paid = _pay(state, member, "cash", price, rules.tier(member.tier), cfg, accrue=True)
+    if not paid.approved and out_of_dates is not None:
+        # A pass holder whose pass is out of its dates is told so, not "not enough balance".
+        return replace(paid, reason=out_of_dates)
+    return paid
+
+
+def _pass_out_of_dates(member: Member, product: str, now_ms: int) -> DenyReason | None:
+    """Why the member's pass for this product does not cover now (None: they hold none)."""
+    held = [p for p in member.passes if p.product == product]
+    if not held:
+        return None
+    if all(now_ms < p.valid_from_ms for p in held):
+        return DenyReason.PASS_NOT_YET_VALID
+    return DenyReason.PASS_EXPIRED
 
 
 def _point_of_sale(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decision:
@@ -241,7 +256,9 @@ def _pay(
     # the balance even when this kiosk has not seen a top-up made elsewhere.
     if bal.value - amount < bal.lower_bound and bal.rights < amount:
         return replace(
-            deny(DenyReason.INSUFFICIENT_BALANCE, member.name), wanted=Move(purse, amount)
+            deny(DenyReason.INSUFFICIENT_BALANCE, member.name),
+            wanted=Move(purse, amount),
+            remaining={purse: max(bal.value, bal.rights)},  # the screen shows it beside the price
         )
     credits: tuple[Move, ...] = ()
     if accrue and cfg.rules.points_per_unit:
