@@ -31,13 +31,14 @@ from edge.ledger.membership import (
     card_move_fault,
     pin_fault,
     purse_fault,
+    review_tier,
     tier_rank,
 )
 from edge.ledger.sitekey import SiteSecrets
 
 CARD_STATES = tuple(s.value for s in CardStatus)
 CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
-PROGRESS_OFFSET = "progress_offset"  # points earned that do not count toward tiers
+PROGRESS_OFFSET = rec.PROGRESS_OFFSET  # points earned that do not count toward tiers
 ANONYMOUS = "anonymous"  # register of an anonymous (不记名) card's account: "1"
 
 
@@ -348,3 +349,51 @@ async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None
     ) as client:
         for o in outs:
             await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+
+
+# -- tiers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    member: str
+    before: str
+    after: str
+    progress: int
+
+
+def review_tiers(
+    store: CloudStore, membership: MembershipSettings, now_ms: int, account: str | None = None
+) -> list[TierChange]:
+    """End a tier window: each member's tier becomes what the window's points reached (up or
+    down; one down after `inactive_days` idle), and a new window starts (progress 0). Kiosks
+    apply upgrades at the tap by themselves; this is also where downgrades happen."""
+    steps = membership.steps()
+    if not steps:
+        raise ActionRefused("no tiers configured: set [[membership.tiers]]")
+    if account is not None:
+        require_member(store, account)
+        accounts = [account]
+    else:
+        accounts = sorted({p.account for p in store.purses() if ":" not in p.account})
+    changes = []
+    for member in accounts:
+        current = store.register(member, rec.MEMBER_TIER)
+        before = current.value if current else ""
+        earned = sum(s.inc for s in store.purse(member, "points").shares)
+        progress = max(earned - _int_register(store, member, PROGRESS_OFFSET), 0)
+        last = store.history(member, 1)
+        idle_days = (now_ms - last[0].wall_ms) // 86_400_000 if last else 0
+        after = review_tier(
+            before,
+            progress,
+            steps,
+            idle_days=idle_days,
+            inactive_days=membership.inactive_days,
+        )
+        intents = _register_intents(store, member, PROGRESS_OFFSET, str(earned))
+        if after != before:
+            intents += _register_intents(store, member, rec.MEMBER_TIER, after)
+        store.append(intents)
+        changes.append(TierChange(member, before, after, progress))
+    return changes

@@ -302,6 +302,26 @@ def member_set(
     click.echo(f"member {account} updated")
 
 
+@cloud.group()
+def tiers() -> None:
+    """Member tiers: kiosks upgrade at the tap; the review at the end of a window moves down."""
+
+
+@tiers.command(name="review")
+@config_option
+@click.option("--account", default=None, help="One member; default: every member.")
+def tiers_review(config: Path, account: str | None) -> None:
+    """End the tier window: each tier becomes what the window's points reached (up or down,
+    one down after [membership] inactive_days idle), and a new window starts."""
+    with _reconciler(config) as (cfg, rec):
+        changes = admin.review_tiers(
+            rec.store, cfg.membership, time.time_ns() // 1_000_000, account
+        )
+    for c in changes:
+        moved = f"{c.before or '-'} -> {c.after or '-'}" if c.before != c.after else c.after or "-"
+        click.echo(f"{c.member}: {moved} ({c.progress} points in the window)")
+
+
 @cloud.command(name="coupon")
 @config_option
 @click.option("--code", required=True, help="The code printed as QR `C:<code>`.")

@@ -98,3 +98,22 @@ def next_tier(progress: int, steps: Sequence[TierStep]) -> tuple[str, int] | Non
     """The next tier above what `progress` reaches and the points still needed."""
     above = sorted((s for s in steps if s.min_points > progress), key=lambda s: s.min_points)
     return (above[0].name, above[0].min_points - progress) if above else None
+
+
+def review_tier(
+    current: str,
+    progress: int,
+    steps: Sequence[TierStep],
+    *,
+    idle_days: int = 0,
+    inactive_days: int = 0,
+) -> str:
+    """The tier at the end of a window: what the window's progress reached (up or down), and
+    at most one below the current tier after `inactive_days` without activity (0 = never)."""
+    reached = tier_reached(progress, steps)
+    if inactive_days and idle_days >= inactive_days:
+        below = [s for s in steps if s.min_points < tier_rank(current, steps)]
+        lower = max(below, key=lambda s: s.min_points).name if below else current
+        if tier_rank(lower, steps) < tier_rank(reached, steps):
+            return lower
+    return reached or current

@@ -56,6 +56,7 @@ def read_member(ledger: Ledger, member_id: str) -> Member | None:
         pin_locked_until_ms=_int(_reg(ledger, member_id, r.PIN_LOCKED_UNTIL)),
         passes=tuple(passes),
         role=_reg(ledger, member_id, r.MEMBER_ROLE) or "",
+        progress_offset=_int(_reg(ledger, member_id, r.PROGRESS_OFFSET)),
     )
 
 

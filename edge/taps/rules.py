@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
-from edge.ledger.membership import CardStatus
+from edge.ledger.membership import CardStatus, TierStep, tier_rank, tier_reached
 from edge.ledger.records import pin_matches
 from edge.taps.reasons import DenyReason
 
@@ -56,6 +56,7 @@ class Member:
     pin_locked_until_ms: int = 0
     passes: tuple[Pass, ...] = ()
     role: str = ""  # "tech" for a field technician's card
+    progress_offset: int = 0  # points earned that do not count toward tiers (refunded, window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,9 @@ def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
         return deny(DenyReason.CARD_NOT_SECURE, name)
     if member.pin_locked_until_ms > tap.now_ms:
         return deny(DenyReason.PIN_LOCKED, name)
+    # The tier is applied at the tap: the one the member's progress reaches, if above the one
+    # the cloud last set (the cloud's review moves it down).
+    member = replace(member, tier=effective_tier(member, tier_progress(state, member), cfg))
     role = cfg.kiosk.role
     if role is Role.GATE:
         decision = _gate(state, member, tap, cfg)
@@ -271,6 +275,36 @@ def _pay(
     )
 
 
+def tier_progress(state: TapState, member: Member) -> int:
+    """Points that count toward tiers: earned in the current window, less refunded ones."""
+    earned = state.balances.get("points", Balance(0, 0)).earned
+    return max(earned - member.progress_offset, 0)
+
+
+def _steps(cfg: KioskConfig) -> list[TierStep]:
+    return [TierStep(t.name, t.min_points) for t in cfg.rules.tiers]
+
+
+def effective_tier(member: Member, progress: int, cfg: KioskConfig) -> str:
+    """The higher of the tier the cloud set and the tier `progress` reaches."""
+    steps = _steps(cfg)
+    reached = tier_reached(progress, steps)
+    if reached and tier_rank(reached, steps) > tier_rank(member.tier, steps):
+        return reached
+    return member.tier
+
+
+def _next_tier(tier: str, progress: int, cfg: KioskConfig) -> tuple[str, int] | None:
+    """The next tier above the one the member pays at, and the points still needed for it: the
+    note on the screen matches the price charged."""
+    steps = _steps(cfg)
+    rank = tier_rank(tier, steps)
+    above = sorted((s for s in steps if s.min_points > rank), key=lambda s: s.min_points)
+    if not above:
+        return None
+    return above[0].name, max(above[0].min_points - progress, 1)
+
+
 def _discounted(price: int, tier: Tier) -> int:
     return price - price * tier.discount_pct // 100
 
@@ -325,12 +359,9 @@ def _with_notices(
     card_horizon = tap.now_ms + rules.card_expiry_notice_days * DAY_MS
     if card is not None and tap.now_ms < card.valid_until_ms <= card_horizon:
         notices.append(Notice.CARD_EXPIRING)
-    earned = state.balances.get("points", Balance(0, 0)).earned
-    earned += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
-    nxt = next(
-        (t for t in sorted(rules.tiers, key=lambda t: t.min_points) if t.min_points > earned), None
-    )
-    to_next = (nxt.name, nxt.min_points - earned) if nxt else None
+    progress = tier_progress(state, member)
+    progress += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
+    to_next = _next_tier(member.tier, progress, cfg)
     if to_next and rules.near_tier_points and to_next[1] <= rules.near_tier_points:
         notices.append(Notice.NEAR_NEXT_TIER)
     return replace(
