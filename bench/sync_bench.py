@@ -30,8 +30,7 @@ PG_DSN = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:54
 
 
 def _kiosk_ops(root: Path, n: int) -> tuple[Ledger, list[Op]]:
-    led = Ledger(root / "k1.db", replica="k1", key=generate_key())
-    led.conn.execute("PRAGMA synchronous=OFF")  # building the fixture only
+    led = Ledger(root / "k1.db", replica="k1", key=generate_key(), durable=False)  # a fixture
     for i in range(n):
         kind = Kind.INC if i < 50 else Kind.DEC
         amount = 10**9 if i < 50 else 1 + i % 7

@@ -7,7 +7,10 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Sequence
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +19,9 @@ from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
 from cloud_sync.protocol import DenyDelta, DenyEntry
-from edge.ledger import Intent, Kind, Ledger, PurseState, Register, SpendRefused
+from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
+from edge.ledger.chain import Role
 from edge.ledger.op import Op
-from edge.ledger.store import _OP_COLUMNS, Role, op_from_row
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +110,15 @@ class CloudStore(abc.ABC):
 
     @abc.abstractmethod
     def ingest(self, ops: Sequence[Op]) -> dict[str, int]:
-        """Verify and store ops exactly once; counts of applied/duplicate/pending/refused."""
+        """Verify and store ops exactly once; counts of applied/duplicate/pending/refused as
+        `edge.ledger.chain` defines them (`applied` includes pending ops let through)."""
 
     @abc.abstractmethod
     def head(self, replica: str) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
+    def pending_count(self) -> int:
+        """Ops held for a missing predecessor (0 once every gap has filled)."""
 
     @abc.abstractmethod
     def heads(self) -> dict[str, int]: ...
@@ -172,8 +180,10 @@ class CloudStore(abc.ABC):
                 return []
             try:
                 return self.append([Intent(Kind.XFER, account, purse, amount, counterpart=to)], ref)
-            except SpendRefused:
-                continue
+            except SpendRefused as exc:
+                if exc.reason is not Refusal.INSUFFICIENT_RIGHTS:  # a retry cannot help
+                    log.warning("grant to %s refused: %s", to, exc)
+                    return []
         return []
 
     # -- directory and deny list -----------------------------------------------------------
@@ -288,12 +298,31 @@ _DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "
 
 
 class SqliteCloudStore(CloudStore):
-    """The embedded default: the cloud replica's own Ledger file plus two tables. One process."""
+    """The embedded default: the cloud replica's own Ledger file plus the directory, deny list
+    and claims tables, which this store reaches on a connection of its own. One process."""
 
-    def __init__(self, path: Path | str, *, replica: str, key: Ed25519PrivateKey) -> None:
-        self.ledger = Ledger(path, replica=replica, key=key, role="cloud")
+    def __init__(
+        self, path: Path | str, *, replica: str, key: Ed25519PrivateKey, durable: bool = True
+    ) -> None:
+        """`durable=False`: no fsync per commit, for fixtures and simulations only."""
+        self.ledger = Ledger(path, replica=replica, key=key, role="cloud", durable=durable)
         self.replica = replica
-        _cloud_migrations.apply(Database(self.ledger.conn))
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        _cloud_migrations.apply(Database(self._conn))
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def trust(self, replica: str, public_key: bytes, role: Role) -> None:
         self.ledger.trust(replica, public_key, role)
@@ -310,6 +339,9 @@ class SqliteCloudStore(CloudStore):
     def heads(self) -> dict[str, int]:
         return self.ledger.heads()
 
+    def pending_count(self) -> int:
+        return self.ledger.pending_count()
+
     def ops(self, replica: str, after_seq: int = 0, limit: int | None = None) -> list[Op]:
         return list(self.ledger.ops(replica, after_seq, limit))
 
@@ -317,12 +349,7 @@ class SqliteCloudStore(CloudStore):
         return self.ledger.append(intents, ref)
 
     def by_ref(self, ref: str) -> list[Op]:
-        rows = self.ledger.conn.execute(
-            f"SELECT {_OP_COLUMNS} FROM ops INDEXED BY ops_ref WHERE replica = ? AND ref = ?"
-            " ORDER BY seq",
-            (self.replica, ref),
-        ).fetchall()
-        return [op_from_row(r) for r in rows]
+        return self.ledger.ops_with_ref(ref)
 
     def purse(self, account: str, purse: str) -> PurseState:
         return self.ledger.purse(account, purse)
@@ -334,35 +361,17 @@ class SqliteCloudStore(CloudStore):
         return self.ledger.register(account, name)
 
     def account_of(self, register_name: str) -> str | None:
-        row = self.ledger.conn.execute(
-            "SELECT account FROM registers WHERE name = ? LIMIT 1", (register_name,)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return self.ledger.account_of(register_name)
 
     def history(self, account: str, limit: int = 50) -> list[Op]:
-        rows = self.ledger.conn.execute(
-            f"SELECT {_OP_COLUMNS} FROM ops WHERE account = ? ORDER BY wall_ms DESC, replica, seq"
-            " LIMIT ?",
-            (account, limit),
-        ).fetchall()
-        return [op_from_row(r) for r in rows]
+        return self.ledger.history(account, limit)
 
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
-        rows = self.ledger.conn.execute(
-            "SELECT s.account, s.purse, s.replica, s.inc + s.xin - s.xout - s.dec AS rights"
-            " FROM shares s JOIN replicas r ON r.replica = s.replica AND r.role = 'kiosk'"
-            " WHERE s.inc + s.xin - s.xout - s.dec > 0"
-            " AND COALESCE((SELECT MAX(o.wall_ms) FROM ops o WHERE o.account = s.account"
-            "   AND o.purse = s.purse AND (o.replica = s.replica"
-            "   OR (o.replica = ? AND o.counterpart = s.replica))), 0) < ?"
-            " ORDER BY s.account, s.purse, s.replica",
-            (self.replica, before_ms),
-        ).fetchall()
-        return [(str(a), str(p), str(r), int(n)) for a, p, r, n in rows]
+        return self.ledger.idle_rights(before_ms)
 
     def enroll(self, device: str, site: str) -> None:
-        with self.ledger.conn:
-            self.ledger.conn.execute(
+        with self._write() as c:
+            c.execute(
                 "INSERT INTO devices (device, site) VALUES (?, ?)"
                 " ON CONFLICT (device) DO UPDATE SET site = excluded.site",
                 (device, site),
@@ -383,7 +392,7 @@ class SqliteCloudStore(CloudStore):
         )
 
     def device(self, device: str) -> Device | None:
-        row = self.ledger.conn.execute(
+        row = self._conn.execute(
             "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
             " FROM devices WHERE device = ?",
             (device,),
@@ -391,7 +400,7 @@ class SqliteCloudStore(CloudStore):
         return None if row is None else self._device(row)
 
     def devices(self) -> list[Device]:
-        rows = self.ledger.conn.execute(
+        rows = self._conn.execute(
             "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
             " FROM devices ORDER BY site, device"
         ).fetchall()
@@ -402,28 +411,22 @@ class SqliteCloudStore(CloudStore):
         args = [int(v) for k, v in fields.items() if k in _DEVICE_FIELDS]
         if not sets:
             return
-        with self.ledger.conn:
-            self.ledger.conn.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
+        with self._write() as c:
+            c.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
-        conn = self.ledger.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (last,) = conn.execute(
+        body = entries_json(entries)
+        with self._write() as c:
+            (last,) = c.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM denylist WHERE site = ?", (site,)
             ).fetchone()
-            body = entries_json(entries)
-            conn.execute(
+            c.execute(
                 "INSERT INTO denylist VALUES (?, ?, ?, ?)", (site, int(last) + 1, body, wall_ms)
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return _delta(site, int(last) + 1, body)
 
     def deny_since(self, site: str, since: int, limit: int = 1000) -> list[DenyDelta]:
-        rows = self.ledger.conn.execute(
+        rows = self._conn.execute(
             "SELECT version, entries FROM denylist WHERE site = ? AND version > ?"
             " ORDER BY version LIMIT ?",
             (site, since, limit),
@@ -431,8 +434,8 @@ class SqliteCloudStore(CloudStore):
         return [_delta(site, int(v), str(e)) for v, e in rows]
 
     def add_claim(self, claim: Claim) -> None:
-        with self.ledger.conn:
-            self.ledger.conn.execute(
+        with self._write() as c:
+            c.execute(
                 f"INSERT INTO claims ({_CLAIM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     claim.claim_id,
@@ -450,7 +453,7 @@ class SqliteCloudStore(CloudStore):
             )
 
     def claim(self, claim_id: str) -> Claim | None:
-        row = self.ledger.conn.execute(
+        row = self._conn.execute(
             f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE claim_id = ?", (claim_id,)
         ).fetchone()
         return None if row is None else claim_from_row(row)
@@ -467,8 +470,8 @@ class SqliteCloudStore(CloudStore):
     ) -> bool:
         # One conditional UPDATE: SQLite takes the write lock for it, so of two processes on
         # the same file exactly one sees the row still unused.
-        with self.ledger.conn:
-            cur = self.ledger.conn.execute(
+        with self._write() as c:
+            cur = c.execute(
                 "UPDATE claims SET used_ms = ?, used_by = ?, request = ?, certificate = ?,"
                 " reenroll = ? WHERE claim_id = ? AND used_ms IS NULL AND expires_ms > ?",
                 (now_ms, device, request, certificate, int(reenroll), claim_id, now_ms),
@@ -476,6 +479,7 @@ class SqliteCloudStore(CloudStore):
         return cur.rowcount == 1
 
     def close(self) -> None:
+        self._conn.close()
         self.ledger.close()
 
 

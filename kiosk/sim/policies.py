@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,12 +400,9 @@ class EscrowRun(Run):
     def sample_floats(self) -> None:
         held = {}
         for device, led in self.ledgers.items():
-            (total,) = led.conn.execute(
-                "SELECT COALESCE(SUM(MAX(0, inc + xin - xout - dec)), 0) FROM shares"
-                " WHERE replica = ? AND purse = 'cash'",
-                (device,),
-            ).fetchone()
-            held[device] = int(total)
+            held[device] = sum(
+                max(0, s.own_rights) for _, purse, s in led.totals(device) if purse == "cash"
+            )
         self.record.float_samples[self.loop.now] = held
 
     def converging(self, label: str, kiosks: list[str]) -> None:
@@ -511,10 +509,10 @@ class CentralRun(Run):
     def down(self, kiosk: str) -> None:
         if not self.common:
             return
-        rows = self.central.conn.execute(
-            "SELECT account, purse, SUM(inc) - SUM(dec) FROM shares GROUP BY account, purse"
-        )
-        self.cache[kiosk] = {(a, p): int(v) for a, p, v in rows}
+        values: dict[tuple[str, str], int] = defaultdict(int)
+        for account, purse, share in self.central.totals():
+            values[(account, purse)] += share.inc - share.dec
+        self.cache[kiosk] = dict(values)
 
     def up(self, kiosk: str, now: int) -> None:
         queued, self.queue[kiosk] = self.queue[kiosk], []

@@ -34,12 +34,6 @@ def token(uid: str) -> Token:
     return Token(TokenKind.NTAG424_SUN, uid, True)
 
 
-def fast(ledger: Ledger) -> Ledger:
-    """Simulation only: no fsync (the durability the product needs is not what is measured)."""
-    ledger.conn.execute("PRAGMA synchronous=OFF")
-    return ledger
-
-
 @dataclass(frozen=True, slots=True)
 class Seed:
     dir: Path
@@ -55,29 +49,30 @@ class Seed:
 
     def open_store(self, path: Path, clock: Clock) -> SqliteCloudStore:
         shutil.copyfile(self.cloud_db, path)
-        store = SqliteCloudStore(path, replica=CLOUD, key=key_for(self.seed, CLOUD))
+        # durable=False: the durability the product needs is not what a simulation measures.
+        store = SqliteCloudStore(path, replica=CLOUD, key=key_for(self.seed, CLOUD), durable=False)
         store.ledger.clock = clock
-        fast(store.ledger)
         return store
 
     def open_central(self, path: Path, clock: Clock, risk: RiskPolicy) -> Ledger:
         shutil.copyfile(self.cloud_db, path)
         key = key_for(self.seed, CLOUD)
-        return fast(Ledger(path, replica=CLOUD, key=key, role="cloud", risk=risk, clock=clock))
+        return Ledger(
+            path, replica=CLOUD, key=key, role="cloud", risk=risk, clock=clock, durable=False
+        )
 
     def open_kiosk(self, path: Path, device: str, clock: Clock, risk: RiskPolicy) -> Ledger:
         shutil.copyfile(self.kiosk_db, path)
         key = key_for(self.seed, device)
-        return fast(Ledger(path, replica=device, key=key, risk=risk, clock=clock))
+        return Ledger(path, replica=device, key=key, risk=risk, clock=clock, durable=False)
 
 
 def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
     folder.mkdir(parents=True, exist_ok=True)
     s = Seed(folder, seed)
     clock = Clock(wall_ms=lambda: EPOCH_MS, mono_ms=lambda: 0)
-    store = SqliteCloudStore(s.cloud_db, replica=CLOUD, key=key_for(seed, CLOUD))
+    store = SqliteCloudStore(s.cloud_db, replica=CLOUD, key=key_for(seed, CLOUD), durable=False)
     store.ledger.clock = clock
-    fast(store.ledger)
     for k in pop.kiosks:
         store.trust(k.id, public_bytes(key_for(seed, k.id)), "kiosk")
         store.enroll(k.id, k.site)
@@ -99,12 +94,12 @@ def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
             intents.append(Intent(Kind.INC, rec.COUPON_PREFIX + m.coupon, rec.COUPON_PURSE, 1))
         store.append(intents, ref=f"enrol:{m.id}")
     cloud_ops = store.ops(CLOUD)
-    store.ledger.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.ledger.checkpoint()
     store.close()
-    kiosk = fast(Ledger(s.kiosk_db))
+    kiosk = Ledger(s.kiosk_db, durable=False)
     kiosk.trust(CLOUD, public_bytes(key_for(seed, CLOUD)), "cloud")
     for i in range(0, len(cloud_ops), 2000):
         kiosk.apply_many(cloud_ops[i : i + 2000])
-    kiosk.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    kiosk.checkpoint()
     kiosk.close()
     return s
