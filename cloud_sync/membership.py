@@ -1,5 +1,5 @@
 """`[membership]` of the cloud config: what operator actions check against (the tiers the
-kiosks know, the shortest PIN, whether points may be given to another member)."""
+kiosks know, the shortest PIN, when an idle member drops a tier)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ class MembershipSettings(BaseModel):
 
     tiers: list[TierSetting] = Field(default_factory=list)
     pin_min_digits: int = Field(default=MIN_PIN_DIGITS, ge=MIN_PIN_DIGITS, le=12)
-    point_transfers: bool = False  # 积分转赠: members may give points to each other
     inactive_days: int = Field(default=0, ge=0, description="drop one tier after this; 0 = never")
 
     def steps(self) -> list[TierStep]:
