@@ -3,23 +3,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiomqtt
 
-from cloud_sync.errors import ConfigError
+from cloud_sync.errors import ActionRefused, ConfigError
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import DenyEntry
 from cloud_sync.reconciler import Outgoing, Reconciler
+from cloud_sync.refunds import (
+    Refunded,
+    RefundRefused,
+    plan_refund,
+    purchase_of,
+    refund_register,
+)
 from cloud_sync.settings import BrokerSettings
 from cloud_sync.store import CloudStore
-from edge.ledger import Intent, Kind, Op
+from edge.ledger import Intent, Kind, Op, SpendRefused
 from edge.ledger import records as rec
+from edge.ledger.membership import (
+    CardStatus,
+    account_fault,
+    card_move_fault,
+    pin_fault,
+    purse_fault,
+    review_tier,
+    tier_rank,
+)
 from edge.ledger.sitekey import SiteSecrets
 
-CARD_STATES = ("active", "lost", "frozen", "cancelled", "replaced", "expired")
+CARD_STATES = tuple(s.value for s in CardStatus)
 MEMBER_CATEGORY = "category"  # member category register (price policies build on it)
 CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
+PROGRESS_OFFSET = rec.PROGRESS_OFFSET  # points earned that do not count toward tiers
+ANONYMOUS = "anonymous"  # register of an anonymous (不记名) card's account: "1"
 
 
 def card_token(secrets: SiteSecrets, card: str, kind: str = "number") -> str:
@@ -35,10 +56,23 @@ def _set(store: CloudStore, account: str, name: str, value: str, ref: str = "") 
     return store.append([Intent(Kind.SET, account, name, version, data=value)], ref)
 
 
+def _refuse_if(fault: str | None) -> None:
+    if fault:
+        raise ActionRefused(fault)
+
+
+def require_member(store: CloudStore, account: str) -> None:
+    """Refuse an action on an account id that is malformed or was never registered."""
+    _refuse_if(account_fault(account))
+    if store.register(account, rec.MEMBER_NAME) is None:
+        raise ActionRefused(f"no member {account}; register it first (kiosk cloud member register)")
+
+
 def register_member(store: CloudStore, account: str, name: str) -> None:
-    if not account.strip() or not name.strip():
-        raise ConfigError("a member needs an account id and a name")
-    _set(store, account, rec.MEMBER_NAME, name)
+    _refuse_if(account_fault(account))
+    if not name.strip():
+        raise ActionRefused("a member needs a name (an anonymous card: card link --anonymous)")
+    _set(store, account, rec.MEMBER_NAME, name.strip())
 
 
 def is_member(store: CloudStore, account: str) -> bool:
@@ -50,14 +84,26 @@ def set_member(
     account: str,
     *,
     tier: str | None = None,
+    pin: str | None = None,
     pin_hash: str | None = None,
     pass_product: str | None = None,
     pass_window_ms: tuple[int, int] | None = None,
+    credit_limit: int | None = None,
     category: str | None = None,
+    membership: MembershipSettings | None = None,
 ) -> None:
-    """Versioned register writes the kiosks apply: tier, category, PIN hash, a time pass."""
-    if not is_member(store, account):
-        raise ConfigError(f"no member {account}; register it first")
+    """Versioned register writes the kiosks apply: tier, PIN hash, a time pass, the cash credit
+    limit (overdraft, 透支). A plain `pin` is checked (digits, minimum length) and hashed."""
+    m = membership or MembershipSettings()
+    require_member(store, account)
+    if tier is not None and tier_rank(tier, m.steps()) < 0:
+        known = ", ".join(t.name for t in m.tiers) or "none: set [[membership.tiers]]"
+        raise ActionRefused(f"unknown tier {tier!r} (known: {known})")
+    if pin is not None:
+        _refuse_if(pin_fault(pin, m.pin_min_digits))
+        pin_hash = rec.hash_pin(pin, secrets.token_bytes(16))
+    if credit_limit is not None and credit_limit < 0:
+        raise ActionRefused("a credit limit is 0 or more minor units")
     if tier is not None:
         _set(store, account, rec.MEMBER_TIER, tier)
     if category is not None:
@@ -67,6 +113,8 @@ def set_member(
     if pass_product is not None and pass_window_ms is not None:
         start, end = pass_window_ms
         _set(store, account, rec.PASS_PREFIX + pass_product, f"{start}-{end}")
+    if credit_limit is not None:
+        _set(store, account, rec.CREDIT_LIMIT_PREFIX + "cash", str(credit_limit))
 
 
 def issue_single_use(store: CloudStore, kind: str, code: str, amount: int = 1) -> list[Op]:
@@ -88,94 +136,217 @@ def card_owner(store: CloudStore, token: str) -> str | None:
     return reg.value if reg else None
 
 
-def card_status(store: CloudStore, token: str) -> str | None:
+def card_status(store: CloudStore, token: str) -> CardStatus | None:
     reg = store.register(rec.card_account(token), rec.CARD_STATUS)
-    return reg.value if reg else None
+    if reg is None:
+        return None
+    try:
+        return CardStatus(reg.value)
+    except ValueError:
+        return CardStatus.FROZEN
 
 
-def link_card(store: CloudStore, account: str, token: str, *, valid_until_ms: int = 0) -> None:
-    """Issue a card to a registered member (status active; an expiry date when given)."""
-    if not is_member(store, account):
-        raise ConfigError(f"no member {account}; register it first")
+def link_card(
+    store: CloudStore, account: str, token: str, *, valid_until_ms: int | None = None
+) -> None:
+    """Issue a card to a registered account (status active); a card already given to another
+    account, or lost, replaced or cancelled, is refused."""
+    require_member(store, account)
     owner = card_owner(store, token)
     if owner is not None and owner != account:
-        raise ConfigError(f"that card is already linked to account {owner}")
+        raise ActionRefused(f"that card is already linked to account {owner}")
+    status = card_status(store, token)
+    if status is not None and status is not CardStatus.ACTIVE:
+        _refuse_if(card_move_fault(status, CardStatus.ACTIVE))
     _set(store, rec.card_account(token), rec.CARD_MEMBER, account)
-    _set(store, rec.card_account(token), rec.CARD_STATUS, "active")
-    if valid_until_ms:
-        set_card_expiry(store, token, valid_until_ms)
+    if status is not CardStatus.ACTIVE:
+        _set(store, rec.card_account(token), rec.CARD_STATUS, CardStatus.ACTIVE)
+    if valid_until_ms is not None:
+        _set(store, rec.card_account(token), rec.CARD_VALID_UNTIL, str(valid_until_ms))
 
 
-def set_card_expiry(store: CloudStore, token: str, valid_until_ms: int) -> None:
-    """The last moment a card is accepted (ms since the epoch, UTC; 0 = no end)."""
-    if card_owner(store, token) is None:
-        raise ConfigError("no account has that card")
+def link_anonymous_card(store: CloudStore, token: str, *, valid_until_ms: int | None = None) -> str:
+    """An anonymous card (不记名): an account of its own, named by the card, no personal data.
+    Returns the account id (the same for the same card)."""
+    account = "anon-" + token[:16]
+    if store.register(account, rec.MEMBER_NAME) is None:
+        _set(store, account, rec.MEMBER_NAME, "")
+        _set(store, account, ANONYMOUS, "1")
+    link_card(store, account, token, valid_until_ms=valid_until_ms)
+    return account
+
+
+def set_card_expiry(store: CloudStore, token: str, valid_until_ms: int) -> str:
+    """Set (or renew) a card's end of validity; returns the account. An expired card renewed to
+    a date ahead becomes active again."""
+    account = card_owner(store, token)
+    if account is None:
+        raise ActionRefused("no account has that card")
     _set(store, rec.card_account(token), rec.CARD_VALID_UNTIL, str(valid_until_ms))
+    if card_status(store, token) is CardStatus.EXPIRED:
+        _set(store, rec.card_account(token), rec.CARD_STATUS, CardStatus.ACTIVE)
+    return account
 
 
 def set_card_status(
     reconciler: Reconciler, site: str, token: str, status: str
 ) -> tuple[str, Outgoing]:
-    """Write the card's status register and the deny-list delta; returns (account, message)."""
-    if status not in CARD_STATES:
-        raise ConfigError(f"unknown card status {status!r}")
+    """Move the card along its lifecycle (edge.ledger.membership.CARD_MOVES): the status
+    register and the deny-list delta; returns (account, message). A move the card may not make
+    (unfreeze a lost card) is refused."""
+    try:
+        target = CardStatus(status)
+    except ValueError:
+        raise ActionRefused(f"unknown card status {status!r}") from None
     store = reconciler.store
     account = card_owner(store, token)
     if account is None:
-        raise ConfigError("no account has that card")
-    _set(store, rec.card_account(token), rec.CARD_STATUS, status)
-    return account, reconciler.deny_delta(site, [DenyEntry(token=token, status=status)])
+        raise ActionRefused("no account has that card")
+    current = card_status(store, token) or CardStatus.ACTIVE
+    _refuse_if(card_move_fault(current, target))
+    _set(store, rec.card_account(token), rec.CARD_STATUS, target)
+    return account, reconciler.deny_delta(site, [DenyEntry(token=token, status=target)])
 
 
 def replace_card(
     reconciler: Reconciler, site: str, old: str, new: str
 ) -> tuple[str, list[Outgoing]]:
+    if card_owner(reconciler.store, new) is not None:
+        raise ActionRefused("the new card is linked already; use a blank card")
     account, out = set_card_status(reconciler, site, old, "replaced")
     link_card(reconciler.store, account, new)
     return account, [out]
 
 
-def _same_receipt(store: CloudStore, ref: str, account: str, purse: str, amount: int) -> list[Op]:
-    """The ops already written for this receipt (a retry), or [] if it is new; refuses a receipt
-    used for another account, purse or amount."""
-    done = store.by_ref(ref)
-    if done and any((o.account, o.purse, o.amount) != (account, purse, amount) for o in done):
-        first = done[0]
-        raise ConfigError(
-            f"receipt {ref} was already used: {first.amount} to {first.purse} of {first.account}"
+def _receipt_check(ops: Sequence[Op], account: str, purse: str, amount: int, ref: str) -> None:
+    same = [(o.account, o.purse, o.amount) for o in ops if o.kind is Kind.INC]
+    if same and same[0] != (account, purse, amount):
+        other = same[0]
+        raise ActionRefused(
+            f"receipt {ref} was used already ({other[2]} to {other[1]} of {other[0]});"
+            " give this top-up its own receipt number"
         )
-    return done
 
 
 def top_up(store: CloudStore, account: str, purse: str, amount: int, ref: str) -> list[Op]:
-    """Money taken at the counter: an inc on the cloud's chain, idempotent by receipt number
-    (a retry credits once; the same receipt on another account is refused)."""
+    """Money taken at the counter: an inc on the cloud's chain (idempotent by receipt ref: a
+    retry credits once; the same receipt for another account, purse or amount is refused)."""
+    require_member(store, account)
+    _refuse_if(purse_fault(purse))
     if amount <= 0:
-        raise ConfigError("a top-up needs a positive amount")
+        raise ActionRefused("a top-up is a positive amount of minor units")
     if not ref.strip():
-        raise ConfigError("a top-up needs a receipt number")
-    if not is_member(store, account):
-        raise ConfigError(f"no member {account}; register it first")
-    return _same_receipt(store, ref, account, purse, amount) or store.append(
-        [Intent(Kind.INC, account, purse, amount)], ref
-    )
+        raise ActionRefused("a top-up needs the receipt number (--ref)")
+    done = store.by_ref(ref)
+    if done:
+        _receipt_check(done, account, purse, amount, ref)
+        return done
+    return store.append([Intent(Kind.INC, account, purse, amount)], ref)
+
+
+# -- refunds and corrections ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    member: str
+    cash: int  # refunded now
+    points_back: int  # earned points taken back
+    points_short: int  # earned points the cloud could not take back (held by a kiosk, spent)
+    ops: tuple[Op, ...]
+    repeated: bool = False  # a retry: nothing new written
+
+
+def _reason_ref(kind: str, key: str, reason: str) -> str:
+    digest = hashlib.sha256(reason.encode()).hexdigest()[:8]
+    return f"{kind}:{key}:{digest}"
 
 
 def refund(
-    store: CloudStore, account: str, purse: str, amount: int, original_ref: str, reason: str
+    store: CloudStore, tap: str, *, amount: int | None, reason: str, account: str | None = None
+) -> RefundResult:
+    """Reverse a purchase (all of it, or `amount` of its cash) by the original tap id: cash back
+    on the cloud's chain, the points it earned taken back in proportion (and no longer counted
+    toward tiers), and on a whole refund the points, visits or coupon it used given back. Signed
+    ops of the cloud every replica applies, each carrying the reason. A retry of the same refund
+    (tap, amount, reason) writes nothing; the total refunded never exceeds what was paid."""
+    if not reason.strip():
+        raise ActionRefused("a refund needs a reason (--reason)")
+    key = f"{tap}:{amount if amount is not None else 'all'}"
+    ref = _reason_ref("refund", key, reason)
+    done = store.by_ref(ref)
+    if done:
+        member = next((o.account for o in done if o.purse in ("cash", "points")), "")
+        return RefundResult(member, 0, 0, 0, tuple(done), repeated=True)
+    found = store.ops_with_ref(tap, account)
+    purchase = purchase_of(tap, [o for o in found if o.replica != store.replica])
+    if purchase is None:
+        raise ActionRefused(f"no purchase with tap id {tap}")
+    reg = store.register(purchase.member, refund_register(tap))
+    try:
+        plan = plan_refund(purchase, Refunded.parse(reg.value if reg else None), amount)
+    except RefundRefused as exc:
+        raise ActionRefused(str(exc)) from None
+    held = max(store.purse(purchase.member, "points").rights(store.replica), 0)
+    take = min(plan.points_back, held)
+    intents = [Intent(i.kind, i.account, i.purse, i.amount, data=reason) for i in plan.credits]
+    if take:
+        intents.append(Intent(Kind.DEC, purchase.member, "points", take, data=reason))
+    intents += _register_intents(store, purchase.member, refund_register(tap), plan.after.text())
+    offset = _int_register(store, purchase.member, PROGRESS_OFFSET) + plan.uncounted
+    intents += _register_intents(store, purchase.member, PROGRESS_OFFSET, str(offset))
+    ops = store.append(intents, ref)
+    cash = sum(i.amount for i in plan.credits if i.purse == "cash" and i.account == purchase.member)
+    return RefundResult(purchase.member, cash, take, plan.points_back - take, tuple(ops))
+
+
+def correct(
+    store: CloudStore, account: str, purse: str, amount: int, *, reason: str, ref: str
 ) -> list[Op]:
-    """Give back `amount` of a purchase or charge (the tap id or receipt of the original) as a
-    credit on the cloud's chain carrying the reason; idempotent: one refund per original ref."""
-    if amount <= 0:
-        raise ConfigError("a refund needs a positive amount")
-    if not original_ref.strip() or not reason.strip():
-        raise ConfigError("a refund needs the original reference and a reason")
-    if not is_member(store, account):
-        raise ConfigError(f"no member {account}; register it first")
-    ref = f"refund:{original_ref}"
-    return _same_receipt(store, ref, account, purse, amount) or store.append(
-        [Intent(Kind.INC, account, purse, amount, data=reason)], ref
-    )
+    """A correction by the operator: +amount credits, -amount debits (only what the cloud
+    holds), with its reason in the op; idempotent by `ref`."""
+    require_member(store, account)
+    _refuse_if(purse_fault(purse))
+    if not reason.strip():
+        raise ActionRefused("a correction needs a reason (--reason)")
+    if amount == 0:
+        raise ActionRefused("a correction of 0 changes nothing")
+    if not ref.strip():
+        raise ActionRefused("a correction needs its own reference (--ref)")
+    full_ref = "correct:" + ref.strip()
+    kind = Kind.INC if amount > 0 else Kind.DEC
+    done = store.by_ref(full_ref)
+    if done:
+        first = done[0]
+        if (first.account, first.purse, first.amount, first.kind) != (
+            account,
+            purse,
+            abs(amount),
+            kind,
+        ):
+            raise ActionRefused(f"reference {ref} was used for another correction")
+        return done
+    try:
+        return store.append([Intent(kind, account, purse, abs(amount), data=reason)], full_ref)
+    except SpendRefused as exc:
+        raise ActionRefused(
+            f"the cloud holds {exc.rights} of {purse} of {account}, not {abs(amount)};"
+            " recall it from the kiosks first (or correct less)"
+        ) from None
+
+
+def _int_register(store: CloudStore, account: str, name: str) -> int:
+    reg = store.register(account, name)
+    try:
+        return int(reg.value) if reg else 0
+    except ValueError:
+        return 0
+
+
+def _register_intents(store: CloudStore, account: str, name: str, value: str) -> list[Intent]:
+    current = store.register(account, name)
+    version = (current.version if current else 0) + 1
+    return [Intent(Kind.SET, account, name, version, data=value)]
 
 
 async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None:
@@ -186,3 +357,51 @@ async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None
     ) as client:
         for o in outs:
             await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+
+
+# -- tiers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    member: str
+    before: str
+    after: str
+    progress: int
+
+
+def review_tiers(
+    store: CloudStore, membership: MembershipSettings, now_ms: int, account: str | None = None
+) -> list[TierChange]:
+    """End a tier window: each member's tier becomes what the window's points reached (up or
+    down; one down after `inactive_days` idle), and a new window starts (progress 0). Kiosks
+    apply upgrades at the tap by themselves; this is also where downgrades happen."""
+    steps = membership.steps()
+    if not steps:
+        raise ActionRefused("no tiers configured: set [[membership.tiers]]")
+    if account is not None:
+        require_member(store, account)
+        accounts = [account]
+    else:
+        accounts = sorted({p.account for p in store.purses() if ":" not in p.account})
+    changes = []
+    for member in accounts:
+        current = store.register(member, rec.MEMBER_TIER)
+        before = current.value if current else ""
+        earned = sum(s.inc for s in store.purse(member, "points").shares)
+        progress = max(earned - _int_register(store, member, PROGRESS_OFFSET), 0)
+        last = store.history(member, 1)
+        idle_days = (now_ms - last[0].wall_ms) // 86_400_000 if last else 0
+        after = review_tier(
+            before,
+            progress,
+            steps,
+            idle_days=idle_days,
+            inactive_days=membership.inactive_days,
+        )
+        intents = _register_intents(store, member, PROGRESS_OFFSET, str(earned))
+        if after != before:
+            intents += _register_intents(store, member, rec.MEMBER_TIER, after)
+        store.append(intents)
+        changes.append(TierChange(member, before, after, progress))
+    return changes

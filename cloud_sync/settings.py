@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_sync.errors import ConfigError
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import check_name
 
 
@@ -170,6 +171,7 @@ class CloudConfig(Settings):
 
     kind: Literal["kiosk-edge-cloud"] = "kiosk-edge-cloud"
     reconciler: ReconcilerSettings
+    membership: MembershipSettings = MembershipSettings()
     console: ConsoleSettings = ConsoleSettings()
     path: Path | None = Field(default=None, exclude=True)  # the file it came from (load_config)
 

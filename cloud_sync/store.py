@@ -158,6 +158,13 @@ class CloudStore(abc.ABC):
     @abc.abstractmethod
     def history(self, account: str, limit: int = 50) -> list[Op]: ...
 
+    def ops_with_ref(self, ref: str, account: str | None = None) -> list[Op]:
+        """Every replica's ops written with `ref` (a tap id), for refunds. With the account,
+        only its recent history is read; without, every chain (slow on a big store)."""
+        if account is not None:
+            return [o for o in self.history(account, 100_000) if o.ref == ref]
+        return [o for r in self.heads() for o in self.ops(r) if o.ref == ref]
+
     @abc.abstractmethod
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
         """(account, purse, kiosk, rights) of kiosks holding rights on a purse they have not

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge.clock import ClockConfig
 from edge.drivers.config import (
@@ -18,7 +19,32 @@ from edge.drivers.config import (
     load_model,
 )
 
-Money = Annotated[int, Field(ge=0, description="minor units (cents, fen)")]
+_DECIMAL = re.compile(r"^(\d{1,9})(?:\.(\d{2}))?$")
+
+
+def parse_money(value: object) -> object:
+    """An amount in config: an integer of minor units (2500), or a decimal string with two
+    places ("25.00" -> 2500), parsed exactly. Floats and anything else are refused: "25.0" or
+    25.0 would be one typo from a price a hundred times off."""
+    if isinstance(value, bool):
+        raise ValueError('an amount is an integer of minor units or a string like "25.00"')
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _DECIMAL.match(value.strip())
+        if m and m.group(2) is not None:
+            return int(m.group(1)) * 100 + int(m.group(2))
+    raise ValueError(
+        f"{value!r} is not an amount: write minor units as an integer (2500) or a decimal"
+        ' string with two places ("25.00")'
+    )
+
+
+Money = Annotated[
+    int,
+    BeforeValidator(parse_money),
+    Field(ge=0, strict=True, description='minor units (cents, fen), or "25.00"'),
+]
 Percent = Annotated[int, Field(ge=0, le=100)]
 
 
@@ -89,6 +115,7 @@ class Rules(Strict):
     debounce_seconds: float = Field(default=3.0, ge=0)
     low_balance: Money = 0
     pass_expiry_notice_days: int = Field(default=7, ge=0)
+    card_expiry_notice_days: int = Field(default=14, ge=0)
     near_tier_points: int = Field(default=0, ge=0)
     accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
     redeem_points: bool = False
@@ -117,6 +144,18 @@ class KioskSection(Strict):
     )  # pinned at enrollment
     cloud_replica: str = "cloud"  # the cloud's replica id in the ledger
     currency: str = Field(default="", max_length=3)  # shown before amounts, e.g. "¥"
+    timezone: str = "UTC"  # the site's clock on the screen, e.g. "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> KioskSection:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            fault = f"timezone {self.timezone!r} is not a known zone (e.g. Asia/Shanghai)"
+            raise ValueError(fault) from None
+        return self
 
 
 class KioskConfig(Strict):

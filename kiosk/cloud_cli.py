@@ -7,7 +7,8 @@ import asyncio
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +34,7 @@ config_option = click.option(
     "--config", "config", required=True, type=ConfigPath, help="Cloud TOML config."
 )
 DirPath = click.Path(file_okay=False, path_type=Path)
+PURSE_HELP = "cash, points or visits:<product>."
 
 
 def _config(path: Path) -> CloudConfig:
@@ -326,8 +328,8 @@ def member_register(config: Path, account: str, name: str) -> None:
 @member.command(name="set")
 @config_option
 @click.option("--account", required=True, type=ACCOUNT, help="Account id.")
-@click.option("--tier", default=None, help="Tier name (as in the kiosks' [rules] tiers).")
-@click.option("--pin", default=None, help="New PIN (stored as a salted PBKDF2 hash only).")
+@click.option("--tier", default=None, help="Tier name (one of [[membership.tiers]]).")
+@click.option("--pin", default=None, help="New PIN, 4-12 digits (stored as a salted hash only).")
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
 @click.option(
     "--days",
@@ -336,6 +338,12 @@ def member_register(config: Path, account: str, name: str) -> None:
     type=click.IntRange(1, 3660),
     help="Time pass length from now.",
 )
+@click.option(
+    "--credit-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Overdraft on cash in minor units (透支); 0 removes it.",
+)
 def member_set(
     config: Path,
     account: str,
@@ -343,31 +351,46 @@ def member_set(
     pin: str | None,
     pass_product: str | None,
     days: int,
+    credit_limit: int | None,
 ) -> None:
-    """Set a member's tier, PIN or a time pass (versioned registers every kiosk applies)."""
-    import os
-    import time
-
-    from edge.ledger.records import hash_pin
-
+    """Set a member's tier, PIN, a time pass or credit limit (versioned registers every kiosk
+    applies)."""
     window = None
     if pass_product is not None:
         now = time.time_ns() // 1_000_000
         window = (now, now + days * 86_400_000)
-    pin_hash = hash_pin(pin, os.urandom(16)) if pin else None
-    with _reconciler(config) as (_cfg, rec):
-        try:
-            admin.set_member(
-                rec.store,
-                account,
-                tier=tier,
-                pin_hash=pin_hash,
-                pass_product=pass_product,
-                pass_window_ms=window,
-            )
-        except SyncError as exc:
-            raise click.ClickException(str(exc)) from exc
+    with _reconciler(config) as (cfg, rec):
+        admin.set_member(
+            rec.store,
+            account,
+            tier=tier,
+            pin=pin,
+            pass_product=pass_product,
+            pass_window_ms=window,
+            credit_limit=credit_limit,
+            membership=cfg.membership,
+        )
     click.echo(f"member {account} updated")
+
+
+@cloud.group()
+def tiers() -> None:
+    """Member tiers: kiosks upgrade at the tap; the review at the end of a window moves down."""
+
+
+@tiers.command(name="review")
+@config_option
+@click.option("--account", default=None, help="One member; default: every member.")
+def tiers_review(config: Path, account: str | None) -> None:
+    """End the tier window: each tier becomes what the window's points reached (up or down,
+    one down after [membership] inactive_days idle), and a new window starts."""
+    with _reconciler(config) as (cfg, rec):
+        changes = admin.review_tiers(
+            rec.store, cfg.membership, time.time_ns() // 1_000_000, account
+        )
+    for c in changes:
+        moved = f"{c.before or '-'} -> {c.after or '-'}" if c.before != c.after else c.after or "-"
+        click.echo(f"{c.member}: {moved} ({c.progress} points in the window)")
 
 
 @cloud.command(name="coupon")
@@ -399,50 +422,137 @@ def card() -> None:
     """Cards: link, report lost, freeze, replace (only an HMAC of the number is stored)."""
 
 
+def _date_ms(text: str, option: str) -> int:
+    """A date (YYYY-MM-DD, end of that day UTC) or an ISO time with its offset -> ms."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a date (YYYY-MM-DD)", param_hint=option
+        ) from None
+    if len(text) == 10:
+        when = when + dt.timedelta(days=1)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: str | None) -> str:
+    """The card reference from a number, an NFC UID (hex) or a tap on the desk's PC/SC reader."""
+    given = [x for x in (number, nfc_uid, reader) if x]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --card, --nfc-uid, --reader")
+    if reader:
+        from cloud_sync.desk_reader import read_uid
+
+        try:
+            nfc_uid = read_uid(reader)
+        except SyncError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if nfc_uid:
+        uid = nfc_uid.replace(":", "").replace(" ", "")
+        try:
+            raw = bytes.fromhex(uid)
+        except ValueError:
+            raise click.BadParameter("not hex bytes", param_hint="--nfc-uid") from None
+        if len(raw) not in (4, 7, 10):
+            raise click.BadParameter("an NFC UID is 4, 7 or 10 bytes", param_hint="--nfc-uid")
+        return admin.card_token(_site_key(cfg), raw.hex().upper(), "nfc")
+    assert number is not None
+    return admin.card_token(_site_key(cfg), number)
+
+
+card_options = [
+    click.option("--card", "number", default=None, help="Card number (never stored)."),
+    click.option("--nfc-uid", default=None, help="NFC card UID in hex, e.g. 04A1B2C3D4E5F6."),
+    click.option("--reader", default=None, help="Read the NFC card on this PC/SC desk reader."),
+]
+
+
+def with_card(f: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(card_options):
+        f = option(f)
+    return f
+
+
 @card.command(name="link")
 @config_option
-@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
-@click.option("--card", "number", required=True, type=CARD, help="Card number (never stored).")
-def card_link(config: Path, account: str, number: str) -> None:
-    """Issue a card to an account (link its HMAC token, status active)."""
+@click.option("--account", default=None, type=ACCOUNT, help="Account id (omit with --anonymous).")
+@with_card
+@click.option(
+    "--anonymous", is_flag=True, help="An anonymous card (不记名): an account of its own."
+)
+@click.option("--valid-until", default=None, help="Last day the card is valid (YYYY-MM-DD).")
+def card_link(
+    config: Path,
+    account: str | None,
+    number: str | None,
+    nfc_uid: str | None,
+    reader: str | None,
+    anonymous: bool,
+    valid_until: str | None,
+) -> None:
+    """Issue a card to a registered account, or as an anonymous card (status active)."""
+    until = _date_ms(valid_until, "--valid-until") if valid_until else None
+    if anonymous == (account is not None):
+        raise click.UsageError("give --account, or --anonymous")
     with _reconciler(config) as (cfg, rec):
-        admin.link_card(rec.store, account, admin.card_token(_site_key(cfg), number))
+        token = _card_of(cfg, number, nfc_uid, reader)
+        if account is None:
+            account = admin.link_anonymous_card(rec.store, token, valid_until_ms=until)
+        else:
+            admin.link_card(rec.store, account, token, valid_until_ms=until)
     click.echo(f"card linked to {account}")
 
 
-def _status(config: Path, site: str, number: str, status: str) -> None:
+@card.command(name="expiry")
+@config_option
+@with_card
+@click.option("--until", "until", required=True, help="Last day the card is valid (YYYY-MM-DD).")
+def card_expiry(
+    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, until: str
+) -> None:
+    """Set or renew a card's expiry date (an expired card renewed becomes active)."""
+    until_ms = _date_ms(until, "--until")
     with _reconciler(config) as (cfg, rec):
-        token = admin.card_token(_site_key(cfg), number)
+        account = admin.set_card_expiry(rec.store, _card_of(cfg, number, nfc_uid, reader), until_ms)
+    click.echo(f"card of {account} valid until {until}")
+
+
+def _status(
+    config: Path,
+    site: str,
+    number: str | None,
+    nfc_uid: str | None,
+    reader: str | None,
+    status: str,
+) -> None:
+    with _reconciler(config) as (cfg, rec):
+        token = _card_of(cfg, number, nfc_uid, reader)
         account, out = admin.set_card_status(rec, site, token, status)
         click.echo(f"card of {account} is now {status}")
         _publish(cfg, [out])
 
 
-@card.command(name="lost")
-@config_option
-@click.option("--site", required=True, help="Site whose kiosks must refuse the card.")
-@click.option("--card", "number", required=True, type=CARD, help="Card number.")
-def card_lost(config: Path, site: str, number: str) -> None:
-    """Report a card lost: status register + deny-list delta pushed to every online kiosk."""
-    _status(config, site, number, "lost")
+def _status_command(name: str, status: str, doc: str) -> None:
+    @card.command(name=name, help=doc)
+    @config_option
+    @click.option("--site", required=True, help="Site whose kiosks must apply it.")
+    @with_card
+    def command(
+        config: Path, site: str, number: str | None, nfc_uid: str | None, reader: str | None
+    ) -> None:
+        _status(config, site, number, nfc_uid, reader, status)
 
 
-@card.command(name="freeze")
-@config_option
-@click.option("--site", required=True, help="Site.")
-@click.option("--card", "number", required=True, type=CARD, help="Card number.")
-def card_freeze(config: Path, site: str, number: str) -> None:
-    """Freeze a card (deny-list delta); `card unfreeze` lifts it."""
-    _status(config, site, number, "frozen")
-
-
-@card.command(name="unfreeze")
-@config_option
-@click.option("--site", required=True, help="Site.")
-@click.option("--card", "number", required=True, type=CARD, help="Card number.")
-def card_unfreeze(config: Path, site: str, number: str) -> None:
-    """Make a frozen card active again (deny-list delta lifting it)."""
-    _status(config, site, number, "active")
+_status_command(
+    "lost", "lost", "Report a card lost: status register + deny-list delta to every online kiosk."
+)
+_status_command("freeze", "frozen", "Freeze a card (deny-list delta); `card unfreeze` lifts it.")
+_status_command(
+    "unfreeze", "active", "Make a frozen card active again (never a lost or replaced one)."
+)
+_status_command("cancel", "cancelled", "Cancel a card for good (注销); it never comes back.")
 
 
 @card.command(name="replace")
@@ -465,12 +575,19 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 @config_option
 @click.option("--account", required=True, type=ACCOUNT, help="Account id.")
 @click.option("--amount", required=True, type=AMOUNT, help="Minor units (2500 for 25.00).")
-@click.option("--purse", default="cash", show_default=True, type=CODE, help="Purse.")
+@click.option(
+    "--purse",
+    default="cash",
+    show_default=True,
+    type=CODE,
+    help="cash, points or visits:<product>.",
+)
 @click.option(
     "--ref", required=True, type=CODE, help="Receipt number (a retry does not credit twice)."
 )
 def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
-    """Top up at the counter: credit a purse on the cloud's chain."""
+    """Top up at the counter: credit a purse on the cloud's chain (a registered account only;
+    a receipt used for another top-up is refused)."""
     with _reconciler(config) as (_cfg, rec):
         admin.top_up(rec.store, account, purse, amount, ref)
         value = rec.store.purse(account, purse).value
@@ -479,15 +596,38 @@ def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None
 
 @cloud.command()
 @config_option
-@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
-@click.option("--amount", required=True, type=AMOUNT, help="Minor units.")
-@click.option("--purse", default="cash", show_default=True, help="Purse.")
-@click.option("--original", required=True, help="Tap id or receipt of what is refunded.")
-@click.option("--reason", required=True, help="Why (kept with the signed op).")
-def refund(config: Path, account: str, amount: int, purse: str, original: str, reason: str) -> None:
-    """Refund or correct: credit a purse back, once per original tap or receipt, with a reason."""
+@click.option("--ref", "tap", required=True, help="Tap id of the purchase (kiosk log, history).")
+@click.option("--amount", type=AMOUNT, default=None, help="Cash to refund; default: all.")
+@click.option("--reason", required=True, help="Why (kept in the signed ops).")
+@click.option("--account", default=None, type=ACCOUNT, help="The member, to find the tap faster.")
+def refund(config: Path, tap: str, amount: int | None, reason: str, account: str | None) -> None:
+    """Refund a purchase, whole or part: cash back, its points taken back, and on a whole refund
+    the points, visits or coupon it used given back. A retry refunds once."""
     with _reconciler(config) as (_cfg, rec):
-        admin.refund(rec.store, account, purse, amount, original, reason)
+        done = admin.refund(rec.store, tap, amount=amount, reason=reason, account=account)
+    if done.repeated:
+        click.echo(f"tap {tap}: refunded already (nothing more written)")
+        return
+    click.echo(f"refunded {done.cash} to {done.member}; {done.points_back} points taken back")
+    if done.points_short:
+        click.echo(
+            f"{done.points_short} earned points are held by a kiosk or spent: not taken back"
+        )
+
+
+@cloud.command()
+@config_option
+@click.option("--account", required=True, type=ACCOUNT, help="Account id.")
+@click.option(
+    "--purse", default="cash", show_default=True, help="cash, points or visits:<product>."
+)
+@click.option("--amount", required=True, type=int, help="+N credits, -N debits (minor units).")
+@click.option("--reason", required=True, help="Why (kept in the signed op).")
+@click.option("--ref", required=True, help="Your reference for it (a retry writes once).")
+def correct(config: Path, account: str, purse: str, amount: int, reason: str, ref: str) -> None:
+    """Correct a purse by hand, with a reason: a signed op every replica applies."""
+    with _reconciler(config) as (_cfg, rec):
+        admin.correct(rec.store, account, purse, amount, reason=reason, ref=ref)
         value = rec.store.purse(account, purse).value
     click.echo(f"{purse} of {account}: {value}")
 

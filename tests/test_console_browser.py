@@ -82,7 +82,7 @@ async def test_cashier_tops_up_once_per_receipt_and_is_refused_deleting_a_member
         await page.fill("#topup-form input[name=amount]", "12.50")
         await page.fill("#topup-form input[name=receipt]", "R-1001")
         await page.click("#topup-form input[type=submit]")
-        assert "already used" in await page.inner_text(".messagelist")
+        assert "used already" in await page.inner_text(".messagelist")
         # No delete permission: Django refuses, and the refusal is recorded.
         from backoffice.members.models import Member
 
@@ -328,7 +328,7 @@ def test_cli_commands_are_recorded_in_the_console_audit_trail(console):
         kiosk("topup", *cfg, "--account", "m1", "--amount", "500", "--ref", "R-9").returncode == 0
     )
     reused = kiosk("topup", *cfg, "--account", "m2", "--amount", "500", "--ref", "R-9")
-    assert reused.returncode == 1 and "already used" in reused.stderr
+    assert reused.returncode == 1 and "used already" in reused.stderr
     assert (
         kiosk("card", "link", *cfg, "--account", "m1", "--card", "6001000000000099").returncode == 0
     )
@@ -336,7 +336,7 @@ def test_cli_commands_are_recorded_in_the_console_audit_trail(console):
     by_what = {(a.action, a.allowed): a for a in rows}
     ok = by_what[("kiosk cloud topup", True)]
     assert ok.target == "m1" and ok.before["params"]["ref"] == "R-9"
-    assert "already used" in by_what[("kiosk cloud topup", False)].reason
+    assert "used already" in by_what[("kiosk cloud topup", False)].reason
     link = by_what[("kiosk cloud card link", True)]
     assert "6001000000000099" not in str(link.before)  # the card number never reaches the trail
     assert link.before["params"]["number"].startswith("ref:")

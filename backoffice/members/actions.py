@@ -35,7 +35,13 @@ def register(request: HttpRequest, member: Member) -> bool:
 
     def do() -> None:
         admin.register_member(store, member.account, member.name)
-        admin.set_member(store, member.account, tier=member.tier, category=member.category)
+        admin.set_member(
+            store,
+            member.account,
+            tier=member.tier or None,
+            category=member.category or None,
+            membership=cloud().cfg.membership,
+        )
         until = expiry_ms(member.expiry)
         if member.pk and until:
             for card in member.cards.filter(status="active"):
@@ -169,7 +175,9 @@ def refund(request: HttpRequest, member: Member, amount: int, original: str, rea
         request,
         "refund",
         member.account,
-        lambda: admin.refund(store, member.account, "cash", amount, original.strip(), reason),
+        lambda: admin.refund(
+            store, original.strip(), amount=amount, reason=reason, account=member.account
+        ),
         site=member.site,
         detail={"amount": amount, "original": original, "why": reason},
         done=_("Refunded %(amount)s") % {"amount": money(amount)},

@@ -275,6 +275,8 @@ class KioskDaemon:
                 log.warning("coin acceptor: %s", event)
             case gpio_events.DoorHeldOpen(open_s=seconds):
                 self._error(f"door held open {seconds:.0f} s")
+                if self.feedback is not None:
+                    await self.feedback.door_alarm()
             case gpio_events.Passage():
                 log.debug("passage")
             case _:

@@ -22,6 +22,7 @@ MEMBER_PIN = "pin"  # pbkdf2 hash, never the PIN
 MEMBER_ROLE = "role"  # "tech": the card opens the service screen instead of paying
 PIN_FAILS = "pin_fails"
 PIN_LOCKED_UNTIL = "pin_locked_until"
+PROGRESS_OFFSET = "progress_offset"  # points earned that do not count toward tiers
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as r
-from edge.taps.rules import Balance, Card, CardStatus, Decision, Member, Pass
+from edge.ledger.membership import CardStatus
+from edge.taps.rules import Balance, Card, Decision, Member, Pass
 
 
 def _int(value: str | None) -> int:
@@ -55,6 +56,7 @@ def read_member(ledger: Ledger, member_id: str) -> Member | None:
         pin_locked_until_ms=_int(_reg(ledger, member_id, r.PIN_LOCKED_UNTIL)),
         passes=tuple(passes),
         role=_reg(ledger, member_id, r.MEMBER_ROLE) or "",
+        progress_offset=_int(_reg(ledger, member_id, r.PROGRESS_OFFSET)),
     )
 
 

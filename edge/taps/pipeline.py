@@ -18,10 +18,10 @@ from edge.config import KioskConfig, Role
 from edge.drivers.base import Token
 from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
+from edge.ledger.membership import CardStatus
 from edge.taps.members import intents_for, read_balances, read_card, read_member
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
-    CardStatus,
     Decision,
     Tap,
     TapState,
@@ -200,7 +200,8 @@ class TapPipeline:
         member = None
         if what == "voucher":
             if session is None:
-                return await self._finish_denied(deny(DenyReason.UNKNOWN_CARD), tap_id, "", started)
+                reason = DenyReason.INSERT_CARD_FIRST
+                return await self._finish_denied(deny(reason), tap_id, "", started)
             member = read_member(self.ledger, session.member)
         balances = read_balances(self.ledger, account)
         decision = decide_single_use(what, account, balances.get(purse), member, purse)
@@ -220,7 +221,7 @@ class TapPipeline:
             account = f"unclaimed:{self.cfg.kiosk.id}"
             self.ledger.append([Intent(Kind.INC, account, "cash", amount)], ref=tap_id)
             log.warning("coin of %d with no top-up session: kept as unclaimed", amount)
-            decision = deny(DenyReason.UNKNOWN_CARD)
+            decision = deny(DenyReason.INSERT_CARD_FIRST)
             outcome = Outcome(decision, tap_id, started_ns=started)
             await self.feedback.show(outcome)
             return outcome

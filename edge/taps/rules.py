@@ -12,19 +12,11 @@ from dataclasses import dataclass, field, replace
 
 from edge.clock import UntrustedPolicy
 from edge.config import KioskConfig, Role, Tier
+from edge.ledger.membership import CardStatus, TierStep, tier_rank, tier_reached
 from edge.ledger.records import pin_matches
 from edge.taps.reasons import DenyReason
 
 DAY_MS = 86_400_000
-
-
-class CardStatus(enum.StrEnum):
-    ACTIVE = "active"
-    LOST = "lost"
-    FROZEN = "frozen"
-    CANCELLED = "cancelled"
-    REPLACED = "replaced"
-    EXPIRED = "expired"
 
 
 STATUS_REASON = {
@@ -64,6 +56,7 @@ class Member:
     pin_locked_until_ms: int = 0
     passes: tuple[Pass, ...] = ()
     role: str = ""  # "tech" for a field technician's card
+    progress_offset: int = 0  # points earned that do not count toward tiers (refunded, window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +105,7 @@ class RegisterWrite:
 class Notice(enum.Enum):
     LOW_BALANCE = ("Low balance", "余额不足，请充值")
     PASS_EXPIRING = ("Pass expires soon", "票券即将到期")
+    CARD_EXPIRING = ("Card expires soon", "会员卡即将到期")
     NEAR_NEXT_TIER = ("Close to the next tier", "即将升级")
 
 
@@ -164,6 +158,9 @@ def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
         return deny(DenyReason.CARD_NOT_SECURE, name)
     if member.pin_locked_until_ms > tap.now_ms:
         return deny(DenyReason.PIN_LOCKED, name)
+    # The tier is applied at the tap: the one the member's progress reaches, if above the one
+    # the cloud last set (the cloud's review moves it down).
+    member = replace(member, tier=effective_tier(member, tier_progress(state, member), cfg))
     role = cfg.kiosk.role
     if role is Role.GATE:
         decision = _gate(state, member, tap, cfg)
@@ -198,10 +195,25 @@ def _gate(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decisi
     visits = product.visits_purse or f"visits:{product_id}"
     if state.balances.get(visits, Balance(0, 0)).value > 0:
         return _pay(state, member, visits, 1, rules.tier(member.tier), cfg, accrue=False)
+    out_of_dates = _pass_out_of_dates(member, product_id, tap.now_ms)
     if product.price == 0:
-        return deny(DenyReason.NO_VALID_PASS, member.name)
+        return deny(out_of_dates or DenyReason.NO_VALID_PASS, member.name)
     price = _discounted(product.price, rules.tier(member.tier))
-    return _pay(state, member, "cash", price, rules.tier(member.tier), cfg, accrue=True)
+    paid = _pay(state, member, "cash", price, rules.tier(member.tier), cfg, accrue=True)
+    if not paid.approved and out_of_dates is not None:
+        # A pass holder whose pass is out of its dates is told so, not "not enough balance".
+        return replace(paid, reason=out_of_dates)
+    return paid
+
+
+def _pass_out_of_dates(member: Member, product: str, now_ms: int) -> DenyReason | None:
+    """Why the member's pass for this product does not cover now (None: they hold none)."""
+    held = [p for p in member.passes if p.product == product]
+    if not held:
+        return None
+    if all(now_ms < p.valid_from_ms for p in held):
+        return DenyReason.PASS_NOT_YET_VALID
+    return DenyReason.PASS_EXPIRED
 
 
 def _point_of_sale(state: TapState, member: Member, tap: Tap, cfg: KioskConfig) -> Decision:
@@ -248,7 +260,9 @@ def _pay(
     # the balance even when this kiosk has not seen a top-up made elsewhere.
     if bal.value - amount < bal.lower_bound and bal.rights < amount:
         return replace(
-            deny(DenyReason.INSUFFICIENT_BALANCE, member.name), wanted=Move(purse, amount)
+            deny(DenyReason.INSUFFICIENT_BALANCE, member.name),
+            wanted=Move(purse, amount),
+            remaining={purse: max(bal.value, bal.rights)},  # the screen shows it beside the price
         )
     credits: tuple[Move, ...] = ()
     if accrue and cfg.rules.points_per_unit:
@@ -259,6 +273,36 @@ def _pay(
     return Decision(
         approved=True, member_name=member.name, debits=(Move(purse, amount),), credits=credits
     )
+
+
+def tier_progress(state: TapState, member: Member) -> int:
+    """Points that count toward tiers: earned in the current window, less refunded ones."""
+    earned = state.balances.get("points", Balance(0, 0)).earned
+    return max(earned - member.progress_offset, 0)
+
+
+def _steps(cfg: KioskConfig) -> list[TierStep]:
+    return [TierStep(t.name, t.min_points) for t in cfg.rules.tiers]
+
+
+def effective_tier(member: Member, progress: int, cfg: KioskConfig) -> str:
+    """The higher of the tier the cloud set and the tier `progress` reaches."""
+    steps = _steps(cfg)
+    reached = tier_reached(progress, steps)
+    if reached and tier_rank(reached, steps) > tier_rank(member.tier, steps):
+        return reached
+    return member.tier
+
+
+def _next_tier(tier: str, progress: int, cfg: KioskConfig) -> tuple[str, int] | None:
+    """The next tier above the one the member pays at, and the points still needed for it: the
+    note on the screen matches the price charged."""
+    steps = _steps(cfg)
+    rank = tier_rank(tier, steps)
+    above = sorted((s for s in steps if s.min_points > rank), key=lambda s: s.min_points)
+    if not above:
+        return None
+    return above[0].name, max(above[0].min_points - progress, 1)
 
 
 def _discounted(price: int, tier: Tier) -> int:
@@ -311,12 +355,13 @@ def _with_notices(
     horizon = tap.now_ms + rules.pass_expiry_notice_days * DAY_MS
     if any(tap.now_ms < p.valid_until_ms <= horizon for p in member.passes):
         notices.append(Notice.PASS_EXPIRING)
-    earned = state.balances.get("points", Balance(0, 0)).earned
-    earned += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
-    nxt = next(
-        (t for t in sorted(rules.tiers, key=lambda t: t.min_points) if t.min_points > earned), None
-    )
-    to_next = (nxt.name, nxt.min_points - earned) if nxt else None
+    card = state.card
+    card_horizon = tap.now_ms + rules.card_expiry_notice_days * DAY_MS
+    if card is not None and tap.now_ms < card.valid_until_ms <= card_horizon:
+        notices.append(Notice.CARD_EXPIRING)
+    progress = tier_progress(state, member)
+    progress += sum(m.amount for m in decision.credits if m.purse == "points" and not m.account)
+    to_next = _next_tier(member.tier, progress, cfg)
     if to_next and rules.near_tier_points and to_next[1] <= rules.near_tier_points:
         notices.append(Notice.NEAR_NEXT_TIER)
     return replace(

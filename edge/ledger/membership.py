@@ -1,0 +1,119 @@
+"""Membership facts the kiosk and the cloud check the same way: the card lifecycle, the names an
+operator may give (accounts, purses, PINs) and which tier a member's progress reaches. Pure
+functions, no I/O."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CardStatus(enum.StrEnum):
+    ACTIVE = "active"
+    FROZEN = "frozen"
+    LOST = "lost"
+    REPLACED = "replaced"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+_S = CardStatus
+# The moves an operator may make. Lost and replaced cards never come back (a found card is a
+# copy someone else may hold); cancelled is the end; an expired card can be renewed.
+CARD_MOVES: dict[CardStatus, frozenset[CardStatus]] = {
+    _S.ACTIVE: frozenset({_S.FROZEN, _S.LOST, _S.REPLACED, _S.CANCELLED, _S.EXPIRED}),
+    _S.FROZEN: frozenset({_S.ACTIVE, _S.LOST, _S.REPLACED, _S.CANCELLED, _S.EXPIRED}),
+    _S.EXPIRED: frozenset({_S.ACTIVE, _S.LOST, _S.REPLACED, _S.CANCELLED}),
+    _S.LOST: frozenset({_S.REPLACED, _S.CANCELLED}),
+    _S.REPLACED: frozenset({_S.CANCELLED}),
+    _S.CANCELLED: frozenset(),
+}
+
+
+def card_move_fault(current: CardStatus, target: CardStatus) -> str | None:
+    """Why a card may not go from `current` to `target`, or None if it may."""
+    if target in CARD_MOVES[current]:
+        return None
+    if current == target:
+        return f"the card is {current} already"
+    allowed = ", ".join(sorted(CARD_MOVES[current])) or "nothing: it is final"
+    return f"a {current} card cannot become {target} (allowed: {allowed})"
+
+
+_ACCOUNT = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_PURSE = re.compile(r"^(cash|points|visits:[a-z0-9_-]{1,32})$")
+MIN_PIN_DIGITS = 4
+MAX_PIN_DIGITS = 12
+
+
+def account_fault(account: str) -> str | None:
+    """A member account id: 1-64 letters, digits or `_ . @ -` (no colon: that names cards,
+    coupons and kiosks)."""
+    if not account:
+        return "the account id is empty"
+    if not _ACCOUNT.match(account):
+        return f"account id {account!r} may hold only letters, digits and _ . @ - (1-64)"
+    return None
+
+
+def purse_fault(purse: str) -> str | None:
+    """Purses a member holds: cash, points, visits:<product>."""
+    if _PURSE.match(purse):
+        return None
+    return f"unknown purse {purse!r} (cash, points or visits:<product>)"
+
+
+def pin_fault(pin: str, min_digits: int = MIN_PIN_DIGITS) -> str | None:
+    if not pin.isdigit() or not (min_digits <= len(pin) <= MAX_PIN_DIGITS):
+        return f"a PIN is {min_digits} to {MAX_PIN_DIGITS} digits"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TierStep:
+    """A tier and the progress (points earned in the current window) that reaches it."""
+
+    name: str
+    min_points: int
+
+
+def tier_reached(progress: int, steps: Sequence[TierStep]) -> str:
+    """The highest tier whose threshold `progress` reaches ("" if none)."""
+    best = ""
+    top = -1
+    for s in steps:
+        if s.min_points <= progress and s.min_points > top:
+            best, top = s.name, s.min_points
+    return best
+
+
+def tier_rank(name: str, steps: Sequence[TierStep]) -> int:
+    """The tier's threshold (its rank); -1 for a tier not configured."""
+    return next((s.min_points for s in steps if s.name == name), -1)
+
+
+def next_tier(progress: int, steps: Sequence[TierStep]) -> tuple[str, int] | None:
+    """The next tier above what `progress` reaches and the points still needed."""
+    above = sorted((s for s in steps if s.min_points > progress), key=lambda s: s.min_points)
+    return (above[0].name, above[0].min_points - progress) if above else None
+
+
+def review_tier(
+    current: str,
+    progress: int,
+    steps: Sequence[TierStep],
+    *,
+    idle_days: int = 0,
+    inactive_days: int = 0,
+) -> str:
+    """The tier at the end of a window: what the window's progress reached (up or down), and
+    at most one below the current tier after `inactive_days` without activity (0 = never)."""
+    reached = tier_reached(progress, steps)
+    if inactive_days and idle_days >= inactive_days:
+        below = [s for s in steps if s.min_points < tier_rank(current, steps)]
+        lower = max(below, key=lambda s: s.min_points).name if below else current
+        if tier_rank(lower, steps) < tier_rank(reached, steps):
+            return lower
+    return reached or current
