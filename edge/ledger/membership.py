@@ -73,18 +73,22 @@ def pin_fault(pin: str, min_digits: int = MIN_PIN_DIGITS) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TierStep:
-    """A tier and the progress (points earned in the current window) that reaches it."""
+    """A tier and what reaches it in the current window: its points, or (when `min_spend` is
+    set) that much cash spent."""
 
     name: str
     min_points: int
+    min_spend: int = 0  # minor units spent in the window; 0 = points only
 
 
-def tier_reached(progress: int, steps: Sequence[TierStep]) -> str:
-    """The highest tier whose threshold `progress` reaches ("" if none)."""
+def tier_reached(progress: int, steps: Sequence[TierStep], spend: int = 0) -> str:
+    """The highest tier whose points threshold `progress` reaches, or whose spend threshold
+    `spend` reaches ("" if none). Tiers rank by their points threshold."""
     best = ""
     top = -1
     for s in steps:
-        if s.min_points <= progress and s.min_points > top:
+        hit = s.min_points <= progress or (s.min_spend > 0 and s.min_spend <= spend)
+        if hit and s.min_points > top:
             best, top = s.name, s.min_points
     return best
 
@@ -107,13 +111,68 @@ def review_tier(
     *,
     idle_days: int = 0,
     inactive_days: int = 0,
+    spend: int = 0,
 ) -> str:
-    """The tier at the end of a window: what the window's progress reached (up or down), and
-    at most one below the current tier after `inactive_days` without activity (0 = never)."""
-    reached = tier_reached(progress, steps)
+    """The tier at the end of a window: what the window's points or spend reached (up or down),
+    and at most one below the current tier after `inactive_days` without activity (0 = never)."""
+    reached = tier_reached(progress, steps, spend)
     if inactive_days and idle_days >= inactive_days:
         below = [s for s in steps if s.min_points < tier_rank(current, steps)]
         lower = max(below, key=lambda s: s.min_points).name if below else current
         if tier_rank(lower, steps) < tier_rank(reached, steps):
             return lower
     return reached or current
+
+
+# -- points lots: points lapse oldest first ------------------------------------------------
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """Points credited at one time (an accrual, a refund given back, a transfer received)."""
+
+    wall_ms: int
+    amount: int
+
+
+def held_lots(credits: Sequence[Lot], value: int) -> list[Lot]:
+    """The lots a points purse of `value` still holds, oldest first: every debit (a redemption,
+    a refund taking points back, a lapse written off) used the oldest points first."""
+    left = max(value, 0)
+    held: list[Lot] = []
+    for lot in sorted(credits, key=lambda c: c.wall_ms, reverse=True):
+        if left <= 0:
+            break
+        take = min(lot.amount, left)
+        held.append(Lot(lot.wall_ms, take))
+        left -= take
+    if left > 0:  # credits older than what was read: dated like the oldest one read
+        held.append(Lot(held[-1].wall_ms if held else 0, left))
+    return held[::-1]
+
+
+def lapsed_points(lots: Sequence[Lot], now_ms: int, lifetime_days: int) -> int:
+    """Points of the held lots older than their lifetime (0 = points never lapse)."""
+    if lifetime_days <= 0:
+        return 0
+    return sum(lot.amount for lot in lots if lot.wall_ms + lifetime_days * DAY_MS <= now_ms)
+
+
+def next_lapse(
+    lots: Sequence[Lot], now_ms: int, lifetime_days: int, within_days: int
+) -> tuple[int, int] | None:
+    """(points, when in ms) of the next lot to lapse within `within_days`, if any: the reminder
+    a member sees before points lapse."""
+    if lifetime_days <= 0:
+        return None
+    ends = sorted(
+        (lot.wall_ms + lifetime_days * DAY_MS, lot.amount)
+        for lot in lots
+        if now_ms < lot.wall_ms + lifetime_days * DAY_MS <= now_ms + within_days * DAY_MS
+    )
+    if not ends:
+        return None
+    first = ends[0][0]
+    return sum(n for end, n in ends if end == first), first
