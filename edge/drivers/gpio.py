@@ -386,7 +386,8 @@ class GpioBoard:
 
     def _lookup_edge(self, device: Any = None) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._emit, [LookupPressed()])
+            pressed: list[GpioEvent] = [LookupPressed()]
+            self._loop.call_soon_threadsafe(self._emit, pressed)
 
     def _coin_pulse(self, t: float) -> None:
         self._emit(self.coins.pulse(t))
