@@ -56,7 +56,12 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
         raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
-        yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+        yield (
+            cfg,
+            Reconciler(
+                store, key, escrow=s.escrow, chain_chunk=s.chain_chunk, membership=cfg.membership
+            ),
+        )
     except (LedgerError, SyncError) as exc:
         _audit(cfg, str(exc))
         raise click.ClickException(str(exc)) from exc

@@ -126,17 +126,18 @@ def _left(d: Decision, currency: str, lang: Lang) -> str:
 
 
 def _note(d: Decision, cfg: KioskConfig) -> str:
-    """One short line: the first notice that applies (a 128 px line holds one): a tier the tap
-    moved up to, then low balance, expiries, points about to lapse, the next tier."""
+    """One short line: the first notice that applies (a 128 px line holds one): low balance,
+    expiries, points about to lapse, the next tier, else the tier the tap moved up to."""
     lang = language(cfg)
-    notes = [tr("Now {tier}", lang, tier=d.tier)] if d.upgraded_from else []
-    notes += [tr_notice(n, lang) for n in d.notices if n.name != "NEAR_NEXT_TIER"]
+    notes = [tr_notice(n, lang) for n in d.notices if n.name != "NEAR_NEXT_TIER"]
     if d.points_lapsing:
         points, at = d.points_lapsing
         notes.append(tr("{points} pts lapse {date}", lang, points=points, date=day_text(at, cfg)))
     if d.to_next_tier:
         tier, points = d.to_next_tier
         notes.append(tr("{points} pts to {tier}", lang, points=points, tier=tier))
+    if d.upgraded_from:
+        notes.append(tr("Now {tier}", lang, tier=d.tier))
     return notes[0] if notes else ""
 
 
