@@ -420,7 +420,8 @@ def transfer_points(
         if moved != [(source, amount), (target, amount)]:
             raise ActionRefused(f"reference {ref} was used for another transfer")
         return PointsTransfer(source, target, amount, tuple(done))
-    lapsed = lapsed_points(points_lots(store, source), now_ms, membership.points_lifetime_days)
+    days = membership.points_lifetime_days
+    lapsed = lapsed_points(points_lots(store, source, days), now_ms, days)
     usable = store.purse(source, "points").value - lapsed
     if amount > usable:
         raise ActionRefused(f"{source} has {max(usable, 0)} points to give, not {amount}")

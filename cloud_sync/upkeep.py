@@ -11,7 +11,14 @@ from cloud_sync.membership import MembershipSettings
 from cloud_sync.store import CloudStore
 from edge.ledger import Intent, Kind
 from edge.ledger import records as rec
-from edge.ledger.membership import DAY_MS, Lot, held_lots, lapsed_points, review_tier
+from edge.ledger.membership import (
+    DAY_MS,
+    LAPSE_NOTE,
+    Lot,
+    lapsed_points,
+    review_tier,
+)
+from edge.ledger.membership import points_lots as lots_of
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +99,9 @@ class Lapse:
     written_off: int  # of those, what the cloud held and debited (kiosks hand the rest back)
 
 
-def points_lots(store: CloudStore, member: str) -> list[Lot]:
+def points_lots(store: CloudStore, member: str, lifetime_days: int) -> list[Lot]:
     value = store.purse(member, "points").value
-    credits = [
-        Lot(o.wall_ms, o.amount)
-        for o in store.history(member, LOT_HISTORY)
-        if o.purse == "points" and o.kind is Kind.INC
-    ]
-    return held_lots(credits, value)
+    return lots_of(store.history(member, LOT_HISTORY), value, lifetime_days)
 
 
 def lapse_points(store: CloudStore, membership: MembershipSettings, now_ms: int) -> list[Lapse]:
@@ -110,13 +112,13 @@ def lapse_points(store: CloudStore, membership: MembershipSettings, now_ms: int)
         return []
     out = []
     for member in members(store):
-        lapsed = lapsed_points(points_lots(store, member), now_ms, days)
+        lapsed = lapsed_points(points_lots(store, member, days), now_ms, days)
         if lapsed <= 0:
             continue
         held = max(store.purse(member, "points").rights(store.replica), 0)
         take = min(lapsed, held)
         if take:
-            intent = Intent(Kind.DEC, member, "points", take, data="points lapsed")
+            intent = Intent(Kind.DEC, member, "points", take, data=LAPSE_NOTE)
             store.append([intent], ref=f"lapse:{member}:{now_ms // DAY_MS}")
         out.append(Lapse(member, lapsed, take))
     return out

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from edge.ledger.op import SPENDING, Kind, Op
 
 
 class CardStatus(enum.StrEnum):
@@ -137,20 +139,68 @@ class Lot:
     amount: int
 
 
-def held_lots(credits: Sequence[Lot], value: int) -> list[Lot]:
-    """The lots a points purse of `value` still holds, oldest first: every debit (a redemption,
-    a refund taking points back, a lapse written off) used the oldest points first."""
-    left = max(value, 0)
-    held: list[Lot] = []
-    for lot in sorted(credits, key=lambda c: c.wall_ms, reverse=True):
-        if left <= 0:
-            break
-        take = min(lot.amount, left)
-        held.append(Lot(lot.wall_ms, take))
-        left -= take
-    if left > 0:  # credits older than what was read: dated like the oldest one read
-        held.append(Lot(held[-1].wall_ms if held else 0, left))
-    return held[::-1]
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Points debited at one time: spent (or taken back), or written off as lapsed."""
+
+    wall_ms: int
+    amount: int
+    lapse: bool = False
+
+
+def held_lots(
+    credits: Sequence[Lot],
+    value: int,
+    debits: Sequence[Spend] = (),
+    lifetime_days: int = 0,
+) -> list[Lot]:
+    """The lots a points purse of `value` still holds, oldest first. Each debit, in time order,
+    used the oldest lots it could: a spend the oldest points still alive at its time (a kiosk
+    never lets lapsed points pay), a write-off the lapsed ones. A history read only in part is
+    squared with `value`: missing credits count as the oldest lot read."""
+    life = lifetime_days * DAY_MS
+    lots = [[c.wall_ms, c.amount] for c in sorted(credits, key=lambda c: c.wall_ms)]
+    for d in sorted(debits, key=lambda d: d.wall_ms):
+        earlier = [lot for lot in lots if lot[0] <= d.wall_ms and lot[1] > 0]
+        lapsed = [lot for lot in earlier if life and lot[0] + life <= d.wall_ms]
+        alive = [lot for lot in earlier if lot not in lapsed]
+        order = lapsed + alive if d.lapse else alive + lapsed
+        order += [lot for lot in lots if lot not in order]
+        left = d.amount
+        for lot in order:
+            take = min(lot[1], left)
+            lot[1] -= take
+            left -= take
+            if not left:
+                break
+    held = [Lot(w, n) for w, n in lots if n > 0]
+    diff = max(value, 0) - sum(lot.amount for lot in held)
+    if diff > 0:
+        held.insert(0, Lot(held[0].wall_ms if held else 0, diff))
+    while diff < 0 and held:  # more spent than read: the oldest go first
+        take = min(held[0].amount, -diff)
+        diff += take
+        held[0] = Lot(held[0].wall_ms, held[0].amount - take)
+        if not held[0].amount:
+            held.pop(0)
+    return held
+
+
+LAPSE_NOTE = "points lapsed"  # the data of the cloud's write-off of lapsed points
+
+
+def points_lots(ops: Iterable[Op], value: int, lifetime_days: int) -> list[Lot]:
+    """The lots held, from an account's ops (any order, any purses: the points ones are used)."""
+    credits: list[Lot] = []
+    debits: list[Spend] = []
+    for o in ops:
+        if o.purse != "points":
+            continue
+        if o.kind is Kind.INC:
+            credits.append(Lot(o.wall_ms, o.amount))
+        elif o.kind in SPENDING:
+            debits.append(Spend(o.wall_ms, o.amount, lapse=o.data == LAPSE_NOTE))
+    return held_lots(credits, value, debits, lifetime_days)
 
 
 def lapsed_points(lots: Sequence[Lot], now_ms: int, lifetime_days: int) -> int:

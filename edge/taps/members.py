@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as r
-from edge.ledger.membership import CardStatus, Lot, held_lots
+from edge.ledger.membership import CardStatus, points_lots
 from edge.taps.rules import Balance, Card, Decision, Member, Movement, Pass
 
 LOT_HISTORY = 500  # ops of a member read for points lots (older credits count as the oldest)
@@ -67,7 +67,10 @@ def read_member(ledger: Ledger, member_id: str) -> Member | None:
     )
 
 
-def read_balances(ledger: Ledger, account: str) -> dict[str, Balance]:
+def read_balances(
+    ledger: Ledger, account: str, points_lifetime_days: int = 0
+) -> dict[str, Balance]:
+    """Every purse of the account as this kiosk knows it; points with the lots still held."""
     balances = {
         st.purse: Balance(
             value=st.value,
@@ -80,12 +83,9 @@ def read_balances(ledger: Ledger, account: str) -> dict[str, Balance]:
     }
     points = balances.get("points")
     if points is not None and points.value > 0:
-        credits = [
-            Lot(o.wall_ms, o.amount)
-            for o in ledger.history(account, LOT_HISTORY)
-            if o.purse == "points" and o.kind is Kind.INC
-        ]
-        balances["points"] = replace(points, lots=tuple(held_lots(credits, points.value)))
+        ops = ledger.history(account, LOT_HISTORY)
+        lots = points_lots(ops, points.value, points_lifetime_days)
+        balances["points"] = replace(points, lots=tuple(lots))
     return balances
 
 

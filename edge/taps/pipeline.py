@@ -313,7 +313,8 @@ class TapPipeline:
             except ValueError:
                 card = replace(card, status=CardStatus.FROZEN)  # unknown status: fail closed
         member = read_member(self.ledger, card.member) if card else None
-        balances = read_balances(self.ledger, member.id) if member else {}
+        lifetime = self.cfg.rules.points_lifetime_days
+        balances = read_balances(self.ledger, member.id, lifetime) if member else {}
         age = 0
         if self.rights is not None:
             age = max(0, self.clock_ms() - self.rights.last_contact_ms)
