@@ -58,7 +58,7 @@ def day_text(ms: int, cfg: KioskConfig) -> str:
 
 
 def lookup_lines(found: Lookup, cfg: KioskConfig) -> tuple[str, str, str]:
-    """Balances; passes or visits (else the points reminder); the last movements."""
+    """Balances; a pass, else visits, else the points reminder; the last movements."""
     lang, cur = language(cfg), cfg.kiosk.currency
     first = f"{money(found.cash, cur)}  {amount_text('points', found.points, cur, lang)}"
     held = [tr("Pass to {date}", lang, date=day_text(p.valid_until_ms, cfg)) for p in found.passes]
@@ -72,7 +72,7 @@ def lookup_lines(found: Lookup, cfg: KioskConfig) -> tuple[str, str, str]:
         for m in found.movements
     ]
     last = " ".join(moves) or tr("No movements yet", lang)
-    return first, ", ".join(held[:2]), last
+    return first, held[0] if held else "", last  # one item: a 128 px line holds no more
 
 
 def screen_for(outcome: Outcome, cfg: KioskConfig) -> Screen:
