@@ -210,6 +210,13 @@ class KioskConfig(Strict):
             raise ValueError(
                 f"kiosk.product {k.product!r} is not in [rules.products] (known: {known})"
             )
+        for name, category in self.rules.categories.items():
+            unknown = sorted(set(category.prices) - set(self.rules.products))
+            if unknown:
+                raise ValueError(
+                    f"rules.categories.{name}.prices names products not in [rules.products]:"
+                    f" {', '.join(unknown)}"
+                )
         return self
 
 
