@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     Ack,
@@ -49,6 +50,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
+from cloud_sync.upkeep import due_upkeep
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
 
@@ -80,8 +82,10 @@ class Reconciler:
         escrow: EscrowPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
+        membership: MembershipSettings | None = None,
     ) -> None:
         self.store = store
+        self.membership = membership  # the tier review and points lapsing run in the sweep
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
@@ -305,7 +309,10 @@ class Reconciler:
         return self.seal(t.grants, snap)
 
     def sweep(self) -> list[Outgoing]:
-        """Recall rights that kiosks have held without using for `idle_recall_s`."""
+        """Recall rights that kiosks have held without using for `idle_recall_s`; run the
+        membership upkeep when due (tier review, points lapsing: cloud_sync.upkeep)."""
+        if self.membership is not None:
+            due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
         for account, purse, device, rights in self.store.idle_rights(cutoff):

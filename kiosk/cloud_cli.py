@@ -21,6 +21,7 @@ from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
 from cloud_sync.store import open_store
+from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
@@ -56,7 +57,12 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
         raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
-        yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+        yield (
+            cfg,
+            Reconciler(
+                store, key, escrow=s.escrow, chain_chunk=s.chain_chunk, membership=cfg.membership
+            ),
+        )
     except (LedgerError, SyncError) as exc:
         _audit(cfg, str(exc))
         raise click.ClickException(str(exc)) from exc
@@ -344,6 +350,9 @@ def member_register(config: Path, account: str, name: str) -> None:
     default=None,
     help="Overdraft on cash in minor units (透支); 0 removes it.",
 )
+@click.option(
+    "--category", default=None, type=CODE, help="Member category (its prices and discount)."
+)
 def member_set(
     config: Path,
     account: str,
@@ -352,9 +361,10 @@ def member_set(
     pass_product: str | None,
     days: int,
     credit_limit: int | None,
+    category: str | None,
 ) -> None:
-    """Set a member's tier, PIN, a time pass or credit limit (versioned registers every kiosk
-    applies)."""
+    """Set a member's tier, PIN, a time pass, credit limit or category (versioned registers
+    every kiosk applies)."""
     window = None
     if pass_product is not None:
         now = time.time_ns() // 1_000_000
@@ -368,9 +378,52 @@ def member_set(
             pass_product=pass_product,
             pass_window_ms=window,
             credit_limit=credit_limit,
+            category=category,
             membership=cfg.membership,
         )
     click.echo(f"member {account} updated")
+
+
+@cloud.group()
+def points() -> None:
+    """Member points: transfers between members, points that lapse."""
+
+
+@points.command(name="transfer")
+@config_option
+@click.option("--from", "source", required=True, type=ACCOUNT, help="The member giving points.")
+@click.option("--to", "target", required=True, type=ACCOUNT, help="The member receiving them.")
+@click.option("--amount", required=True, type=AMOUNT, help="Points to give.")
+@click.option("--ref", required=True, type=CODE, help="Your reference (a retry moves once).")
+def points_transfer(config: Path, source: str, target: str, amount: int, ref: str) -> None:
+    """Give points from one member to another (积分转赠), if [membership] point_transfers."""
+    with _reconciler(config) as (cfg, rec):
+        admin.transfer_points(
+            rec.store,
+            cfg.membership,
+            source,
+            target,
+            amount,
+            ref=ref,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        left = rec.store.purse(source, "points").value
+    click.echo(f"{amount} points from {source} to {target}; {source} has {left} left")
+
+
+@points.command(name="lapse")
+@config_option
+def points_lapse(config: Path) -> None:
+    """Write off points older than [membership] points_lifetime_days now (the reconciler does
+    it once a day by itself)."""
+    with _reconciler(config) as (cfg, rec):
+        lapses = lapse_points(rec.store, cfg.membership, time.time_ns() // 1_000_000)
+    for lapse in lapses:
+        kept = lapse.lapsed - lapse.written_off
+        held = f" ({kept} held by kiosks: next time)" if kept else ""
+        click.echo(f"{lapse.member}: {lapse.written_off} points lapsed{held}")
+    if not lapses:
+        click.echo("no points lapsed")
 
 
 @cloud.group()
@@ -505,6 +558,19 @@ def card_link(
     click.echo(f"card linked to {account}")
 
 
+@card.command(name="discount")
+@config_option
+@with_card
+@click.option("--pct", required=True, type=click.IntRange(0, 100), help="Discount rate, 0-100.")
+def card_discount(
+    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, pct: int
+) -> None:
+    """Set a card's own discount rate (applied after the category or tier discount)."""
+    with _reconciler(config) as (cfg, rec):
+        account = admin.set_card_discount(rec.store, _card_of(cfg, number, nfc_uid, reader), pct)
+    click.echo(f"card of {account}: {pct}% discount")
+
+
 @card.command(name="expiry")
 @config_option
 @with_card
@@ -588,8 +654,8 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
     """Top up at the counter: credit a purse on the cloud's chain (a registered account only;
     a receipt used for another top-up is refused)."""
-    with _reconciler(config) as (_cfg, rec):
-        admin.top_up(rec.store, account, purse, amount, ref)
+    with _reconciler(config) as (cfg, rec):
+        admin.top_up(rec.store, account, purse, amount, ref, cfg.membership)
         value = rec.store.purse(account, purse).value
     click.echo(f"{purse} of {account}: {value}")
 

@@ -276,6 +276,8 @@ class KioskDaemon:
                 await kiosk.refuse(DenyReason.BANK_CARD)
             case gpio_events.CoinInserted(amount_minor=amount):
                 await kiosk.coin(amount)
+            case gpio_events.LookupPressed():
+                await kiosk.lookup()
             case gpio_events.CoinRejected():
                 log.warning("coin acceptor: %s", event)
             case gpio_events.DoorHeldOpen(open_s=seconds):
