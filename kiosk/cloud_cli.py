@@ -314,8 +314,8 @@ def claim_create(config: Path, site: str, device: str, expires: str) -> None:
     click.echo(f"site {site}" + (f", device {device}" if device else "") + f", valid until {until}")
     click.echo(f"cloud public key: {cloud} (fingerprint {fingerprint(bytes.fromhex(cloud))})")
     click.echo(
-        f"on the kiosk: kiosk provision enroll --claim {code} --broker mqtts://HOST:ENROLL_PORT"
-        " --ca ca.crt"
+        "on the kiosk: kiosk provision enroll --claim --broker mqtts://HOST:ENROLL_PORT"
+        " --ca ca.crt (it asks for the code)"
     )
 
 
