@@ -69,8 +69,16 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
+_M0002_DEVICE_FLAGS = _sql(
+    """CREATE TABLE device_flags (
+        sender TEXT PRIMARY KEY, refused BIGINT NOT NULL DEFAULT 0,
+        last_refusal TEXT NOT NULL DEFAULT '', skewed BIGINT NOT NULL DEFAULT 0,
+        last_skew TEXT NOT NULL DEFAULT '')""",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
+    ("device_flags", _M0002_DEVICE_FLAGS),
 ]
 
 

@@ -20,13 +20,14 @@ from cloud_sync.errors import SyncError
 from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
-from cloud_sync.store import open_store
+from cloud_sync.store import DeviceFlags, open_store
 from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
 from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
+from provisioning.secret_input import secret_option
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,12 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
         yield (
             cfg,
             Reconciler(
-                store, key, escrow=s.escrow, chain_chunk=s.chain_chunk, membership=cfg.membership
+                store,
+                key,
+                escrow=s.escrow,
+                chain_chunk=s.chain_chunk,
+                max_skew_ms=s.max_skew_s * 1000,
+                membership=cfg.membership,
             ),
         )
     except (LedgerError, SyncError) as exc:
@@ -165,7 +171,7 @@ def ca_init(directory: Path) -> None:
 def ca_issue(device: str, site: str, directory: Path) -> None:
     """Issue a device certificate and key signed by the CA."""
     try:
-        out = ca.issue(directory, device, site=site)
+        out = ca.issue_device(directory, device, site=site)
     except (SyncError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{out.cert}\n{out.key}")
@@ -310,8 +316,8 @@ def claim_create(config: Path, site: str, device: str, expires: str) -> None:
     click.echo(f"site {site}" + (f", device {device}" if device else "") + f", valid until {until}")
     click.echo(f"cloud public key: {cloud} (fingerprint {fingerprint(bytes.fromhex(cloud))})")
     click.echo(
-        f"on the kiosk: kiosk provision enroll --claim {code} --broker mqtts://HOST:ENROLL_PORT"
-        " --ca ca.crt"
+        "on the kiosk: kiosk provision enroll --claim --broker mqtts://HOST:ENROLL_PORT"
+        " --ca ca.crt (it asks for the code)"
     )
 
 
@@ -335,7 +341,9 @@ def member_register(config: Path, account: str, name: str) -> None:
 @config_option
 @click.option("--account", required=True, type=ACCOUNT, help="Account id.")
 @click.option("--tier", default=None, help="Tier name (one of [[membership.tiers]]).")
-@click.option("--pin", default=None, help="New PIN, 4-12 digits (stored as a salted hash only).")
+@secret_option(
+    "--pin", what="PIN", default=None, help="New PIN, 4-12 digits (stored as a salted hash only)"
+)
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
 @click.option(
     "--days",
@@ -516,7 +524,7 @@ def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: 
 
 
 card_options = [
-    click.option("--card", "number", default=None, help="Card number (never stored)."),
+    secret_option("--card", "number", what="card number", default=None, help="Card number"),
     click.option("--nfc-uid", default=None, help="NFC card UID in hex, e.g. 04A1B2C3D4E5F6."),
     click.option("--reader", default=None, help="Read the NFC card on this PC/SC desk reader."),
 ]
@@ -624,8 +632,8 @@ _status_command("cancel", "cancelled", "Cancel a card for good (注销); it neve
 @card.command(name="replace")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--old", "old", required=True, type=CARD, help="Old card number.")
-@click.option("--new", "new", required=True, type=CARD, help="New card number.")
+@secret_option("--old", "old", what="old card number", inner=CARD, required=True, help="Old card")
+@secret_option("--new", "new", what="new card number", inner=CARD, required=True, help="New card")
 def card_replace(config: Path, site: str, old: str, new: str) -> None:
     """Replace a card: the old one is denied, the new one linked to the same account."""
     with _reconciler(config) as (cfg, rec):
@@ -754,7 +762,11 @@ def show(config: Path, account: str, n: int) -> None:
 def kiosks(config: Path) -> None:
     """Kiosks with online status, ops not yet stored (lag) and last contact."""
     with _reconciler(config) as (_cfg, rec):
-        click.echo(f"{'site':<10}{'device':<16}{'status':<9}{'stored':>8}{'lag':>6}  last seen")
+        flags = rec.store.flags()
+        click.echo(
+            f"{'site':<10}{'device':<16}{'status':<9}{'stored':>8}{'lag':>6}{'refused':>8}"
+            f"{'skewed':>7}  last seen"
+        )
         for d in rec.store.devices():
             seen = (
                 dt.datetime.fromtimestamp(d.last_seen_ms / 1000, dt.UTC).strftime("%F %T")
@@ -764,4 +776,12 @@ def kiosks(config: Path) -> None:
             status = "online" if d.online else "offline"
             if d.recovering:
                 status = "recover"
-            click.echo(f"{d.site:<10}{d.device:<16}{status:<9}{d.stored:>8}{d.lag:>6}  {seen}")
+            f = flags.get(d.device, DeviceFlags())
+            click.echo(
+                f"{d.site:<10}{d.device:<16}{status:<9}{d.stored:>8}{d.lag:>6}{f.refused:>8}"
+                f"{f.skewed:>7}  {seen}"
+            )
+            if f.last_refusal:
+                click.echo(f"    last refused: {f.last_refusal}")
+            if f.last_skew:
+                click.echo(f"    last skew: {f.last_skew}")
