@@ -129,7 +129,8 @@ class Ack(Message):
 
 class ChainOps(Message):
     """cloud -> kiosk on `grants`: a run of the cloud's chain (its xfers are the grants), or,
-    with `own`, the kiosk's own ops sent back for recovery."""
+    with `own`, the kiosk's own ops sent back for recovery. kiosk -> cloud on `ops`: the cloud's
+    own chain handed back to a cloud restored from a backup (`ChainWanted`)."""
 
     type: Literal["chain"] = "chain"
     batch: bytes
@@ -144,6 +145,14 @@ class Recall(Message):
     account: str
     purse: str
     amount: int = Field(gt=0)
+
+
+class ChainWanted(Message):
+    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the run of its own
+    chain after `after_seq` that the kiosk holds, before it writes anything new."""
+
+    type: Literal["chain_wanted"] = "chain_wanted"
+    after_seq: int = Field(ge=0)
 
 
 class Snapshot(Message):
@@ -221,8 +230,25 @@ class Answer(Message):
     deny: list[DenyDelta] = Field(default_factory=list)
 
 
+class Health(Frozen):
+    """What a kiosk measures of itself, sent in its status (the fleet view, metrics, alerts)."""
+
+    version: str = ""
+    clock_trusted: bool = True
+    clock_source: str = ""
+    reader_ok: bool = True  # every configured reader (NFC, wedge) present
+    display_ok: bool = True  # the display present (True when none is fitted)
+    disk_free_bytes: int = Field(default=0, ge=0)
+    taps: int = Field(default=0, ge=0)  # decisions since start
+    refusals: dict[str, int] = Field(default_factory=dict)  # reason name -> count since start
+    tap_p50_ms: float = Field(default=0.0, ge=0)
+    tap_p95_ms: float = Field(default=0.0, ge=0)
+    forked: bool = False  # the kiosk's chain differs from what the cloud stored: spending stopped
+
+
 class Status(Message):
-    """kiosk -> cloud on `status` (retained; the last will says offline)."""
+    """kiosk -> cloud on `status` (retained; the last will says offline, and so does a kiosk
+    that stops cleanly, before it disconnects)."""
 
     type: Literal["status"] = "status"
     online: bool
@@ -231,6 +257,7 @@ class Status(Message):
     queue_depth: int = 0
     recovering: int = 0
     wall_ms: int = 0
+    health: Health | None = None
 
 
 AnyMessage = Annotated[
@@ -238,6 +265,7 @@ AnyMessage = Annotated[
     | Ack
     | ChainOps
     | Recall
+    | ChainWanted
     | Snapshot
     | DenyDelta
     | Hello
@@ -252,13 +280,13 @@ _any = TypeAdapter(AnyMessage)
 
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
 KIOSK_TO_CLOUD = {
-    "ops": (OpsUpload,),
+    "ops": (OpsUpload, ChainOps),
     "rpc/req": (Hello, RightsRequest, RecoverRequest, DenySince),
     "status": (Status,),
 }
 CLOUD_TO_KIOSK = {
     "ack": (Ack,),
-    "grants": (ChainOps, Recall, Snapshot),
+    "grants": (ChainOps, ChainWanted, Recall, Snapshot),
     "rpc/res": (Answer,),
     "denylist": (DenyDelta,),
 }

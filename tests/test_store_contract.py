@@ -402,6 +402,7 @@ def test_postgres_schema_newer_than_the_code_is_refused(pg_dsn: str) -> None:
 def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> None:
     import psycopg
 
+    from cloud_sync.pgschema import MIGRATIONS
     from cloud_sync.pgstore import PgCloudStore
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # what the old code created
@@ -411,6 +412,6 @@ def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> N
         )
         conn.execute("INSERT INTO heads VALUES ('k1', 4, '\\x00')")
     store = PgCloudStore(pg_dsn, replica="cloud", key=generate_key())
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS)
     assert store.head("k1")[0] == 4
     store.close()
