@@ -310,8 +310,10 @@ async def test_screenshots_of_the_main_pages_in_english_and_chinese(console):
         await login(page, console.url, "admin1")
         for lang in ("en", "zh-hans"):
             if lang != "en":
-                await page.select_option("#language", lang)
-                await page.wait_for_load_state()
+                # The menu submits a form: wait for that navigation, not for the page already
+                # loaded (wait_for_load_state alone can return before the switch, under load).
+                async with page.expect_navigation():
+                    await page.select_option("#language", lang)
                 assert "会员后台" in await page.inner_text("#site-name")
             for name, path in pages.items():
                 await page.goto(console.url + path)
