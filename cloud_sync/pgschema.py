@@ -76,9 +76,21 @@ _M0002_DEVICE_FLAGS = _sql(
         last_skew TEXT NOT NULL DEFAULT '')""",
 )
 
+# Kiosk health reports, alerts (events) and restore state (cloud_sync.fleet).
+_M0003_FLEET = _sql(
+    "CREATE TABLE device_health (device TEXT PRIMARY KEY, health TEXT NOT NULL,"
+    " updated_ms BIGINT NOT NULL)",
+    "CREATE TABLE fleet_events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " type TEXT NOT NULL, device TEXT NOT NULL, at_ms BIGINT NOT NULL, detail TEXT NOT NULL,"
+    " open BIGINT NOT NULL, cleared_ms BIGINT)",
+    "CREATE INDEX fleet_events_open ON fleet_events (open, type, device)",
+    "CREATE TABLE fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
     ("device_flags", _M0002_DEVICE_FLAGS),
+    ("fleet", _M0003_FLEET),
 ]
 
 

@@ -19,6 +19,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync.errors import StoreError
+from cloud_sync.fleet import refuse_while_restoring
 from cloud_sync.pgschema import prepare
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from cloud_sync.store import (
@@ -345,6 +346,7 @@ class PgCloudStore(CloudStore):
         return placed.counts
 
     def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        refuse_while_restoring(self._conn, "%s")
         with self._chain_write(self.replica) as store:
             return chain.write(
                 store,

@@ -147,7 +147,8 @@ class Ack(Message, frozen=True, tag="ack"):
 
 class ChainOps(Message, frozen=True, tag="chain"):
     """cloud -> kiosk on `grants`: a run of the cloud's chain (its xfers are the grants), or,
-    with `own`, the kiosk's own ops sent back for recovery."""
+    with `own`, the kiosk's own ops sent back for recovery. kiosk -> cloud on `ops`: the cloud's
+    own chain handed back to a cloud restored from a backup (`ChainWanted`)."""
 
     batch: Blob
     own: bool = False
@@ -160,6 +161,13 @@ class Recall(Message, frozen=True, tag="recall"):
     account: Name
     purse: Name
     amount: Positive
+
+
+class ChainWanted(Message, frozen=True, tag="chain_wanted"):
+    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the run of its own
+    chain after `after_seq` that the kiosk holds, before it writes anything new."""
+
+    after_seq: Count
 
 
 class Snapshot(Message, frozen=True, tag="snapshot"):
@@ -232,8 +240,28 @@ class Answer(Message, frozen=True, tag="answer"):
     )
 
 
+class Health(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a kiosk measures of itself, sent in its status (the fleet view, metrics, alerts)."""
+
+    version: Text = ""
+    clock_trusted: bool = True
+    clock_source: Text = ""
+    reader_ok: bool = True  # every configured reader (NFC, wedge) present
+    display_ok: bool = True  # the display present (True when none is fitted)
+    disk_free_bytes: Count = 0
+    taps: Count = 0  # decisions since start
+    # reason name -> count since start
+    refusals: Annotated[dict[Name, Count], msgspec.Meta(max_length=64)] = msgspec.field(
+        default_factory=dict
+    )
+    tap_p50_ms: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    tap_p95_ms: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    forked: bool = False  # the kiosk's chain differs from what the cloud stored: spending stopped
+
+
 class Status(Message, frozen=True, tag="status"):
-    """kiosk -> cloud on `status` (retained; the last will says offline)."""
+    """kiosk -> cloud on `status` (retained; the last will says offline, and so does a kiosk
+    that stops cleanly, before it disconnects)."""
 
     online: bool
     head: Count = 0
@@ -241,6 +269,7 @@ class Status(Message, frozen=True, tag="status"):
     queue_depth: Count = 0
     recovering: Count = 0
     wall_ms: Count = 0
+    health: Health | None = None
 
 
 AnyMessage = (
@@ -248,6 +277,7 @@ AnyMessage = (
     | Ack
     | ChainOps
     | Recall
+    | ChainWanted
     | Snapshot
     | DenyDelta
     | Hello
@@ -261,13 +291,13 @@ _body_dec = msgspec.msgpack.Decoder(AnyMessage)
 
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
 KIOSK_TO_CLOUD: dict[str, tuple[type[Message], ...]] = {
-    "ops": (OpsUpload,),
+    "ops": (OpsUpload, ChainOps),
     "rpc/req": (Hello, RightsRequest, RecoverRequest, DenySince),
     "status": (Status,),
 }
 CLOUD_TO_KIOSK: dict[str, tuple[type[Message], ...]] = {
     "ack": (Ack,),
-    "grants": (ChainOps, Recall, Snapshot),
+    "grants": (ChainOps, ChainWanted, Recall, Snapshot),
     "rpc/res": (Answer,),
     "denylist": (DenyDelta,),
 }

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +29,7 @@ from cloud_sync.protocol import (
     Ack,
     Answer,
     ChainOps,
+    ChainWanted,
     DenyDelta,
     DenyEntry,
     DenySince,
@@ -57,12 +58,21 @@ from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
     from cloud_sync.enroll import Enroller
+    from cloud_sync.fleet import FleetRecords
 
 log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Observer(Protocol):
+    """Where the reconciler reports what it does (cloud_sync.metrics counts it)."""
+
+    def ingested(self, counts: dict[str, int]) -> None: ...
+
+    def rights(self, granted: bool, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +95,13 @@ class Reconciler:
         clock: Callable[[], int] = wall_ms,
         membership: MembershipSettings | None = None,
         max_skew_ms: int = 600_000,
+        fleet: FleetRecords | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.membership = membership  # the tier review and points lapsing run in the sweep
+        self.fleet = fleet  # health reports, alerts and the restore state (kiosk cloud serve)
+        self.observer = observer
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
@@ -135,6 +149,8 @@ class Reconciler:
         msg = opened.message
         if isinstance(msg, OpsUpload):
             return self._on_ops(t, msg, topic)
+        if isinstance(msg, ChainOps):
+            return self._on_chain_back(t, msg, topic)
         if isinstance(msg, Hello):
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
@@ -152,6 +168,8 @@ class Reconciler:
                 recovering=msg.recovering,
                 last_seen_ms=self.clock(),
             )
+            if self.fleet is not None and msg.health is not None:
+                self.fleet.record_health(device, msg.health, self.clock())
             return []
         return self._refuse(topic, f"unexpected {msg.type!r}", device)  # pragma: no cover
 
@@ -191,11 +209,64 @@ class Reconciler:
         if counts["refused"]:
             self.refused += counts["refused"]
             self.store.flag(t.device, "refused", f"{counts['refused']} ops refused by the ledger")
-        log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
+        if self.observer is not None:
+            self.observer.ingested(counts)
+        log.info("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
-        if counts["applied"]:
+        if counts["applied"] and not self.restoring:
             out.extend(self._floats(t, ops))
         return out
+
+    # -- after a restore from backup -------------------------------------------------------
+
+    @property
+    def restoring(self) -> bool:
+        """Restored from a backup and not yet recovered from the kiosks: write nothing new."""
+        return self.fleet is not None and self.fleet.restore_state() is not None
+
+    def _restore_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        """A kiosk reports the cloud chain it holds: ask for what we lack, note it heard."""
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None:
+            return []
+        if t.device in state.waiting:
+            state.waiting.remove(t.device)
+        state.wanted = max(state.wanted, msg.cloud_head)
+        self.fleet.set_restore_state(state)
+        have = self.store.head(self.replica)[0]
+        out = []
+        if msg.cloud_head > have:
+            log.warning("restore: asking %s for cloud ops after #%d", t.device, have)
+            out.append(self.seal(t.grants, ChainWanted(after_seq=have)))
+        self._restore_done()
+        return out
+
+    def _on_chain_back(self, t: Topics, msg: ChainOps, topic: str) -> list[Outgoing]:
+        """Our own chain handed back by a kiosk after a restore: verified with our key."""
+        try:
+            ops = decode_ops(msg.batch)
+        except BatchError as exc:
+            return self._refuse(topic, str(exc))
+        if ops[0].replica != self.replica or msg.own:
+            return self._refuse(topic, f"ops of {ops[0].replica!r} handed back as the cloud's")
+        counts = self.store.ingest(ops)
+        self.refused += counts["refused"]
+        log.warning(
+            "restore: cloud ops #%d..%d back from %s: %s", ops[0].seq, ops[-1].seq, t.device, counts
+        )
+        self._restore_done()
+        return []
+
+    def _restore_done(self) -> None:
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None or state.waiting:
+            return
+        have = self.store.head(self.replica)[0]
+        if have >= state.wanted:
+            self.fleet.set_restore_state(None)
+            log.warning("restore complete: the cloud chain is whole again at #%d", have)
 
     def _floats(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
         """The member is active at this kiosk: top its working float up on what was spent."""
@@ -225,6 +296,7 @@ class Reconciler:
         return min(target, cap) if cap is not None else target
 
     def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        restore = self._restore_hello(t, msg) if self.restoring else []
         self.store.seen(
             t.device,
             online=True,
@@ -237,12 +309,22 @@ class Reconciler:
         out.append(
             self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
         )
-        return out
+        return out + restore
 
     def _deny(self, t: Topics, since: int) -> list[DenyDelta]:
         return self.store.deny_since(t.site, since)
 
     def _on_rights(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
+        started = time.perf_counter()
+        ok, out = self._answer_rights(t, msg)
+        if self.observer is not None:
+            self.observer.rights(ok, time.perf_counter() - started)
+        return out
+
+    def _answer_rights(self, t: Topics, msg: RightsRequest) -> tuple[bool, list[Outgoing]]:
+        if self.restoring:
+            answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
+            return False, [self.seal(t.rpc_res, answer)]
         self._sent_cloud[t.device] = msg.cloud_head
         ref = f"rq:{t.device}:{msg.id}"
         want = msg.amount
@@ -253,7 +335,7 @@ class Reconciler:
         if not ops:
             out = self._recall_for(t, msg)
             answer = Answer(id=msg.id, ok=False, reason="not enough balance")
-            return [self.seal(t.rpc_res, answer), *out]
+            return False, [self.seal(t.rpc_res, answer), *out]
         chain = self.store.ops(self.replica, msg.cloud_head, limit=self.chain_chunk * 5)
         granted = sum(o.amount for o in ops)
         if chain:
@@ -262,7 +344,7 @@ class Reconciler:
         answer = Answer(
             id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
         )
-        return [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
+        return True, [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them

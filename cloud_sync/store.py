@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
+from cloud_sync.fleet import prepare_sqlite, refuse_while_restoring
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
 from edge.ledger.chain import Role
@@ -373,6 +374,7 @@ class SqliteCloudStore(CloudStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._conn.execute("PRAGMA busy_timeout=5000")
         _cloud_migrations.apply(Database(self._conn))
+        prepare_sqlite(self._conn)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -407,6 +409,7 @@ class SqliteCloudStore(CloudStore):
         return list(self.ledger.ops(replica, after_seq, limit))
 
     def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        refuse_while_restoring(self._conn)
         return self.ledger.append(intents, ref)
 
     def by_ref(self, ref: str) -> list[Op]:

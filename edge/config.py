@@ -185,6 +185,21 @@ class KioskSection(Strict):
         return self
 
 
+class LogConfig(Strict):
+    """`[log]`: how much `kiosk run` writes to its journal. INFO has one line per tap and per
+    sync event (never a card number or a PIN); WARNING only faults."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class MetricsConfig(Strict):
+    """`[metrics]`: the kiosk's own figures for node_exporter's textfile collector, written
+    atomically to `textfile` (e.g. /var/lib/node_exporter/textfile_collector/kiosk.prom)."""
+
+    textfile: Path
+    interval_s: float = Field(default=15.0, gt=0)
+
+
 class KioskConfig(Strict):
     kiosk: KioskSection
     rules: Rules = Field(default_factory=Rules)
@@ -201,6 +216,8 @@ class KioskConfig(Strict):
     keypad: WedgeConfig | None = None  # PIN keypad (a wedge in mode = "pin")
     gpio: GpioConfig | None = None
     display: DisplayConfig | None = None
+    log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig | None = None
 
     @model_validator(mode="after")
     def _gate_sells_a_known_product(self) -> KioskConfig:

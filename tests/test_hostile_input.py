@@ -203,9 +203,8 @@ def test_the_fleet_view_shows_refusals_and_skew(cloud, tmp_path):
     rec.store.close()
     res = CliRunner().invoke(cloud_group, ["kiosks", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
-    assert "refused" in res.output.splitlines()[0] and "skewed" in res.output.splitlines()[0]
     row = next(line for line in res.output.splitlines() if " k1 " in f" {line} ")
-    assert row.split()[5:7] == ["1", "1"]
+    assert "[refused 1, skewed 1]" in row
     assert "last refused: malformed envelope" in res.output or "not msgpack" in res.output
 
 
