@@ -69,8 +69,19 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
+_M0002_DEVICE_TRUST = _sql(
+    "ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'gate',"
+    " ADD COLUMN trust TEXT NOT NULL DEFAULT 'ok', ADD COLUMN trust_reason TEXT NOT NULL"
+    " DEFAULT '', ADD COLUMN credit_day BIGINT NOT NULL DEFAULT 0,"
+    " ADD COLUMN credit_today BIGINT NOT NULL DEFAULT 0",
+    """CREATE TABLE held (
+        device TEXT NOT NULL, seq BIGINT NOT NULL, op BYTEA NOT NULL, reason TEXT NOT NULL,
+        held_ms BIGINT NOT NULL, PRIMARY KEY (device, seq))""",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
+    ("device_trust", _M0002_DEVICE_TRUST),
 ]
 
 

@@ -47,8 +47,9 @@ from cloud_sync.protocol import (
     reconciler_filters,
     seal,
 )
-from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
-from cloud_sync.store import CloudStore
+from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
+from cloud_sync.store import CloudStore, Device
+from cloud_sync.trust import DAY_MS, screen
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
 
@@ -78,6 +79,7 @@ class Reconciler:
         key: Ed25519PrivateKey,
         *,
         escrow: EscrowPolicy | None = None,
+        trust: TrustPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
@@ -85,6 +87,7 @@ class Reconciler:
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
+        self.trust = trust or TrustPolicy()
         self.chain_chunk = chain_chunk
         self.clock = clock
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
@@ -125,10 +128,13 @@ class Reconciler:
         t = Topics(site, device)
         msg = opened.message
         if isinstance(msg, OpsUpload):
-            return self._on_ops(t, msg, topic)
+            return self._on_ops(t, dev, msg, topic)
         if isinstance(msg, Hello):
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
+            if dev.trust != "ok":  # a quarantined or revoked kiosk gets no more rights
+                answer = Answer(id=msg.id, ok=False, reason=f"device {dev.trust}")
+                return [self.seal(t.rpc_res, answer)]
             return self._on_rights(t, msg)
         if isinstance(msg, RecoverRequest):
             return self._on_recover(t, msg)
@@ -155,14 +161,31 @@ class Reconciler:
         seq, digest = self.store.head(t.device)
         return self.seal(t.ack, Ack(seq=seq, hash=digest))
 
-    def _on_ops(self, t: Topics, msg: OpsUpload, topic: str) -> list[Outgoing]:
+    def _on_ops(self, t: Topics, dev: Device, msg: OpsUpload, topic: str) -> list[Outgoing]:
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
             return self._refuse(topic, str(exc))
-        if ops[0].replica != t.device:
-            return self._refuse(topic, f"ops of {ops[0].replica!r} on the topic of {t.device!r}")
+        if any(op.replica != t.device for op in ops):
+            return self._refuse(topic, f"ops of another replica on the topic of {t.device!r}")
+        now = self.clock()
+        screened = screen(self.store, dev, ops, self.trust, now)
+        if screened.held:
+            self.store.hold(t.device, screened.held, screened.reason, now)
+            if dev.trust == "ok":
+                self.store.set_trust(t.device, "quarantined", screened.reason)
+                log.error(
+                    "device %s quarantined, its ops held for review (kiosk cloud device"
+                    " review): %s",
+                    t.device,
+                    screened.reason,
+                )
+        ops = screened.accept
+        if not ops:
+            return [self.ack(t)]
         counts = self.store.ingest(ops)
+        if screened.credited:
+            self.store.add_credit(t.device, now // DAY_MS, screened.credited)
         if counts["refused"]:
             self.refused += counts["refused"]
         log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)

@@ -239,10 +239,11 @@ def test_a_register_keeps_the_highest_version(world: World) -> None:
     reg = world.store.register("m1", "tier")
     assert reg is not None and (reg.value, reg.version) == ("gold", 2)
     # Equal versions: the higher replica id wins, whatever the delivery order.
-    k1.append([Intent(Kind.SET, "m1", "tier", 2, data="bronze")])
+    world.store.append([Intent(Kind.SET, "m1", "pin_fails", 2, data="1")])
+    k1.append([Intent(Kind.SET, "m1", "pin_fails", 2, data="2")])
     world.store.ingest(list(k1.ops("k1")))
-    reg = world.store.register("m1", "tier")
-    assert reg is not None and (reg.value, reg.version, reg.replica) == ("bronze", 2, "k1")
+    reg = world.store.register("m1", "pin_fails")
+    assert reg is not None and (reg.value, reg.version, reg.replica) == ("2", 2, "k1")
     world.store.append([Intent(Kind.SET, "card:abc", "member", 1, data="m1")])
     assert world.store.account_of("member") == "card:abc"
 
@@ -411,6 +412,8 @@ def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> N
         )
         conn.execute("INSERT INTO heads VALUES ('k1', 4, '\\x00')")
     store = PgCloudStore(pg_dsn, replica="cloud", key=generate_key())
-    assert store.schema_version == 1
+    from cloud_sync.pgschema import MIGRATIONS
+
+    assert store.schema_version == len(MIGRATIONS)
     assert store.head("k1")[0] == 4
     store.close()

@@ -25,6 +25,18 @@ PIN_LOCKED_UNTIL = "pin_locked_until"
 PROGRESS_OFFSET = "progress_offset"  # points earned that do not count toward tiers
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
+SUN_COUNTER = "sun_ctr"  # on a card account: newest SUN read counter seen (version = counter)
+SERVICE_REGISTER = "service"  # on a kiosk's own account `kiosk:<id>`: service mode opened/closed
+
+# The only registers a kiosk may write (the cloud refuses any other from a kiosk): its own
+# locks and counters. Card status, tiers, PINs, credit limits and passes are the cloud's.
+KIOSK_REGISTERS = frozenset({PIN_FAILS, PIN_LOCKED_UNTIL, SUN_COUNTER, SERVICE_REGISTER})
+
+
+def kiosk_account(kiosk: str) -> str:
+    """The account a kiosk keeps its own records on (service mode, unclaimed coins)."""
+    return f"kiosk:{kiosk}"
+
 
 # Single-use codes are purses of their own.
 COUPON_PREFIX = "coupon:"  # account coupon:<id>, purse COUPON_PURSE, value 1
