@@ -108,12 +108,16 @@ def revoke(store: CloudStore, device: str, reason: str) -> None:
     log.error("device %s revoked: %s", device, reason)
 
 
-def release(store: CloudStore, device: str) -> dict[str, int]:
-    """An operator reviewed the held ops: apply them (a revoked device stays revoked)."""
+def release(store: CloudStore, device: str, now_ms: int) -> dict[str, int]:
+    """An operator reviewed the held ops: apply them (a revoked device stays revoked). The
+    cash they credit counts toward the kiosk's day."""
     dev = store.device(device)
     if dev is not None and dev.trust == "quarantined":
         store.set_trust(device, "ok", "")
     ops = store.take_held(device)
     counts = store.ingest(ops) if ops else {"applied": 0, "duplicate": 0, "pending": 0}
+    credited = sum(o.amount for o in ops if o.kind is Kind.INC and purse_unit(o.purse) == "cash")
+    if credited:
+        store.add_credit(device, now_ms // DAY_MS, credited)
     log.warning("device %s released: %d held ops, %s", device, len(ops), counts)
     return counts
