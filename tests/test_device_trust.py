@@ -269,3 +269,38 @@ def test_a_quarantined_kiosk_gets_no_rights_and_its_ops_wait_for_release(site):
     assert trust.release(site.store, "g1", site.now)["applied"] == 1  # its held debit is accounted
     assert site.store.device("g1").trust == "revoked"  # type: ignore[union-attr]
     assert site.store.purse("m1", "cash").value == 700
+
+
+# -- PINs (issue 12 item 6) ----------------------------------------------------------------------
+
+
+def test_a_pin_hash_is_memory_hard_salted_per_member_and_old_hashes_still_verify():
+    import hashlib
+
+    from edge.ledger.records import hash_pin, pin_matches
+
+    a, b = hash_pin("1234", b"salt-of-m1"), hash_pin("1234", b"salt-of-m2")
+    assert a.startswith("scrypt$16384$8$1$") and a != b  # no table serves two members
+    assert pin_matches("1234", a) and not pin_matches("1235", a)
+    legacy = "pbkdf2$20000$73$" + hashlib.pbkdf2_hmac("sha256", b"1234", b"s", 20000).hex()
+    assert pin_matches("1234", legacy) and not pin_matches("4321", legacy)
+    # A register crafted to stall a tap (huge cost parameters) never matches.
+    assert not pin_matches("1234", "scrypt$1073741824$8$1$00$00")
+    assert not pin_matches("1234", "pbkdf2$999999999$00$00")
+
+
+# -- clock (issue 12 item 8, part) ---------------------------------------------------------------
+
+
+def test_a_kiosk_whose_clock_is_30_days_behind_still_holds_a_valid_certificate(tmp_path):
+    import datetime as dt
+
+    from cryptography import x509
+
+    pki = tmp_path / "pki"
+    ca.init_ca(pki)
+    issued = ca.issue(pki, "k1", site="s1")
+    behind = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    for path in (issued.cert, pki / ca.CA_CERT):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        assert cert.not_valid_before_utc <= behind <= cert.not_valid_after_utc
