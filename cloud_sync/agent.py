@@ -49,6 +49,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import AgentSettings
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
+from edge.ledger.private_files import prepare_private
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class DenyList:
     restart (a kiosk that boots offline still knows every card reported lost)."""
 
     def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            prepare_private(path)
         self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
@@ -423,7 +426,12 @@ class SyncAgent:
             self._on_message(topic, payload)
         except (MessageRefused, BatchError) as exc:
             self.refused += 1
-            log.warning("%s", exc)
+            log.warning("refused from the cloud link: %s", exc)
+        except Exception:
+            # A message that reaches a fault past the decoder must not stop the kiosk, nor be
+            # redelivered forever (a retained one would stop it at every start).
+            self.refused += 1
+            log.exception("message on %s failed; dropped", topic)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.denylist:
@@ -443,7 +451,11 @@ class SyncAgent:
             sender=self.cloud,
         )
         msg = opened.message
-        self.last_contact_ms = self.clock()
+        # How fresh our copy of the cloud's state is goes by the time the cloud signed, never
+        # by when a message arrived: a days-old retained deny list is days old. Not later
+        # than our own clock, so a cloud clock running ahead cannot extend it either.
+        fresh = min(opened.ts_ms, self.clock())
+        self.last_contact_ms = max(self.last_contact_ms, fresh)
         if isinstance(msg, Ack):
             self._on_ack(msg)
         elif isinstance(msg, ChainOps):

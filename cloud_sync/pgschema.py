@@ -69,7 +69,7 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
-_M0002_DEVICE_TRUST = _sql(
+_M0003_DEVICE_TRUST = _sql(
     "ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'gate',"
     " ADD COLUMN trust TEXT NOT NULL DEFAULT 'ok', ADD COLUMN trust_reason TEXT NOT NULL"
     " DEFAULT '', ADD COLUMN credit_day BIGINT NOT NULL DEFAULT 0,"
@@ -79,9 +79,17 @@ _M0002_DEVICE_TRUST = _sql(
         held_ms BIGINT NOT NULL, PRIMARY KEY (device, seq))""",
 )
 
+_M0002_DEVICE_FLAGS = _sql(
+    """CREATE TABLE device_flags (
+        sender TEXT PRIMARY KEY, refused BIGINT NOT NULL DEFAULT 0,
+        last_refusal TEXT NOT NULL DEFAULT '', skewed BIGINT NOT NULL DEFAULT 0,
+        last_skew TEXT NOT NULL DEFAULT '')""",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
-    ("device_trust", _M0002_DEVICE_TRUST),
+    ("device_flags", _M0002_DEVICE_FLAGS),
+    ("device_trust", _M0003_DEVICE_TRUST),
 ]
 
 

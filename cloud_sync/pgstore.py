@@ -25,14 +25,18 @@ from cloud_sync.store import (
     _CLAIM_COLUMNS,
     _DEVICE_FIELDS,
     DEVICE_COLUMNS,
+    FLAGS_SQL,
     Claim,
     CloudStore,
     Device,
+    DeviceFlags,
     HeldOp,
     _delta,
     claim_from_row,
     device_from_row,
     entries_json,
+    flag_sql,
+    flags_of,
 )
 from edge.ledger import Intent, OpRefused, PurseState, Register, Share, chain
 from edge.ledger import op as opcodec
@@ -535,6 +539,14 @@ class PgCloudStore(CloudStore):
             f"UPDATE devices SET {sets} WHERE device = %s",
             (*(int(fields[k]) for k in keys), device),
         )
+
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        # The reason may quote what a sender sent: PostgreSQL text holds no NUL.
+        clean = reason.replace("\x00", "\\0")[:500]
+        self._conn.execute(flag_sql(kind, "%s"), (sender.replace("\x00", "")[:200], clean))
+
+    def flags(self) -> dict[str, DeviceFlags]:
+        return flags_of(self._conn.execute(FLAGS_SQL).fetchall())
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
         body = entries_json(entries)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     Ack,
@@ -50,6 +52,7 @@ from cloud_sync.protocol import (
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, Device
 from cloud_sync.trust import DAY_MS, screen
+from cloud_sync.upkeep import due_upkeep
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
 
@@ -82,14 +85,18 @@ class Reconciler:
         trust: TrustPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
+        membership: MembershipSettings | None = None,
+        max_skew_ms: int = 600_000,
     ) -> None:
         self.store = store
+        self.membership = membership  # the tier review and points lapsing run in the sweep
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
         self.trust = trust or TrustPolicy()
         self.chain_chunk = chain_chunk
         self.clock = clock
+        self.max_skew_ms = max_skew_ms
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
         self._sent_cloud: dict[str, int] = {}  # device -> newest cloud seq it has or was sent
 
@@ -102,8 +109,9 @@ class Reconciler:
     # -- inbound ---------------------------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
-        """One inbound message -> what to publish. Anything not trustworthy changes nothing
-        and is logged with its reason."""
+        """One inbound message -> what to publish. Anything not trustworthy or outside the
+        protocol's limits changes nothing, is logged with its sender and reason and counted
+        for that sender (`kiosk cloud kiosks`); it never raises for what a sender sent."""
         parsed = parse_device_topic(topic)
         if parsed is None or parsed[2] not in KIOSK_TO_CLOUD:
             return self._refuse(topic, "not a kiosk uplink topic")
@@ -112,7 +120,9 @@ class Reconciler:
         if dev is None:
             return self._refuse(topic, f"device {device!r} is not enrolled")
         if dev.site != site:
-            return self._refuse(topic, f"device {device!r} is enrolled at site {dev.site!r}")
+            return self._refuse(
+                topic, f"device {device!r} is enrolled at site {dev.site!r}", device
+            )
         try:
             opened = open_envelope(
                 payload,
@@ -122,10 +132,9 @@ class Reconciler:
                 sender=device,
             )
         except MessageRefused as exc:
-            self.refused += 1
-            log.warning("%s", exc)
-            return []
+            return self._refuse(topic, exc.reason, device)
         t = Topics(site, device)
+        self._check_clock(device, "message", opened.ts_ms, both_ways=True)
         msg = opened.message
         if isinstance(msg, OpsUpload):
             return self._on_ops(t, dev, msg, topic)
@@ -150,12 +159,25 @@ class Reconciler:
                 last_seen_ms=self.clock(),
             )
             return []
-        return self._refuse(topic, f"unexpected {msg.type!r}")  # pragma: no cover
+        return self._refuse(topic, f"unexpected {msg.type!r}", device)  # pragma: no cover
 
-    def _refuse(self, topic: str, reason: str) -> list[Outgoing]:
+    def _refuse(self, topic: str, reason: str, sender: str | None = None) -> list[Outgoing]:
         self.refused += 1
-        log.warning("%s", MessageRefused(topic, reason))
+        who = sender or "unknown sender"
+        log.warning("refused from %s: %s", who, MessageRefused(topic, reason))
+        if sender is not None:
+            self.store.flag(sender, "refused", reason)
         return []
+
+    def _check_clock(self, device: str, what: str, stamp_ms: int, both_ways: bool) -> None:
+        """Flag a time stamped far from our clock: ahead always (ops made up for later, or a
+        kiosk clock that runs fast), behind only for live messages (ops uploaded after an
+        offline spell are old by nature)."""
+        skew = stamp_ms - self.clock()
+        if skew > self.max_skew_ms or (both_ways and -skew > self.max_skew_ms):
+            detail = f"{what} stamped {skew / 1000:+.0f} s from the cloud's clock"
+            log.warning("device %s: %s", device, detail)
+            self.store.flag(device, "skewed", detail)
 
     def ack(self, t: Topics) -> Outgoing:
         seq, digest = self.store.head(t.device)
@@ -165,9 +187,12 @@ class Reconciler:
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
-            return self._refuse(topic, str(exc))
+            return self._refuse(topic, str(exc), t.device)
         if any(op.replica != t.device for op in ops):
-            return self._refuse(topic, f"ops of another replica on the topic of {t.device!r}")
+            reason = f"ops of another replica on the topic of {t.device!r}"
+            return self._refuse(topic, reason, t.device)
+        newest = max(ops, key=lambda o: o.wall_ms)
+        self._check_clock(t.device, f"op #{newest.seq}", newest.wall_ms, both_ways=False)
         now = self.clock()
         screened = screen(self.store, dev, ops, self.trust, now)
         if screened.held:
@@ -188,6 +213,7 @@ class Reconciler:
             self.store.add_credit(t.device, now // DAY_MS, screened.credited)
         if counts["refused"]:
             self.refused += counts["refused"]
+            self.store.flag(t.device, "refused", f"{counts['refused']} ops refused by the ledger")
         log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
         if counts["applied"]:
@@ -328,7 +354,10 @@ class Reconciler:
         return self.seal(t.grants, snap)
 
     def sweep(self) -> list[Outgoing]:
-        """Recall rights that kiosks have held without using for `idle_recall_s`."""
+        """Recall rights that kiosks have held without using for `idle_recall_s`; run the
+        membership upkeep when due (tier review, points lapsing: cloud_sync.upkeep)."""
+        if self.membership is not None:
+            due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
         for account, purse, device, rights in self.store.idle_rights(cutoff):
@@ -385,7 +414,8 @@ class ReconcilerService:
 
     async def run(self) -> None:
         backoff = 0.2
-        ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
+        # Unpredictable: a client that guesses a connected client's id takes its session.
+        ident = self.settings.client_id or f"reconciler-{secrets.token_hex(16)}"
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
             client = aiomqtt.Client(
@@ -421,17 +451,43 @@ class ReconcilerService:
             filters += enroll_filters(self.settings.shared)
         return filters
 
-    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+    def _handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Outgoing]:
         if self.enroller is not None and topic.startswith(ENROLL_ROOT + "/"):
-            return self.enroller.handle(topic, payload)
+            if not payload:
+                return []  # our own clearing (below) coming back
+            outs = self.enroller.handle(topic, payload)
+            # The enrollment listener is anonymous: nobody may park a retained message there.
+            # A live message does not show its retain flag, so every request topic is cleared.
+            if retained:
+                log.warning("retained enrollment request on %s cleared", topic)
+            outs.append(Outgoing(topic, b"", retain=True))
+            return outs
         return self.reconciler.handle(topic, payload)
+
+    def _handle_safely(self, topic: str, payload: bytes, retained: bool) -> list[Outgoing]:
+        """`_handle`, where a fault on one message (a bug that hostile input reaches, a store
+        that refuses a value) is logged and counted, and the message is acked: the sender
+        resends what matters (a kiosk's ops stay in its outbox until acked), while a poison
+        message redelivered forever would stop every reconciler at each start."""
+        try:
+            return self._handle(topic, payload, retained)
+        except Exception as exc:
+            parsed = parse_device_topic(topic)
+            sender = parsed[1] if parsed else topic
+            log.exception("message on %s from %s failed; dropped", topic, sender)
+            self.reconciler.refused += 1
+            try:
+                self.reconciler.store.flag(sender, "refused", f"failed: {exc!r}"[:300])
+            except Exception:
+                log.exception("could not count the failure of %s", sender)
+            return []
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
-                outs = self._handle(str(message.topic), bytes(payload))
+                outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
                 await self.publish(outs)
             self.handled += 1
             client._client.ack(message.mid, message.qos)

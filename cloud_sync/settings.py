@@ -166,6 +166,9 @@ class ReconcilerSettings(Settings):
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)
+    # An op or message stamped further than this from the cloud's clock is flagged (log and
+    # `kiosk cloud kiosks`): a kiosk clock that is wrong, or ops made up for later.
+    max_skew_s: int = Field(default=600, gt=0)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
 
     @field_validator("store")

@@ -20,12 +20,14 @@ from cloud_sync.errors import SyncError
 from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
-from cloud_sync.store import ROLES, open_store
+from cloud_sync.store import ROLES, DeviceFlags, open_store
+from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
 from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
+from provisioning.secret_input import secret_option
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,18 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
         raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
-        yield cfg, Reconciler(store, key, escrow=s.escrow, trust=s.trust, chain_chunk=s.chain_chunk)
+        yield (
+            cfg,
+            Reconciler(
+                store,
+                key,
+                escrow=s.escrow,
+                trust=s.trust,
+                chain_chunk=s.chain_chunk,
+                max_skew_ms=s.max_skew_s * 1000,
+                membership=cfg.membership,
+            ),
+        )
     except (LedgerError, SyncError) as exc:
         _audit(cfg, str(exc))
         raise click.ClickException(str(exc)) from exc
@@ -159,7 +172,7 @@ def ca_init(directory: Path) -> None:
 def ca_issue(device: str, site: str, directory: Path) -> None:
     """Issue a device certificate and key signed by the CA."""
     try:
-        out = ca.issue(directory, device, site=site)
+        out = ca.issue_device(directory, device, site=site)
     except (SyncError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{out.cert}\n{out.key}")
@@ -411,8 +424,8 @@ def claim_create(config: Path, site: str, device: str, expires: str) -> None:
     click.echo(f"site {site}" + (f", device {device}" if device else "") + f", valid until {until}")
     click.echo(f"cloud public key: {cloud} (fingerprint {fingerprint(bytes.fromhex(cloud))})")
     click.echo(
-        f"on the kiosk: kiosk provision enroll --claim {code} --broker mqtts://HOST:ENROLL_PORT"
-        " --ca ca.crt"
+        "on the kiosk: kiosk provision enroll --claim --broker mqtts://HOST:ENROLL_PORT"
+        " --ca ca.crt (it asks for the code)"
     )
 
 
@@ -436,7 +449,9 @@ def member_register(config: Path, account: str, name: str) -> None:
 @config_option
 @click.option("--account", required=True, type=ACCOUNT, help="Account id.")
 @click.option("--tier", default=None, help="Tier name (one of [[membership.tiers]]).")
-@click.option("--pin", default=None, help="New PIN, 4-12 digits (stored as a salted hash only).")
+@secret_option(
+    "--pin", what="PIN", default=None, help="New PIN, 4-12 digits (stored as a salted hash only)"
+)
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
 @click.option(
     "--days",
@@ -451,6 +466,9 @@ def member_register(config: Path, account: str, name: str) -> None:
     default=None,
     help="Overdraft on cash in minor units (透支); 0 removes it.",
 )
+@click.option(
+    "--category", default=None, type=CODE, help="Member category (its prices and discount)."
+)
 def member_set(
     config: Path,
     account: str,
@@ -459,9 +477,10 @@ def member_set(
     pass_product: str | None,
     days: int,
     credit_limit: int | None,
+    category: str | None,
 ) -> None:
-    """Set a member's tier, PIN, a time pass or credit limit (versioned registers every kiosk
-    applies)."""
+    """Set a member's tier, PIN, a time pass, credit limit or category (versioned registers
+    every kiosk applies)."""
     window = None
     if pass_product is not None:
         now = time.time_ns() // 1_000_000
@@ -475,9 +494,52 @@ def member_set(
             pass_product=pass_product,
             pass_window_ms=window,
             credit_limit=credit_limit,
+            category=category,
             membership=cfg.membership,
         )
     click.echo(f"member {account} updated")
+
+
+@cloud.group()
+def points() -> None:
+    """Member points: transfers between members, points that lapse."""
+
+
+@points.command(name="transfer")
+@config_option
+@click.option("--from", "source", required=True, type=ACCOUNT, help="The member giving points.")
+@click.option("--to", "target", required=True, type=ACCOUNT, help="The member receiving them.")
+@click.option("--amount", required=True, type=AMOUNT, help="Points to give.")
+@click.option("--ref", required=True, type=CODE, help="Your reference (a retry moves once).")
+def points_transfer(config: Path, source: str, target: str, amount: int, ref: str) -> None:
+    """Give points from one member to another (积分转赠), if [membership] point_transfers."""
+    with _reconciler(config) as (cfg, rec):
+        admin.transfer_points(
+            rec.store,
+            cfg.membership,
+            source,
+            target,
+            amount,
+            ref=ref,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        left = rec.store.purse(source, "points").value
+    click.echo(f"{amount} points from {source} to {target}; {source} has {left} left")
+
+
+@points.command(name="lapse")
+@config_option
+def points_lapse(config: Path) -> None:
+    """Write off points older than [membership] points_lifetime_days now (the reconciler does
+    it once a day by itself)."""
+    with _reconciler(config) as (cfg, rec):
+        lapses = lapse_points(rec.store, cfg.membership, time.time_ns() // 1_000_000)
+    for lapse in lapses:
+        kept = lapse.lapsed - lapse.written_off
+        held = f" ({kept} held by kiosks: next time)" if kept else ""
+        click.echo(f"{lapse.member}: {lapse.written_off} points lapsed{held}")
+    if not lapses:
+        click.echo("no points lapsed")
 
 
 @cloud.group()
@@ -570,7 +632,7 @@ def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: 
 
 
 card_options = [
-    click.option("--card", "number", default=None, help="Card number (never stored)."),
+    secret_option("--card", "number", what="card number", default=None, help="Card number"),
     click.option("--nfc-uid", default=None, help="NFC card UID in hex, e.g. 04A1B2C3D4E5F6."),
     click.option("--reader", default=None, help="Read the NFC card on this PC/SC desk reader."),
 ]
@@ -610,6 +672,19 @@ def card_link(
         else:
             admin.link_card(rec.store, account, token, valid_until_ms=until)
     click.echo(f"card linked to {account}")
+
+
+@card.command(name="discount")
+@config_option
+@with_card
+@click.option("--pct", required=True, type=click.IntRange(0, 100), help="Discount rate, 0-100.")
+def card_discount(
+    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, pct: int
+) -> None:
+    """Set a card's own discount rate (applied after the category or tier discount)."""
+    with _reconciler(config) as (cfg, rec):
+        account = admin.set_card_discount(rec.store, _card_of(cfg, number, nfc_uid, reader), pct)
+    click.echo(f"card of {account}: {pct}% discount")
 
 
 @card.command(name="expiry")
@@ -665,8 +740,8 @@ _status_command("cancel", "cancelled", "Cancel a card for good (注销); it neve
 @card.command(name="replace")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--old", "old", required=True, type=CARD, help="Old card number.")
-@click.option("--new", "new", required=True, type=CARD, help="New card number.")
+@secret_option("--old", "old", what="old card number", inner=CARD, required=True, help="Old card")
+@secret_option("--new", "new", what="new card number", inner=CARD, required=True, help="New card")
 def card_replace(config: Path, site: str, old: str, new: str) -> None:
     """Replace a card: the old one is denied, the new one linked to the same account."""
     with _reconciler(config) as (cfg, rec):
@@ -695,8 +770,8 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
     """Top up at the counter: credit a purse on the cloud's chain (a registered account only;
     a receipt used for another top-up is refused)."""
-    with _reconciler(config) as (_cfg, rec):
-        admin.top_up(rec.store, account, purse, amount, ref)
+    with _reconciler(config) as (cfg, rec):
+        admin.top_up(rec.store, account, purse, amount, ref, cfg.membership)
         value = rec.store.purse(account, purse).value
     click.echo(f"{purse} of {account}: {value}")
 
@@ -795,8 +870,11 @@ def show(config: Path, account: str, n: int) -> None:
 def kiosks(config: Path) -> None:
     """Kiosks with online status, ops not yet stored (lag) and last contact."""
     with _reconciler(config) as (_cfg, rec):
-        head = f"{'site':<10}{'device':<16}{'status':<12}{'stored':>8}{'lag':>6}  last seen"
-        click.echo(head)
+        flags = rec.store.flags()
+        click.echo(
+            f"{'site':<10}{'device':<16}{'status':<12}{'stored':>8}{'lag':>6}{'refused':>8}"
+            f"{'skewed':>7}  last seen"
+        )
         for d in rec.store.devices():
             seen = (
                 dt.datetime.fromtimestamp(d.last_seen_ms / 1000, dt.UTC).strftime("%F %T")
@@ -808,4 +886,12 @@ def kiosks(config: Path) -> None:
                 status = "recover"
             if d.trust != "ok":  # quarantined or revoked: its ops are held for review
                 status = d.trust
-            click.echo(f"{d.site:<10}{d.device:<16}{status:<12}{d.stored:>8}{d.lag:>6}  {seen}")
+            f = flags.get(d.device, DeviceFlags())
+            click.echo(
+                f"{d.site:<10}{d.device:<16}{status:<12}{d.stored:>8}{d.lag:>6}{f.refused:>8}"
+                f"{f.skewed:>7}  {seen}"
+            )
+            if f.last_refusal:
+                click.echo(f"    last refused: {f.last_refusal}")
+            if f.last_skew:
+                click.echo(f"    last skew: {f.last_skew}")

@@ -404,6 +404,7 @@ def test_postgres_schema_newer_than_the_code_is_refused(pg_dsn: str) -> None:
 def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> None:
     import psycopg
 
+    from cloud_sync.pgschema import MIGRATIONS
     from cloud_sync.pgstore import PgCloudStore
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # what the old code created
@@ -413,9 +414,7 @@ def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> N
         )
         conn.execute("INSERT INTO heads VALUES ('k1', 4, '\\x00')")
     store = PgCloudStore(pg_dsn, replica="cloud", key=generate_key())
-    from cloud_sync.pgschema import MIGRATIONS
-
-    assert store.schema_version == len(MIGRATIONS)
+    assert store.schema_version == len(MIGRATIONS)  # adopted as 1, then migrated
     assert store.head("k1")[0] == 4
     store.close()
 
@@ -452,8 +451,8 @@ def _forged(world: World, name: str, **fields: object) -> Op:
         ({"purse": "limit:cash", "data": "1000000"}, "register 'limit:cash'"),
         ({"account": "kiosk:other", "purse": "service", "data": "open"}, "own account"),
         ({"amount": 2**63 - 1}, "out of range"),
-        ({"ref": "r" * 129}, "longer than 128"),
-        ({"data": "d" * 1025}, "longer than 1024"),
+        ({"ref": "r" * 257}, "longer than 256"),
+        ({"data": "d" * 65_537}, "longer than 65536"),
     ],
 )
 def test_a_kiosk_writes_only_its_own_locks_and_counters(

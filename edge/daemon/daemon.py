@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.aio import cancel_and_wait
 from edge.clock import ClockTrust, TimeBeacon, assess_clock
@@ -21,18 +21,20 @@ from edge.daemon.sdnotify import Notifier
 from edge.daemon.service_mode import take_request
 from edge.drivers import gpio as gpio_events
 from edge.drivers import nfc as nfc_events
-from edge.drivers import wedge_decode as wedge_events
+from edge.drivers import wedge_events
 from edge.drivers.display import Display, open_display
 from edge.drivers.gpio import GpioBoard, open_gpio
 from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_nfc_reader
 from edge.drivers.ntag424 import SiteKeys
-from edge.drivers.wedge import WedgeReader, open_wedge
 from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.sitekey import load_site_secrets
 from edge.taps.pipeline import RightsSource, TapPipeline
 from edge.taps.reasons import DenyReason
+
+if TYPE_CHECKING:
+    from edge.drivers.wedge import WedgeReader
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class KioskDaemon:
                 cfg.nfc.backend, verifier, reader_name=cfg.nfc.reader or None
             )
             self.nfc = await stack.enter_async_context(reader)
+        if cfg.wedge is not None or cfg.keypad is not None:
+            # python-evdev only where a wedge reader or keypad is fitted.
+            from edge.drivers.wedge import open_wedge
         if cfg.wedge is not None:
             self.wedge = await stack.enter_async_context(open_wedge(cfg.wedge))
         if cfg.keypad is not None:
@@ -271,6 +276,8 @@ class KioskDaemon:
                 await kiosk.refuse(DenyReason.BANK_CARD)
             case gpio_events.CoinInserted(amount_minor=amount):
                 await kiosk.coin(amount)
+            case gpio_events.LookupPressed():
+                await kiosk.lookup()
             case gpio_events.CoinRejected():
                 log.warning("coin acceptor: %s", event)
             case gpio_events.DoorHeldOpen(open_s=seconds):

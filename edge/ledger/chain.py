@@ -35,8 +35,8 @@ from edge.ledger.records import (
 log = logging.getLogger(__name__)
 
 # Caps on what one op may carry: a signed op is still an attacker's input (a stolen key).
-MAX_NAME = 128  # replica, account, purse, counterpart, ref
-MAX_DATA = 1024  # a register value
+MAX_NAME = 256  # replica, account, purse, counterpart, ref (as the wire decoder allows)
+MAX_DATA = 65_536  # op data (as the wire decoder allows)
 MAX_AMOUNT = 2**53 - 1  # amounts and register versions (ms): exact in every store and language
 MAX_PENDING = 10_000  # ops held per replica waiting for a gap to fill
 
