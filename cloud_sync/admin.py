@@ -108,7 +108,7 @@ def set_member(
         raise ActionRefused(f"unknown tier {tier!r} (known: {known})")
     if pin is not None:
         _refuse_if(pin_fault(pin, m.pin_min_digits))
-        pin_hash = rec.hash_pin(pin, secrets.token_bytes(16))
+        pin_hash = rec.hash_pin(pin, secrets.token_bytes(rec.PIN_SALT_BYTES))
     if credit_limit is not None and credit_limit < 0:
         raise ActionRefused("a credit limit is 0 or more minor units")
     if category is not None and m.categories and category not in m.categories:

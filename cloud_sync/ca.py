@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import grp
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ BROKER_ACCOUNT = "mosquitto"  # the user and group Debian's mosquitto runs as
 # Never a device's CN: the cloud's own certificates, and the CA's files (`ca` -> ca.key).
 RESERVED_NAMES = frozenset({RECONCILER, BROKER, "ca", "mosquitto", "enroll"})
 ENROLL_ROOT = f"{ROOT}/enroll"  # kiosk/v1/enroll/<claim id>/req|res (the enrollment listener)
+CRL = "crl.pem"  # revoked device certificates; mosquitto's `crlfile`
+ISSUED = "issued.jsonl"  # one line per certificate issued: cn, serial (revocation finds them)
+REVOKED = "revoked.jsonl"  # one line per certificate revoked
+# A kiosk whose clock is up to 30 days behind (a dead RTC battery, a long storage) must still
+# connect, so that the cloud's time can set it: certificates are valid from 31 days back.
+BACKDATE = dt.timedelta(days=31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,7 @@ def init_ca(directory: Path, *, name: str = "kiosk-edge deployment CA", days: in
         .issuer_name(_name(name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -112,7 +119,7 @@ def _certificate(
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -128,6 +135,62 @@ def _certificate(
                 sans.append(x509.DNSName(n))
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
+
+
+def _record_issued(directory: Path, cert: x509.Certificate, cn: str) -> None:
+    line = json.dumps({"cn": cn, "serial": format(cert.serial_number, "x")})
+    with (directory / ISSUED).open("a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _lines(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_crl(directory: Path) -> Path:
+    """(Re)write the CRL of every revoked certificate, signed by the CA (mosquitto reads it
+    at start and on SIGHUP). Its next update is far ahead: an expired CRL refuses everyone."""
+    ca_cert, ca_key = _load_ca(directory)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + dt.timedelta(days=3650))
+    )
+    for row in _lines(directory / REVOKED):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(row["serial"], 16))
+            .revocation_date(now)
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = directory / CRL
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, path)
+    share_with_broker([path])
+    return path
+
+
+def revoke(directory: Path, cn: str) -> int:
+    """Revoke every certificate issued to `cn` and rewrite the CRL; how many were revoked."""
+    check_name(cn, "certificate name")
+    if cn in RESERVED_NAMES:
+        raise ConfigError(f"{cn!r} is one of the cloud's own certificates, not a device")
+    done = {r["serial"] for r in _lines(directory / REVOKED)}
+    serials = [r["serial"] for r in _lines(directory / ISSUED) if r["cn"] == cn]
+    fresh = [s for s in dict.fromkeys(serials) if s not in done]
+    with (directory / REVOKED).open("a") as f:
+        for serial in fresh:
+            f.write(json.dumps({"cn": cn, "serial": serial}) + "\n")
+    write_crl(directory)
+    return len(fresh)
 
 
 def issue(
@@ -147,6 +210,7 @@ def issue(
         ca_cert, ca_key, key.public_key(), cn, site=site, server_names=server_names, days=days
     )
     out = Issued(directory / f"{cn}.crt", directory / f"{cn}.key")
+    _record_issued(directory, cert, cn)
     _write_key(out.key, key)
     out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return out
@@ -189,6 +253,7 @@ def sign_csr(directory: Path, csr_pem: bytes, cn: str, *, site: str, days: int =
         raise ConfigError("certificate request key must be EC P-256")
     ca_cert, ca_key = _load_ca(directory)
     cert = _certificate(ca_cert, ca_key, public_key, cn, site=site, server_names=(), days=days)
+    _record_issued(directory, cert, cn)
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -248,6 +313,7 @@ def mosquitto_conf(
     bind: str = "127.0.0.1",
     server: Issued,
     acl_file: Path,
+    crl_file: Path | None = None,
     user: str | None = None,
     persistence_dir: Path | None = None,
     enroll_port: int | None = None,
@@ -269,6 +335,8 @@ def mosquitto_conf(
         f"acl_file {acl_file}",
         "allow_anonymous false",
     ]
+    if crl_file is not None:
+        mtls.insert(2, f"crlfile {crl_file}")
     lines = ["# kiosk-edge broker (generated by `kiosk cloud broker-config`)"]
     if enroll_port is None:
         lines += ["per_listener_settings false", *mtls]
@@ -367,6 +435,7 @@ def write_broker_config(
     if enroll_port is not None:
         enroll_acl = directory / "enroll.acl"
         enroll_acl.write_text(enroll_acl_text())
+    crl = write_crl(directory)
     share_with_broker([server.key, server.cert, directory / CA_CERT, acl, enroll_acl])
     conf = directory / "mosquitto.conf"
     conf.write_text(
@@ -376,6 +445,7 @@ def write_broker_config(
             bind=bind,
             server=server,
             acl_file=acl,
+            crl_file=crl,
             user=user,
             enroll_port=enroll_port,
             enroll_acl_file=enroll_acl,

@@ -69,6 +69,16 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
+_M0004_DEVICE_TRUST = _sql(
+    "ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'gate',"
+    " ADD COLUMN trust TEXT NOT NULL DEFAULT 'ok', ADD COLUMN trust_reason TEXT NOT NULL"
+    " DEFAULT '', ADD COLUMN credit_day BIGINT NOT NULL DEFAULT 0,"
+    " ADD COLUMN credit_today BIGINT NOT NULL DEFAULT 0",
+    """CREATE TABLE held (
+        device TEXT NOT NULL, seq BIGINT NOT NULL, op BYTEA NOT NULL, reason TEXT NOT NULL,
+        held_ms BIGINT NOT NULL, PRIMARY KEY (device, seq))""",
+)
+
 _M0002_DEVICE_FLAGS = _sql(
     """CREATE TABLE device_flags (
         sender TEXT PRIMARY KEY, refused BIGINT NOT NULL DEFAULT 0,
@@ -91,6 +101,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
     ("device_flags", _M0002_DEVICE_FLAGS),
     ("fleet", _M0003_FLEET),
+    ("device_trust", _M0004_DEVICE_TRUST),
 ]
 
 

@@ -25,13 +25,16 @@ from cloud_sync.protocol import DenyDelta, DenyEntry
 from cloud_sync.store import (
     _CLAIM_COLUMNS,
     _DEVICE_FIELDS,
+    DEVICE_COLUMNS,
     FLAGS_SQL,
     Claim,
     CloudStore,
     Device,
     DeviceFlags,
+    HeldOp,
     _delta,
     claim_from_row,
+    device_from_row,
     entries_json,
     flag_sql,
     flags_of,
@@ -259,6 +262,13 @@ class PgChainStore:
             "DELETE FROM pending WHERE replica = %s AND seq <= %s", (replica, through_seq)
         )
 
+    def pending_of(self, replica: str) -> int:
+        self.flush()
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM pending WHERE replica = %s", (replica,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
 
 def _register(conn: psycopg.Connection, account: str, name: str) -> Register | None:
     row = conn.execute(
@@ -466,37 +476,61 @@ class PgCloudStore(CloudStore):
 
     # -- directory and deny list -----------------------------------------------------------
 
-    def enroll(self, device: str, site: str) -> None:
+    def enroll(self, device: str, site: str, role: str = "gate") -> None:
         self._conn.execute(
-            "INSERT INTO devices (device, site) VALUES (%s, %s)"
-            " ON CONFLICT (device) DO UPDATE SET site = excluded.site",
-            (device, site),
+            "INSERT INTO devices (device, site, role) VALUES (%s, %s, %s)"
+            " ON CONFLICT (device) DO UPDATE SET site = excluded.site, role = excluded.role",
+            (device, site, role),
         )
 
     def _device(self, row: Sequence[Any]) -> Device:
-        device, site, online, head, qd, rec, ch, seen = row
-        return Device(
-            device=device,
-            site=site,
-            online=bool(online),
-            head=int(head),
-            stored=self.head(device)[0],
-            queue_depth=int(qd),
-            recovering=int(rec),
-            cloud_head=int(ch),
-            last_seen_ms=int(seen),
-        )
-
-    _DEV = "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
+        return device_from_row(row, self.head(str(row[0]))[0])
 
     def device(self, device: str) -> Device | None:
-        sql = f"{self._DEV} FROM devices WHERE device = %s"
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device = %s"
         row = self._conn.execute(sql, (device,)).fetchone()
         return None if row is None else self._device(row)
 
     def devices(self) -> list[Device]:
-        rows = self._conn.execute(f"{self._DEV} FROM devices ORDER BY site, device").fetchall()
-        return [self._device(r) for r in rows]
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY site, device"
+        return [self._device(r) for r in self._conn.execute(sql).fetchall()]
+
+    def set_trust(self, device: str, trust: str, reason: str) -> None:
+        self._conn.execute(
+            "UPDATE devices SET trust = %s, trust_reason = %s WHERE device = %s",
+            (trust, reason, device),
+        )
+
+    def set_role(self, device: str, role: str) -> None:
+        self._conn.execute("UPDATE devices SET role = %s WHERE device = %s", (role, device))
+
+    def add_credit(self, device: str, day: int, amount: int) -> None:
+        self._conn.execute(
+            "UPDATE devices SET credit_today = CASE WHEN credit_day = %s"
+            " THEN credit_today + %s ELSE %s END, credit_day = %s WHERE device = %s",
+            (day, amount, amount, day, device),
+        )
+
+    def hold(self, device: str, ops: Sequence[Op], reason: str, now_ms: int) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO held VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(device, o.seq, opcodec.encode(o), reason, now_ms) for o in ops],
+            )
+
+    def held(self, device: str | None = None) -> list[HeldOp]:
+        rows = self._conn.execute(
+            "SELECT device, op, reason, held_ms FROM held"
+            " WHERE %s::text IS NULL OR device = %s ORDER BY device, seq",
+            (device, device),
+        ).fetchall()
+        return [HeldOp(d, opcodec.decode(bytes(o)), r, int(t)) for d, o, r, t in rows]
+
+    def take_held(self, device: str) -> list[Op]:
+        rows = self._conn.execute(
+            "DELETE FROM held WHERE device = %s RETURNING seq, op", (device,)
+        ).fetchall()
+        return [opcodec.decode(bytes(o)) for _, o in sorted(rows)]
 
     def seen(self, device: str, **fields: int | bool) -> None:
         keys = [k for k in fields if k in _DEVICE_FIELDS]

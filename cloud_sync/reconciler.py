@@ -50,8 +50,9 @@ from cloud_sync.protocol import (
     reconciler_filters,
     seal,
 )
-from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
-from cloud_sync.store import CloudStore
+from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
+from cloud_sync.store import CloudStore, Device
+from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
@@ -91,6 +92,7 @@ class Reconciler:
         key: Ed25519PrivateKey,
         *,
         escrow: EscrowPolicy | None = None,
+        trust: TrustPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
         membership: MembershipSettings | None = None,
@@ -105,6 +107,7 @@ class Reconciler:
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
+        self.trust = trust or TrustPolicy()
         self.chain_chunk = chain_chunk
         self.clock = clock
         self.max_skew_ms = max_skew_ms
@@ -148,12 +151,15 @@ class Reconciler:
         self._check_clock(device, "message", opened.ts_ms, both_ways=True)
         msg = opened.message
         if isinstance(msg, OpsUpload):
-            return self._on_ops(t, msg, topic)
+            return self._on_ops(t, dev, msg, topic)
         if isinstance(msg, ChainOps):
             return self._on_chain_back(t, msg, topic)
         if isinstance(msg, Hello):
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
+            if dev.trust != "ok":  # a quarantined or revoked kiosk gets no more rights
+                answer = Answer(id=msg.id, ok=False, reason=f"device {dev.trust}")
+                return [self.seal(t.rpc_res, answer)]
             return self._on_rights(t, msg)
         if isinstance(msg, RecoverRequest):
             return self._on_recover(t, msg)
@@ -195,17 +201,39 @@ class Reconciler:
         seq, digest = self.store.head(t.device)
         return self.seal(t.ack, Ack(seq=seq, hash=digest))
 
-    def _on_ops(self, t: Topics, msg: OpsUpload, topic: str) -> list[Outgoing]:
+    def _on_ops(self, t: Topics, dev: Device, msg: OpsUpload, topic: str) -> list[Outgoing]:
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
             return self._refuse(topic, str(exc), t.device)
-        if ops[0].replica != t.device:
-            reason = f"ops of {ops[0].replica!r} on the topic of {t.device!r}"
+        if any(op.replica != t.device for op in ops):
+            reason = f"ops of another replica on the topic of {t.device!r}"
             return self._refuse(topic, reason, t.device)
+        if self.restoring:
+            # Restored from a backup: a kiosk op may spend rights granted by cloud ops we are
+            # still getting back from the kiosks. Judge it once the cloud chain is whole again
+            # (the kiosk resends from our ack), never quarantine a kiosk for our own loss.
+            return [self.ack(t)]
         newest = max(ops, key=lambda o: o.wall_ms)
         self._check_clock(t.device, f"op #{newest.seq}", newest.wall_ms, both_ways=False)
+        now = self.clock()
+        screened = screen(self.store, dev, ops, self.trust, now)
+        if screened.held:
+            self.store.hold(t.device, screened.held, screened.reason, now)
+            if dev.trust == "ok":
+                self.store.set_trust(t.device, "quarantined", screened.reason)
+                log.error(
+                    "device %s quarantined, its ops held for review (kiosk cloud device"
+                    " review): %s",
+                    t.device,
+                    screened.reason,
+                )
+        ops = screened.accept
+        if not ops:
+            return [self.ack(t)]
         counts = self.store.ingest(ops)
+        if screened.credited:
+            self.store.add_credit(t.device, now // DAY_MS, screened.credited)
         if counts["refused"]:
             self.refused += counts["refused"]
             self.store.flag(t.device, "refused", f"{counts['refused']} ops refused by the ledger")

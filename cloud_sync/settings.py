@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud_sync.errors import ConfigError
 from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import check_name
+from edge.ledger.chain import KioskAuthority
 
 
 class Settings(BaseModel):
@@ -110,6 +111,32 @@ class EscrowPolicy(Settings):
     idle_recall_s: float = Field(default=3600.0, gt=0)
 
 
+class TrustPolicy(Settings):
+    """What the cloud accepts from each kiosk (`[reconciler.trust]`), beyond the chain rules.
+    An op outside these bounds quarantines its kiosk: the op and the kiosk's later ops are held
+    for an operator's review (`kiosk cloud device review`) and applied only once released.
+    A gate or point of sale never credits cash; points only within what the same tap paid.
+    A top-up kiosk credits cash up to `credit_per_op` per op and `credit_per_day` per cloud day
+    (UTC; 0 = no day bound). Debits beyond the kiosk's rights only within `debt_per_op` (the
+    offline risk allowance the kiosks are configured with; 0 = strict)."""
+
+    credit_per_op: int = Field(default=100_000, ge=0)
+    credit_per_day: int = Field(default=1_000_000, ge=0)
+    points_per_100: int = Field(default=100, ge=0)
+    debt_per_op: int = Field(default=0, ge=0)
+    version_ahead_s: int = Field(default=86_400, ge=0)
+
+    def authority(self, role: str) -> KioskAuthority:
+        return KioskAuthority(
+            role=role,
+            credit_per_op=self.credit_per_op,
+            credit_per_day=self.credit_per_day or None,
+            points_per_100=self.points_per_100,
+            debt_per_op=self.debt_per_op,
+            version_ahead_ms=self.version_ahead_s * 1000,
+        )
+
+
 class EnrollSettings(Settings):
     """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
     site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
@@ -145,6 +172,7 @@ class ReconcilerSettings(Settings):
     client_id: str = ""  # stable per process: its broker session survives a reconnect
     session_expiry_s: int = Field(default=3600, ge=0)
     escrow: EscrowPolicy = EscrowPolicy()
+    trust: TrustPolicy = TrustPolicy()
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)

@@ -21,6 +21,7 @@ from cloud_sync.errors import StoreError
 from cloud_sync.fleet import prepare_sqlite, refuse_while_restoring
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
+from edge.ledger import op as opcodec
 from edge.ledger.chain import Role
 from edge.ledger.op import Op
 
@@ -40,10 +41,29 @@ class Device:
     recovering: int
     cloud_head: int  # newest seq of the cloud's chain the kiosk reported holding
     last_seen_ms: int
+    role: str = "gate"  # gate | pos | topup: what the cloud lets it credit (chain.KioskAuthority)
+    trust: str = "ok"  # ok | quarantined | revoked: the later ops of a device not ok are held
+    trust_reason: str = ""
+    credit_day: int = 0  # the cloud's day number (UTC) of `credit_today`
+    credit_today: int = 0  # cash this kiosk credited that day
 
     @property
     def lag(self) -> int:
         return max(0, self.head - self.stored)
+
+
+ROLES = ("gate", "pos", "topup")
+TRUST_STATES = ("ok", "quarantined", "revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOp:
+    """A kiosk op held for an operator's review, never applied to balances until released."""
+
+    device: str
+    op: Op
+    reason: str
+    held_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,32 @@ class Claim:
 
     def __repr__(self) -> str:
         return f"Claim({self.claim_id}, site={self.site!r}, used_by={self.used_by!r})"
+
+
+DEVICE_COLUMNS = (
+    "device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms, role, trust,"
+    " trust_reason, credit_day, credit_today"
+)
+
+
+def device_from_row(row: Sequence[object], stored: int) -> Device:
+    device, site, online, head, qd, rec, ch, seen, role, trust, why, day, today = row
+    return Device(
+        device=str(device),
+        site=str(site),
+        online=bool(online),
+        head=int(str(head)),
+        stored=stored,
+        queue_depth=int(str(qd)),
+        recovering=int(str(rec)),
+        cloud_head=int(str(ch)),
+        last_seen_ms=int(str(seen)),
+        role=str(role),
+        trust=str(trust),
+        trust_reason=str(why),
+        credit_day=int(str(day)),
+        credit_today=int(str(today)),
+    )
 
 
 _CLAIM_COLUMNS = (
@@ -208,7 +254,30 @@ class CloudStore(abc.ABC):
     # -- directory and deny list -----------------------------------------------------------
 
     @abc.abstractmethod
-    def enroll(self, device: str, site: str) -> None: ...
+    def enroll(self, device: str, site: str, role: str = "gate") -> None: ...
+
+    @abc.abstractmethod
+    def set_trust(self, device: str, trust: str, reason: str) -> None:
+        """Quarantine, revoke or release a device (`TRUST_STATES`)."""
+
+    @abc.abstractmethod
+    def set_role(self, device: str, role: str) -> None: ...
+
+    @abc.abstractmethod
+    def add_credit(self, device: str, day: int, amount: int) -> None:
+        """Count cash a kiosk credited on a cloud day (a new day starts from 0)."""
+
+    @abc.abstractmethod
+    def hold(self, device: str, ops: Sequence[Op], reason: str, now_ms: int) -> None:
+        """Keep a device's ops for review (a second copy of a held seq is ignored)."""
+
+    @abc.abstractmethod
+    def held(self, device: str | None = None) -> list[HeldOp]:
+        """Ops held for review, by device and seq."""
+
+    @abc.abstractmethod
+    def take_held(self, device: str) -> list[Op]:
+        """Remove and return a device's held ops (released by an operator)."""
 
     @abc.abstractmethod
     def device(self, device: str) -> Device | None: ...
@@ -335,6 +404,28 @@ def _m0003(db: Database) -> None:
     )
 
 
+@_cloud_migrations(name="0004_device_trust")
+def _m0004(db: Database) -> None:
+    for column in (
+        "role TEXT NOT NULL DEFAULT 'gate'",
+        "trust TEXT NOT NULL DEFAULT 'ok'",
+        "trust_reason TEXT NOT NULL DEFAULT ''",
+        "credit_day INTEGER NOT NULL DEFAULT 0",
+        "credit_today INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(f"ALTER TABLE devices ADD COLUMN {column}")
+    db.execute(
+        """CREATE TABLE held (
+            device TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            op BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            held_ms INTEGER NOT NULL,
+            PRIMARY KEY (device, seq)
+        )"""
+    )
+
+
 def flag_sql(kind: str, mark: str) -> str:
     """The upsert of one counter (the same SQL on both stores, `mark` their placeholder)."""
     if kind not in FLAG_KINDS:
@@ -436,42 +527,69 @@ class SqliteCloudStore(CloudStore):
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
         return self.ledger.idle_rights(before_ms)
 
-    def enroll(self, device: str, site: str) -> None:
+    def enroll(self, device: str, site: str, role: str = "gate") -> None:
         with self._write() as c:
             c.execute(
-                "INSERT INTO devices (device, site) VALUES (?, ?)"
-                " ON CONFLICT (device) DO UPDATE SET site = excluded.site",
-                (device, site),
+                "INSERT INTO devices (device, site, role) VALUES (?, ?, ?)"
+                " ON CONFLICT (device) DO UPDATE SET site = excluded.site, role = excluded.role",
+                (device, site, role),
             )
 
     def _device(self, row: Sequence[object]) -> Device:
-        device, site, online, head, qd, rec, ch, seen = row
-        return Device(
-            device=str(device),
-            site=str(site),
-            online=bool(online),
-            head=int(str(head)),
-            stored=self.head(str(device))[0],
-            queue_depth=int(str(qd)),
-            recovering=int(str(rec)),
-            cloud_head=int(str(ch)),
-            last_seen_ms=int(str(seen)),
-        )
+        return device_from_row(row, self.head(str(row[0]))[0])
 
     def device(self, device: str) -> Device | None:
         row = self._conn.execute(
-            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
-            " FROM devices WHERE device = ?",
-            (device,),
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,)
         ).fetchone()
         return None if row is None else self._device(row)
 
     def devices(self) -> list[Device]:
         rows = self._conn.execute(
-            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
-            " FROM devices ORDER BY site, device"
+            f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY site, device"
         ).fetchall()
         return [self._device(r) for r in rows]
+
+    def set_trust(self, device: str, trust: str, reason: str) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE devices SET trust = ?, trust_reason = ? WHERE device = ?",
+                (trust, reason, device),
+            )
+
+    def set_role(self, device: str, role: str) -> None:
+        with self._write() as c:
+            c.execute("UPDATE devices SET role = ? WHERE device = ?", (role, device))
+
+    def add_credit(self, device: str, day: int, amount: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE devices SET credit_today = CASE WHEN credit_day = ?"
+                " THEN credit_today + ? ELSE ? END, credit_day = ? WHERE device = ?",
+                (day, amount, amount, day, device),
+            )
+
+    def hold(self, device: str, ops: Sequence[Op], reason: str, now_ms: int) -> None:
+        with self._write() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO held VALUES (?, ?, ?, ?, ?)",
+                [(device, o.seq, opcodec.encode(o), reason, now_ms) for o in ops],
+            )
+
+    def held(self, device: str | None = None) -> list[HeldOp]:
+        rows = self._conn.execute(
+            "SELECT device, op, reason, held_ms FROM held WHERE ? IS NULL OR device = ?"
+            " ORDER BY device, seq",
+            (device, device),
+        ).fetchall()
+        return [HeldOp(str(d), opcodec.decode(_blob(o)), str(r), int(t)) for d, o, r, t in rows]
+
+    def take_held(self, device: str) -> list[Op]:
+        with self._write() as c:
+            rows = c.execute(
+                "DELETE FROM held WHERE device = ? RETURNING seq, op", (device,)
+            ).fetchall()
+        return [opcodec.decode(_blob(o)) for _, o in sorted(rows)]
 
     def seen(self, device: str, **fields: int | bool) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields if k in _DEVICE_FIELDS)

@@ -15,12 +15,12 @@ from pathlib import Path
 import aiomqtt
 import click
 
-from cloud_sync import admin, ca
+from cloud_sync import admin, ca, trust
 from cloud_sync.errors import SyncError
 from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
-from cloud_sync.store import DeviceFlags, open_store
+from cloud_sync.store import ROLES, DeviceFlags, open_store
 from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
@@ -64,6 +64,7 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
                 store,
                 key,
                 escrow=s.escrow,
+                trust=s.trust,
                 chain_chunk=s.chain_chunk,
                 max_skew_ms=s.max_skew_s * 1000,
                 membership=cfg.membership,
@@ -302,8 +303,15 @@ def site_key(path: Path) -> None:
 @click.option("--device", required=True, help="Device id.")
 @click.option("--site", required=True, help="Site id.")
 @click.option("--public-key", required=True, help="The device's Ed25519 public key, hex.")
-def enroll(config: Path, device: str, site: str, public_key: str) -> None:
-    """Trust a kiosk's ledger key and record its site."""
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    default="gate",
+    show_default=True,
+    help="What the cloud lets it credit: a gate or pos never credits cash; topup within bounds.",
+)
+def enroll(config: Path, device: str, site: str, public_key: str, role: str) -> None:
+    """Trust a kiosk's ledger key and record its site and role."""
     with _reconciler(config) as (_cfg, rec):
         try:
             raw = bytes.fromhex(public_key)
@@ -311,8 +319,108 @@ def enroll(config: Path, device: str, site: str, public_key: str) -> None:
         except (ValueError, LedgerError) as exc:
             raise click.ClickException(f"not an Ed25519 public key: {exc}") from exc
         rec.store.trust(device, raw, "kiosk")
-        rec.store.enroll(device, site)
-    click.echo(f"enrolled {device} at {site}")
+        rec.store.enroll(device, site, role)
+    click.echo(f"enrolled {device} at {site} as {role}")
+
+
+@cloud.group(name="device")
+def device_group() -> None:
+    """Trust per device: quarantine, revoke, release, review held ops, set the role."""
+
+
+device_option = click.option("--device", "device", required=True, help="Device id.")
+reason_option = click.option("--reason", default="operator", help="Why (kept with the device).")
+
+
+def _known(rec: Reconciler, device: str) -> None:
+    if rec.store.device(device) is None:
+        raise click.ClickException(f"device {device!r} is not enrolled; see `kiosk cloud kiosks`")
+
+
+@device_group.command(name="quarantine")
+@config_option
+@device_option
+@reason_option
+def device_quarantine(config: Path, device: str, reason: str) -> None:
+    """Hold the device's later ops for review (never applied to balances until released)
+    and refuse it further rights."""
+    with _reconciler(config) as (_cfg, rec):
+        _known(rec, device)
+        trust.quarantine(rec.store, device, reason)
+    click.echo(f"{device} quarantined: its later ops are held (kiosk cloud device review)")
+
+
+@device_group.command(name="revoke")
+@config_option
+@device_option
+@reason_option
+@click.option(
+    "--ca-dir",
+    type=DirPath,
+    help="The deployment CA (default: [reconciler.enroll] ca_dir): its CRL gains the device.",
+)
+def device_revoke(config: Path, device: str, reason: str, ca_dir: Path | None) -> None:
+    """Revoke a device (a stolen kiosk): its certificates go on the broker's CRL, its later
+    ops are held for good. Reload the broker after (`systemctl reload mosquitto`)."""
+    with _reconciler(config) as (cfg, rec):
+        _known(rec, device)
+        trust.revoke(rec.store, device, reason)
+        enroll = cfg.reconciler.enroll
+        directory = ca_dir or (enroll.ca_dir if enroll else None)
+        if directory is None:
+            raise click.ClickException(
+                f"{device} revoked at the cloud, but no CA folder to revoke its certificate in;"
+                " give --ca-dir"
+            )
+        try:
+            n = ca.revoke(directory, device)
+        except SyncError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{device} revoked: {n} certificate(s) added to {directory / ca.CRL};"
+        " reload the broker (systemctl reload mosquitto) to refuse it"
+    )
+
+
+@device_group.command(name="release")
+@config_option
+@device_option
+def device_release(config: Path, device: str) -> None:
+    """After review: apply the device's held ops, and lift its quarantine (a revoked device
+    stays revoked)."""
+    with _reconciler(config) as (_cfg, rec):
+        _known(rec, device)
+        counts = trust.release(rec.store, device, rec.clock())
+    click.echo(f"{device} released: {counts['applied']} held ops applied")
+
+
+@device_group.command(name="review")
+@config_option
+@click.option("--device", "device", default=None, help="Only this device.")
+def device_review(config: Path, device: str | None) -> None:
+    """Devices not trusted, and the ops held for review, with the reason."""
+    with _reconciler(config) as (_cfg, rec):
+        for dev in rec.store.devices():
+            if dev.trust != "ok" and device in (None, dev.device):
+                click.echo(f"{dev.device}\t{dev.role}\t{dev.trust}\t{dev.trust_reason}")
+        for h in rec.store.held(device):
+            o = h.op
+            click.echo(
+                f"  {h.device}#{o.seq}\t{o.kind.name.lower()}\t{o.account}\t{o.purse}"
+                f"\t{o.amount}\t{h.reason}"
+            )
+
+
+@device_group.command(name="role")
+@config_option
+@device_option
+@click.option("--role", type=click.Choice(ROLES), required=True, help="gate, pos or topup.")
+def device_role(config: Path, device: str, role: str) -> None:
+    """Set what the cloud lets a device credit."""
+    with _reconciler(config) as (_cfg, rec):
+        _known(rec, device)
+        rec.store.set_role(device, role)
+    click.echo(f"{device} is a {role}")
 
 
 @cloud.group()
@@ -814,7 +922,7 @@ def kiosks(config: Path) -> None:
         finally:
             fleet.close()
         click.echo(
-            f"{'site':<10}{'device':<14}{'status':<9}{'lag':>5}{'queue':>6}  {'last contact':<20}"
+            f"{'site':<10}{'device':<14}{'status':<12}{'lag':>5}{'queue':>6}  {'last contact':<20}"
             f"{'version':<9}{'clock':<7}{'reader':<7}{'display':<8}{'disk MB':>8}"
             f"{'p50 ms':>8}{'p95 ms':>8}  refusals"
         )
@@ -822,9 +930,11 @@ def kiosks(config: Path) -> None:
             status = "online" if d.online else "offline"
             if d.recovering:
                 status = "recover"
+            if d.trust != "ok":  # quarantined or revoked: its ops are held for review
+                status = d.trust
             h = healths.get(d.device)
             f = flags.get(d.device, DeviceFlags())
-            line = f"{d.site:<10}{d.device:<14}{status:<9}{d.lag:>5}{d.queue_depth:>6}  "
+            line = f"{d.site:<10}{d.device:<14}{status:<12}{d.lag:>5}{d.queue_depth:>6}  "
             line += f"{_when(d.last_seen_ms):<20}"
             if f.refused or f.skewed:
                 line += f"[refused {f.refused}, skewed {f.skewed}] "

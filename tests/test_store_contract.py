@@ -25,6 +25,7 @@ from edge.ledger import (
     generate_key,
     public_bytes,
 )
+from edge.ledger.errors import OpRefused
 from edge.ledger.op import Op
 
 COUNTS0 = {"applied": 0, "duplicate": 0, "pending": 0, "refused": 0}
@@ -239,10 +240,11 @@ def test_a_register_keeps_the_highest_version(world: World) -> None:
     reg = world.store.register("m1", "tier")
     assert reg is not None and (reg.value, reg.version) == ("gold", 2)
     # Equal versions: the higher replica id wins, whatever the delivery order.
-    k1.append([Intent(Kind.SET, "m1", "tier", 2, data="bronze")])
+    world.store.append([Intent(Kind.SET, "m1", "pin_fails", 2, data="1")])
+    k1.append([Intent(Kind.SET, "m1", "pin_fails", 2, data="2")])
     world.store.ingest(list(k1.ops("k1")))
-    reg = world.store.register("m1", "tier")
-    assert reg is not None and (reg.value, reg.version, reg.replica) == ("bronze", 2, "k1")
+    reg = world.store.register("m1", "pin_fails")
+    assert reg is not None and (reg.value, reg.version, reg.replica) == ("2", 2, "k1")
     world.store.append([Intent(Kind.SET, "card:abc", "member", 1, data="m1")])
     assert world.store.account_of("member") == "card:abc"
 
@@ -415,3 +417,68 @@ def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> N
     assert store.schema_version == len(MIGRATIONS)  # adopted as 1, then migrated
     assert store.head("k1")[0] == 4
     store.close()
+
+
+# -- what a kiosk may write (issue 12 item 2) ----------------------------------------------------
+
+
+def _forged(world: World, name: str, **fields: object) -> Op:
+    led = world.kiosks[name]
+    seq, prev = led.head()
+    base: dict[str, object] = {
+        "replica": name,
+        "seq": seq + 1,
+        "wall_ms": 1,
+        "mono_ms": 0,
+        "kind": Kind.SET,
+        "account": "m1",
+        "purse": "pin_fails",
+        "amount": 1,
+        "counterpart": "",
+        "ref": "",
+        "data": "",
+        "prev": prev,
+    }
+    base.update(fields)
+    return Op(**base).signed(world.keys[name])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"account": "card:c1", "purse": "status", "data": "active"}, "register 'status'"),
+        ({"purse": "tier", "data": "gold"}, "register 'tier'"),
+        ({"purse": "limit:cash", "data": "1000000"}, "register 'limit:cash'"),
+        ({"account": "kiosk:other", "purse": "service", "data": "open"}, "own account"),
+        ({"amount": 2**63 - 1}, "out of range"),
+        ({"ref": "r" * 257}, "longer than 256"),
+        ({"data": "d" * 65_537}, "longer than 65536"),
+    ],
+)
+def test_a_kiosk_writes_only_its_own_locks_and_counters(
+    world: World, fields: dict[str, object], why: str
+) -> None:
+    world.kiosk("k1")
+    placed = world.store.ingest([_forged(world, "k1", **fields)])
+    assert placed == counts(refused=1)
+    assert world.store.head("k1")[0] == 0
+    with pytest.raises(OpRefused, match=why):
+        world.kiosks["k1"].apply(_forged(world, "k1", **fields))
+
+
+def test_a_kiosk_lock_register_is_accepted(world: World) -> None:
+    world.kiosk("k1")
+    assert world.store.ingest([_forged(world, "k1")]) == counts(applied=1)
+    reg = world.store.register("m1", "pin_fails")
+    assert reg is not None and reg.replica == "k1"
+
+
+def test_pending_ops_of_a_replica_are_capped(world: World) -> None:
+    from edge.ledger.chain import MAX_PENDING
+
+    world.kiosk("k1")
+    far = _forged(world, "k1", seq=MAX_PENDING + 5)
+    assert world.store.ingest([far]) == counts(refused=1)
+    near = _forged(world, "k1", seq=3)
+    assert world.store.ingest([near]) == counts(pending=1)
+    assert world.store.pending_count() == 1

@@ -24,9 +24,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.ledger.errors import OpRefused, Refusal, SpendRefused
 from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share, plan_spend, purse_unit
-from edge.ledger.records import CREDIT_LIMIT_PREFIX
+from edge.ledger.records import (
+    CREDIT_LIMIT_PREFIX,
+    KIOSK_REGISTERS,
+    SERVICE_REGISTER,
+    VOUCHER_PREFIX,
+    kiosk_account,
+)
 
 log = logging.getLogger(__name__)
+
+# Caps on what one op may carry: a signed op is still an attacker's input (a stolen key).
+MAX_NAME = 256  # replica, account, purse, counterpart, ref (as the wire decoder allows)
+MAX_DATA = 65_536  # op data (as the wire decoder allows)
+MAX_AMOUNT = 2**53 - 1  # amounts and register versions (ms): exact in every store and language
+MAX_PENDING = 10_000  # ops held per replica waiting for a gap to fill
 
 Role = Literal["cloud", "kiosk"]
 TOTALS = ("inc", "dec", "debt", "xin", "xout")  # the per-replica totals a purse share keeps
@@ -100,6 +112,10 @@ class ChainStore(Keyring, Protocol):
         """Forget pending ops of a replica at or below a seq its chain already holds."""
         ...
 
+    def pending_of(self, replica: str) -> int:
+        """How many ops of a replica are held pending."""
+        ...
+
 
 # -- effects ---------------------------------------------------------------------------------
 
@@ -162,20 +178,52 @@ def xfer_route_ok(keyring: Keyring, author: str, to: str) -> bool:
     return to_role == "cloud"
 
 
+def shape_refusal(op: Op | Intent) -> str | None:
+    """Why an op (or a local write) is out of bounds: names, value and amount sizes."""
+    names = [op.account, op.purse, op.counterpart]
+    if isinstance(op, Op):
+        names += [op.replica, op.ref]
+    if any(len(n) > MAX_NAME for n in names):
+        return f"a name longer than {MAX_NAME} characters"
+    if len(op.data) > MAX_DATA:
+        return f"data longer than {MAX_DATA} characters"
+    if not 0 <= op.amount <= MAX_AMOUNT:
+        return "amount or version out of range"
+    return None
+
+
+def kiosk_register_refusal(replica: str, account: str, name: str) -> str | None:
+    """A kiosk writes only its own locks and counters (PIN failures and lockouts, card read
+    counters, its own service-mode record): never card status, tiers, PINs, credit limits or
+    passes, which only the cloud writes."""
+    if name not in KIOSK_REGISTERS:
+        return f"a kiosk may not write register {name!r}"
+    if name == SERVICE_REGISTER and account != kiosk_account(replica):
+        return "a kiosk writes service mode only on its own account"
+    return None
+
+
 def check_op(keyring: Keyring, op: Op) -> None:
     """Raise OpRefused unless the op is signed by a known replica, well formed and routed.
     Costs a signature check: callers run it before taking the write lock."""
     key = keyring.public_key(op.replica)
     if key is None:
         raise OpRefused(op.replica, op.seq, "unknown replica (no trusted key)")
-    if op.seq < 1:
-        raise OpRefused(op.replica, op.seq, "seq must start at 1")
+    if op.seq < 1 or op.seq > MAX_AMOUNT:
+        raise OpRefused(op.replica, op.seq, "seq out of range")
+    if (why := shape_refusal(op)) is not None:
+        raise OpRefused(op.replica, op.seq, why)
     if not op.signature_ok(key):
         raise OpRefused(op.replica, op.seq, "bad signature")
     if op.kind is not Kind.SET and op.amount <= 0:
         raise OpRefused(op.replica, op.seq, "amount must be positive")
     if op.kind is Kind.XFER and not xfer_route_ok(keyring, op.replica, op.counterpart):
         raise OpRefused(op.replica, op.seq, "transfer not between the cloud and an enrolled kiosk")
+    why = None
+    if op.kind is Kind.SET and keyring.role_of(op.replica) != "cloud":
+        why = kiosk_register_refusal(op.replica, op.account, op.purse)
+    if why is not None:
+        raise OpRefused(op.replica, op.seq, why)
 
 
 @dataclass(slots=True)
@@ -219,6 +267,9 @@ def _place_run(store: ChainStore, replica: str, run: list[Op], placed: Placed) -
             else:  # same seq, other content: the replica signed two histories
                 placed.refuse(OpRefused(replica, op.seq, "conflicts with the op already stored"))
         elif op.seq > seq + 1:
+            if op.seq - seq > MAX_PENDING or store.pending_of(replica) >= MAX_PENDING:
+                placed.refuse(OpRefused(replica, op.seq, f"more than {MAX_PENDING} ops pending"))
+                continue
             store.hold_pending(op)
             held.append(op)
         elif op.prev != head:
@@ -247,6 +298,83 @@ def _drain(
     return seq, head
 
 
+# -- what the cloud lets a kiosk write (its role's authority) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KioskAuthority:
+    """What the cloud accepts from a kiosk of a role beyond the chain rules: the most one stolen
+    kiosk can cost is the rights it held, plus its debt allowance, plus its bounded credits."""
+
+    role: str = "gate"  # gate | pos | topup
+    credit_per_op: int = 100_000  # cash a top-up kiosk may credit in one op (minor units)
+    credit_per_day: int | None = 1_000_000  # ...and in one cloud day; None = unbounded
+    points_per_100: int = 100  # most points a purchase of 100 minor units may accrue
+    debt_per_op: int = 0  # offline risk allowance the cloud accepts (0 = strict)
+    version_ahead_ms: int = 86_400_000  # a kiosk's register version (its ms) vs the cloud's
+
+
+@dataclass(slots=True)
+class TapContext:
+    """What the ops of one tap (one ref) spent before a credit: cash and vouchers."""
+
+    cash_spent: int = 0
+    vouchers_spent: int = 0
+
+
+def authority_refusal(
+    op: Op,
+    authority: KioskAuthority,
+    *,
+    tap: TapContext,
+    rights_before: int,
+    credited_today: int,
+    now_ms: int,
+) -> str | None:
+    """Why the cloud holds a kiosk's op for an operator's review instead of applying it, or
+    None. A gate or point of sale never credits money (points only within what the tap paid);
+    a top-up kiosk credits cash within its bounds, or what a voucher it redeemed was worth;
+    debits only within the kiosk's rights plus its debt allowance; register versions not ahead
+    of the cloud's clock."""
+    if op.kind is Kind.SET:
+        if op.amount > now_ms + authority.version_ahead_ms:
+            return "register version ahead of the cloud's clock"
+        return None
+    if op.kind in SPENDING:
+        if op.amount > max(rights_before, 0) + authority.debt_per_op:
+            return f"debit of {op.amount} beyond the {max(rights_before, 0)} rights it held"
+        return None
+    if op.kind is not Kind.INC:
+        return None
+    unit = purse_unit(op.purse)
+    if unit == "points":
+        if op.amount > tap.cash_spent * authority.points_per_100 // 100:
+            return f"{op.amount} points for a purchase of {tap.cash_spent}"
+        return None
+    if unit != "cash":
+        return f"a kiosk never credits {op.purse!r}"
+    if op.amount <= tap.vouchers_spent:
+        return None  # a voucher redeemed in the same tap: value the cloud issued
+    if authority.role != "topup":
+        return f"a {authority.role} kiosk never credits cash"
+    if op.amount > authority.credit_per_op:
+        return f"credit of {op.amount} above the per-op bound {authority.credit_per_op}"
+    day = authority.credit_per_day
+    if day is not None and credited_today + op.amount > day:
+        return f"credits of {credited_today + op.amount} today above the day's bound {day}"
+    return None
+
+
+def tap_context_add(tap: TapContext, op: Op) -> None:
+    """Count a spending op toward the credits of its tap."""
+    if op.kind not in SPENDING:
+        return
+    if op.account.startswith(VOUCHER_PREFIX):
+        tap.vouchers_spent += op.amount
+    elif purse_unit(op.purse) == "cash":
+        tap.cash_spent += op.amount
+
+
 # -- what a local write may do -----------------------------------------------------------------
 
 
@@ -256,7 +384,13 @@ def check_intent(
     """The kind a local write is written as, or SpendRefused: debits and transfers only within
     the writer's rights (or a kiosk's offline risk allowance), transfers only on the cloud route."""
     kind = intent.kind
+    if shape_refusal(intent) is not None:
+        raise SpendRefused(Refusal.BAD_AMOUNT, intent.account, intent.purse, intent.amount, 0)
     if kind is Kind.SET:
+        if store.role_of(replica) != "cloud" and kiosk_register_refusal(
+            replica, intent.account, intent.purse
+        ):
+            raise SpendRefused(Refusal.NOT_ALLOWED, intent.account, intent.purse, intent.amount, 0)
         return kind
     if kind is Kind.DEBT:
         raise SpendRefused(Refusal.NOT_ALLOWED, intent.account, intent.purse, intent.amount, 0)

@@ -183,3 +183,9 @@ class SqliteChainStore:
         self._conn.execute(
             "DELETE FROM pending WHERE replica = ? AND seq <= ?", (replica, through_seq)
         )
+
+    def pending_of(self, replica: str) -> int:
+        (n,) = self._conn.execute(
+            "SELECT COUNT(*) FROM pending WHERE replica = ?", (replica,)
+        ).fetchone()
+        return int(n)

@@ -36,7 +36,7 @@ from cloud_sync.protocol import (
     seal,
 )
 from cloud_sync.reconciler import Outgoing, Reconciler
-from cloud_sync.settings import AgentSettings
+from cloud_sync.settings import AgentSettings, TrustPolicy
 from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
 from edge.ledger import Intent, Kind, Ledger, RiskLimit, RiskPolicy, SpendRefused
@@ -250,8 +250,15 @@ class EscrowRun(Run):
         policy = RiskPolicy({"cash": RiskLimit(p.risk_per_tap, p.risk_total)}) if risk else None
         clock = self.loop.clock()
         self.store: SqliteCloudStore = seed.open_store(folder / "cloud.db", clock)
+        # The cloud accepts what the kiosks are configured to do: their offline risk allowance,
+        # and a day of the whole population's top-ups at one kiosk.
+        trust = TrustPolicy(credit_per_day=0, debt_per_op=p.risk_per_tap if risk else 0)
         self.reconciler = Reconciler(
-            self.store, key_for(seed.seed, CLOUD), escrow=scenario.escrow, clock=self.loop.wall_ms
+            self.store,
+            key_for(seed.seed, CLOUD),
+            escrow=scenario.escrow,
+            trust=trust,
+            clock=self.loop.wall_ms,
         )
         self.ledgers: dict[str, Ledger] = {}
         self.agents: dict[str, SyncAgent] = {}

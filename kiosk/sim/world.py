@@ -75,7 +75,7 @@ def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
     store.ledger.clock = clock
     for k in pop.kiosks:
         store.trust(k.id, public_bytes(key_for(seed, k.id)), "kiosk")
-        store.enroll(k.id, k.site)
+        store.enroll(k.id, k.site, k.role.value)
     version = EPOCH_MS - 86_400_000
     day_end = EPOCH_MS + 8 * 86_400_000
     for m in pop.members:
