@@ -69,8 +69,15 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
+# Reports (cloud_sync.reports) read ops by time range, and members by their first name write.
+_M0002_REPORTS = _sql(
+    "CREATE INDEX IF NOT EXISTS ops_wall ON ops (wall_ms)",
+    "CREATE INDEX IF NOT EXISTS ops_kind_purse ON ops (kind, purse, wall_ms)",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
+    ("report_indexes", _M0002_REPORTS),
 ]
 
 

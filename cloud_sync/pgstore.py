@@ -384,6 +384,14 @@ class PgCloudStore(CloudStore):
             "WHERE account = %s ORDER BY wall_ms DESC, replica, seq LIMIT %s", (account, limit)
         )
 
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql.replace("?", "%s").encode(), tuple(params)).fetchall()
+
+    def period_sql(self, column: str) -> str:
+        return (
+            f"to_char(date_trunc(?, to_timestamp({column} / 1000.0) AT TIME ZONE ?), 'YYYY-MM-DD')"
+        )
+
     def purse(self, account: str, purse: str) -> PurseState:
         return chain.purse_state(PgChainStore(self._conn, self._keyring), account, purse)
 

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
+from cloud_sync.periods import local_period
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
 from edge.ledger.chain import Role
@@ -234,6 +236,18 @@ class CloudStore(abc.ABC):
         one caller, even with several reconcilers racing on the same claim."""
         raise StoreError(f"{type(self).__name__} holds no enrollment claims")
 
+    # -- reports (read-only SQL over the tables both backends share) ----------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query with `?` placeholders over `ops`, `shares`, `registers` and
+        `devices`, which both backends hold with the same columns (`cloud_sync.reports`)."""
+        raise StoreError(f"{type(self).__name__} answers no report queries")
+
+    def period_sql(self, column: str) -> str:
+        """A SQL expression naming the local period (`cloud_sync.periods`) of a wall-ms column;
+        it takes two parameters, the period (day, week, month) and the time zone."""
+        return f"local_period({column}, ?, ?)"
+
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -316,6 +330,7 @@ class SqliteCloudStore(CloudStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._conn.execute("PRAGMA busy_timeout=5000")
         _cloud_migrations.apply(Database(self._conn))
+        self._conn.create_function("local_period", 3, local_period, deterministic=True)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -484,6 +499,10 @@ class SqliteCloudStore(CloudStore):
                 (now_ms, device, request, certificate, int(reenroll), claim_id, now_ms),
             )
         return cur.rowcount == 1
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
 
     def close(self) -> None:
         self._conn.close()

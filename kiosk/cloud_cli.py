@@ -699,3 +699,60 @@ def kiosks(config: Path) -> None:
             if d.recovering:
                 status = "recover"
             click.echo(f"{d.site:<10}{d.device:<16}{status:<9}{d.stored:>8}{d.lag:>6}  {seen}")
+
+
+@cloud.command()
+@config_option
+@click.argument("name")
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Day after the last.")
+@click.option("--by", type=click.Choice(["day", "week", "month"]), default="day", show_default=True)
+@click.option("--site", default=None, help="One venue (its kiosks, currency and time zone).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "xlsx", "pdf", "png"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="File (else stdout).")
+def report(
+    config: Path,
+    name: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    by: str,
+    site: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """A report (sales, stored-value, points, passes, members, products, risk, shifts) per
+    day, week or month in the venue's currency and time zone ([reports] in the config)."""
+    from cloud_sync import report_export, reports
+
+    with _reconciler(config) as (cfg, rec):
+        loc = cfg.reports.locale(site)
+        window = reports.Window(
+            start.date(), end.date(), by, loc.timezone, loc.currency, site  # type: ignore[arg-type]
+        )
+        if name == "shifts":
+            from backoffice.clilog import console_database_exists, setup_django
+
+            if not console_database_exists(cfg):
+                raise click.ClickException(
+                    "the shift report reads the console's audit trail: run kiosk cloud console once"
+                )
+            setup_django(cfg)
+            from backoffice.reports.shifts import shifts
+
+            result = shifts(window)
+        else:
+            result = reports.run(rec.store, name, window)
+        data = report_export.render(result, fmt)
+    if out is not None:
+        out.write_bytes(data)
+        click.echo(f"wrote {out} ({len(data)} bytes)")
+    elif fmt in ("table", "csv"):
+        click.echo(data.decode(), nl=False)
+    else:
+        raise click.ClickException(f"--format {fmt} is a binary file: add --out FILE")
