@@ -87,6 +87,12 @@ INSTALLED_APPS = [
     "backoffice.members",
     "backoffice.audit",
     "backoffice.fleet",
+    "backoffice.reports",
+    "backoffice.api",
+    "backoffice.webhooks",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from here, not from a CDN
 ]
 
 MIDDLEWARE = [
@@ -169,3 +175,28 @@ LOGGING = {
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "export"
 IMPORT_EXPORT_USE_TRANSACTIONS = True
+
+# The REST API (backoffice.api): integration tokens only, JSON only, the OpenAPI 3 schema by
+# drf-spectacular at /api/schema/ and its Swagger UI at /api/docs/.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["backoffice.api.auth.TokenAuth"],
+    "DEFAULT_PERMISSION_CLASSES": ["backoffice.api.auth.Needs"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "kiosk-edge back office API",
+    "DESCRIPTION": "Members, cards, top-ups and refunds (Idempotency-Key), balances and the"
+    " transaction feed. Money is integer minor units. Authenticate with an integration token:"
+    " `Authorization: Bearer kt_...` (kiosk cloud integration add).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}

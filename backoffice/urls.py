@@ -17,6 +17,7 @@ urlpatterns = [
     path("codes/", members.codes, name="codes"),
     path("batch/topup/", members.batch_top_up, name="batch-topup"),
     path("fleet/", fleet.kiosks, name="fleet"),
+    path("api/", include("backoffice.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

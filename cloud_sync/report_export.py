@@ -41,12 +41,19 @@ def text(report: Report) -> str:
         if t.totals:
             cells.append(
                 ["total"]
-                + [_cell(c, t.totals[c.key], cur) if c.key in t.totals else "" for c in t.columns[1:]]
+                + [
+                    _cell(c, t.totals[c.key], cur) if c.key in t.totals else ""
+                    for c in t.columns[1:]
+                ]
             )
         widths = [max(len(row[i]) for row in cells) for i in range(len(t.columns))]
         out += ["", t.title]
         for n, row in enumerate(cells):
-            out.append("  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(row)))
+            out.append(
+                "  ".join(
+                    v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(row)
+                )
+            )
             if n == 0:
                 out.append("  ".join("-" * wd for wd in widths))
     out += [f"note: {n}" for n in report.notes]
@@ -77,7 +84,7 @@ def to_xlsx(report: Report) -> bytes:
     except ImportError:
         raise ConfigError("XLSX needs openpyxl: pip install 'kiosk-edge[console]'") from None
     wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
+    wb.remove(wb.active)
     for t in report.tables:
         ws = wb.create_sheet(t.title[:31])
         ws.append([c.label for c in t.columns])
@@ -128,7 +135,9 @@ def chart_figure(report: Report, table: Table | None = None) -> Any:
             label=c.label,
         )
     if any(c.key == "outstanding" for c in t.columns):
-        ax.plot(x, [r["outstanding"] / scale["outstanding"] for r in t.rows], "k-o", label="outstanding")
+        ax.plot(
+            x, [r["outstanding"] / scale["outstanding"] for r in t.rows], "k-o", label="outstanding"
+        )
     step = max(1, len(x) // 12)
     ax.set_xticks(x[::step], [r["period"] for r in t.rows][::step], rotation=30, ha="right")
     money = any(c.money for c in cols)
@@ -167,14 +176,19 @@ def to_pdf(report: Report) -> bytes:
             if t.totals:
                 body.append(
                     ["total"]
-                    + [_cell(c, t.totals[c.key], cur) if c.key in t.totals else "" for c in t.columns[1:]]
+                    + [
+                        _cell(c, t.totals[c.key], cur) if c.key in t.totals else ""
+                        for c in t.columns[1:]
+                    ]
                 )
             for start in range(0, max(len(body), 1), 40):
                 fig, ax = plt.subplots(figsize=(8.27, 11.69))  # A4
                 ax.axis("off")
                 ax.set_title(f"{t.title} — {_heading(report)}", fontsize=8)
                 chunk = body[start : start + 40] or [["(none)"] + [""] * (len(t.columns) - 1)]
-                tab = ax.table(cellText=chunk, colLabels=[c.label for c in t.columns], loc="upper center")
+                tab = ax.table(
+                    cellText=chunk, colLabels=[c.label for c in t.columns], loc="upper center"
+                )
                 tab.auto_set_font_size(False)
                 tab.set_fontsize(7)
                 pdf.savefig(fig)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_sync.errors import SyncError
-from cloud_sync.periods import BYS, By, local_midnight_ms, periods_between
+from cloud_sync.periods import BYS, local_midnight_ms, periods_between
 from cloud_sync.store import CloudStore
 
 INC, DEC, DEBT, SET = 1, 2, 4, 5  # edge.ledger.Kind numbers, as stored
@@ -67,7 +67,7 @@ class Window:
 
     start: dt.date
     end: dt.date
-    by: By = "day"
+    by: str = "day"  # day, week or month (checked)
     tz: str = "UTC"
     currency: str = ""
     site: str | None = None
@@ -275,11 +275,22 @@ def passes(store: CloudStore, w: Window) -> Report:
         " SUM(CASE WHEN kind = 1 AND account LIKE ? THEN amount ELSE 0 END),"
         " SUM(CASE WHEN kind <> 1 AND account LIKE ? THEN amount ELSE 0 END)",
         f"kind IN ({INC}, {DEC}, {DEBT}) AND {where}",
-        ["visits:%", MEMBER, "visits:%", MEMBER, "coupon:%", "coupon:%", "voucher:%", "voucher:%"]
-        + args,
+        [
+            "visits:%",
+            MEMBER,
+            "visits:%",
+            MEMBER,
+            "coupon:%",
+            "coupon:%",
+            "voucher:%",
+            "voucher:%",
+            *args,
+        ],
     )
     rows = _rows(w, cols, found)
-    table = Table("Passes, coupons and vouchers", cols, rows, _summed(rows, [c.key for c in cols[1:]]))
+    table = Table(
+        "Passes, coupons and vouchers", cols, rows, _summed(rows, [c.key for c in cols[1:]])
+    )
     return Report("passes", "Visit passes, coupons and vouchers", w, [table])
 
 
@@ -332,7 +343,11 @@ def members(store: CloudStore, w: Window) -> Report:
         " WHERE n.name = 'name' AND n.account NOT LIKE ? GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
         [MEMBER],
     )
-    mix_cols = (Column("tier", "tier"), Column("category", "category"), Column("members", "members"))
+    mix_cols = (
+        Column("tier", "tier"),
+        Column("category", "category"),
+        Column("members", "members"),
+    )
     mix_rows = [{"tier": t or "-", "category": c or "-", "members": _int(n)} for t, c, n in mix]
     return Report(
         "members",
@@ -340,7 +355,9 @@ def members(store: CloudStore, w: Window) -> Report:
         w,
         [
             Table("Members", cols, rows, {"new": sum(new.values())}),
-            Table("Members per tier and category", mix_cols, mix_rows, _summed(mix_rows, ["members"])),
+            Table(
+                "Members per tier and category", mix_cols, mix_rows, _summed(mix_rows, ["members"])
+            ),
         ],
         ["active: a kiosk op on the account in the period; lapsed: registered, not active"],
     )
@@ -441,8 +458,8 @@ def liability(store: CloudStore) -> int:
     """The stored value outstanding now, from the materialised purse totals (a cross-check of
     the stored-value report, which sums ops)."""
     (row,) = store.query(
-        "SELECT COALESCE(SUM(inc - dec), 0) FROM shares WHERE purse = 'cash' AND account NOT LIKE ?",
+        "SELECT COALESCE(SUM(inc - dec), 0) FROM shares"
+        " WHERE purse = 'cash' AND account NOT LIKE ?",
         [MEMBER],
     )
     return _int(row[0])
-

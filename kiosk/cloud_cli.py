@@ -704,8 +704,12 @@ def kiosks(config: Path) -> None:
 @cloud.command()
 @config_option
 @click.argument("name")
-@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day.")
-@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Day after the last.")
+@click.option(
+    "--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day."
+)
+@click.option(
+    "--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Day after the last."
+)
 @click.option("--by", type=click.Choice(["day", "week", "month"]), default="day", show_default=True)
 @click.option("--site", default=None, help="One venue (its kiosks, currency and time zone).")
 @click.option(
@@ -732,9 +736,7 @@ def report(
 
     with _reconciler(config) as (cfg, rec):
         loc = cfg.reports.locale(site)
-        window = reports.Window(
-            start.date(), end.date(), by, loc.timezone, loc.currency, site  # type: ignore[arg-type]
-        )
+        window = reports.Window(start.date(), end.date(), by, loc.timezone, loc.currency, site)
         if name == "shifts":
             from backoffice.clilog import console_database_exists, setup_django
 
@@ -756,3 +758,93 @@ def report(
         click.echo(data.decode(), nl=False)
     else:
         raise click.ClickException(f"--format {fmt} is a binary file: add --out FILE")
+
+
+def _console(config: Path) -> CloudConfig:
+    """The console's Django set up on this config, its database migrated."""
+    cfg = _config(config)
+    try:
+        from backoffice.serve import prepare
+    except ImportError as exc:
+        raise click.ClickException(
+            f"this needs the `console` extra (pip install 'kiosk-edge[console]'): {exc}"
+        ) from exc
+    try:
+        prepare(cfg)
+    except (SyncError, LedgerError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return cfg
+
+
+@cloud.group()
+def integration() -> None:
+    """REST API integrations (a POS, a ticketing system): tokens with operator permissions."""
+
+
+@integration.command(name="add")
+@config_option
+@click.argument("name", type=CODE)
+@click.option(
+    "--group", "groups", multiple=True, default=["cashier"], show_default=True,
+    help="Operator group(s) whose permissions the integration gets.",
+)  # fmt: skip
+@click.option("--site", default="", help="Venue it may touch (default: every venue).")
+@click.option("--note", default="", help="What it is.")
+def integration_add(config: Path, name: str, groups: tuple[str, ...], site: str, note: str) -> None:
+    """Make an integration (or a new token for it) and print the token once."""
+    _console(config)
+    from django.contrib.auth.models import Group
+
+    from backoffice.api.tokens import issue
+
+    known = set(Group.objects.values_list("name", flat=True))
+    if unknown := [g for g in groups if g not in known]:
+        raise click.UsageError(f"unknown group {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    token = issue(name, list(groups), site, note)
+    click.echo(f"integration api:{name}, token (shown once): {token}")
+
+
+@cloud.group()
+def webhooks() -> None:
+    """Webhook subscriptions and the delivery worker."""
+
+
+@webhooks.command(name="add")
+@config_option
+@click.option("--name", required=True, type=NAME, help="Who receives them.")
+@click.option("--url", required=True, help="http(s) URL that receives the POSTs.")
+@click.option("--event", "events", multiple=True, required=True, help="Event name (repeat).")
+@click.option("--site", default="", help="Only this venue's events.")
+def webhooks_add(config: Path, name: str, url: str, events: tuple[str, ...], site: str) -> None:
+    """Subscribe a URL to events; prints the signing secret once."""
+    _console(config)
+    from backoffice.webhooks.events import EVENTS
+    from backoffice.webhooks.models import Subscription
+
+    if unknown := [e for e in events if e not in EVENTS]:
+        raise click.UsageError(f"unknown event {unknown[0]!r} (known: {', '.join(EVENTS)})")
+    if not url.startswith(("http://", "https://")):
+        raise click.UsageError(f"--url {url!r} is not an http(s) URL")
+    sub = Subscription.objects.create(name=name, url=url, events=list(events), site=site)
+    click.echo(f"subscription {sub.pk}, signing secret (shown once): {sub.secret}")
+
+
+@webhooks.command(name="run")
+@config_option
+@click.option("--once", is_flag=True, help="One round (scan, deliver what is due), then exit.")
+def webhooks_run(config: Path, once: bool) -> None:
+    """The delivery worker on its own (the console runs one too unless [webhooks] worker=false)."""
+    cfg = _console(config)
+    from backoffice.cloud import cloud as cloud_handle
+    from backoffice.webhooks.worker import Worker
+
+    worker = Worker(cloud_handle(), cfg.webhooks)
+    if once:
+        events, sent = worker.step()
+        click.echo(f"{events} event(s) queued, {sent} delivery attempt(s)")
+        return
+    click.echo("webhook worker running (Ctrl-C stops)")
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        click.echo("stopped")

@@ -5,6 +5,7 @@ checked against `Walk`, the same figures computed here by reading every op one b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import uuid
@@ -138,7 +139,10 @@ def _event(chain: Chain, rnd: random.Random, m: str, day: dt.date) -> None:
     elif what == "coins":
         led = chain.kiosks["k2"]
         led.append(
-            [Intent(Kind.INC, m, "cash", 1000), Intent(Kind.XFER, m, "cash", 1000, counterpart="cloud")],
+            [
+                Intent(Kind.INC, m, "cash", 1000),
+                Intent(Kind.XFER, m, "cash", 1000, counterpart="cloud"),
+            ],
             tap,
         )
     elif what == "voucher":
@@ -153,10 +157,8 @@ def _event(chain: Chain, rnd: random.Random, m: str, day: dt.date) -> None:
         chain.sync()
         mine = [t for who, t in chain.taps if who == m]
         if mine:
-            try:
+            with contextlib.suppress(admin.ActionRefused):  # refunded in full already
                 admin.refund(store, mine[-1], amount=500, reason="cold water", account=m)
-            except admin.ActionRefused:
-                pass
     elif what == "correct":
         admin.correct(store, m, "cash", rnd.choice([300, -200]), reason="till", ref=tap)
     elif what == "debt":
@@ -222,7 +224,11 @@ class Walk:
                     s[f"{o.purse}.in"] += o.amount
                 else:
                     s[f"{o.purse}.out"] += o.amount
-            if not at_cloud and o.kind is not Kind.INC and (is_member(o.account) or o.purse == "use"):
+            if (
+                not at_cloud
+                and o.kind is not Kind.INC
+                and (is_member(o.account) or o.purse == "use")
+            ):
                 self.taps[p].add((o.replica, o.ref))
                 if is_member(o.account) and o.purse == "cash":
                     s["sales.cash"] += o.amount

@@ -19,7 +19,9 @@ from tests.report_helpers import START, TZ, Walk, all_ops, build, is_member
 
 
 def _sqlite(tmp_path, now):
-    store = SqliteCloudStore(tmp_path / "cloud.db", replica="cloud", key=generate_key(), durable=False)
+    store = SqliteCloudStore(
+        tmp_path / "cloud.db", replica="cloud", key=generate_key(), durable=False
+    )
     store.ledger.clock = Clock(wall_ms=lambda: now[0], mono_ms=lambda: now[0])
     return store
 
@@ -87,9 +89,12 @@ def test_every_report_matches_the_ledger_walked_op_by_op(chain, start, end, by):
     assert col(sv, "spent") == expect("cash.out", -1)
     assert col(sv, "refunded") == expect("cash.refund")
     assert col(sv, "corrected") == expect("cash.correct")
-    assert sv.main.rows[0]["outstanding"] == walk.before["cash"] + sum(
-        walk.sums[w.periods()[0]][k] for k in ("cash.in", "cash.refund", "cash.correct")
-    ) - walk.sums[w.periods()[0]]["cash.out"]
+    assert (
+        sv.main.rows[0]["outstanding"]
+        == walk.before["cash"]
+        + sum(walk.sums[w.periods()[0]][k] for k in ("cash.in", "cash.refund", "cash.correct"))
+        - walk.sums[w.periods()[0]]["cash.out"]
+    )
     assert sum(walk.sums[p]["cash.refund"] for p in walk.sums) > 0  # refunds really happened
 
     pts = reports.points(store, w)
