@@ -185,6 +185,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "backoffice.api.errors.handle",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "kiosk-edge back office API",

@@ -81,7 +81,9 @@ def test_top_up_is_answered_once_per_idempotency_key(console, tokens):
     reused = call(console, t, "POST", "/api/members/m2/topups/", body, key="k-79")
     assert reused.status_code == 409 and "POS-77" in reused.json()["detail"]
     done = console.actions(actor="api:pos-1", action="top_up")
-    assert [a.allowed for a in done].count(True) == 2 and [a.allowed for a in done].count(False) == 1
+    assert [a.allowed for a in done].count(True) == 2 and [a.allowed for a in done].count(
+        False
+    ) == 1
 
 
 def test_tokens_carry_the_operators_permissions_and_refusals_are_audited(console, tokens):
@@ -101,7 +103,9 @@ def test_members_and_cards_through_the_api(console, tokens):
     t = tokens["manager"]
     made = call(console, t, "POST", "/api/members/", {"account": "m9", "name": "Chen Jing"})
     assert made.status_code == 201, made.text
-    assert call(console, t, "POST", "/api/members/", {"account": "m9", "name": "X"}).status_code == 409
+    assert (
+        call(console, t, "POST", "/api/members/", {"account": "m9", "name": "X"}).status_code == 409
+    )
     card = call(console, t, "POST", "/api/members/m9/cards/", {"number": "90001234"})
     assert card.status_code == 201, card.text
     ref = card.json()["ref"]

@@ -9,7 +9,6 @@ from typing import Any
 
 from django.db.models import Q
 from django.http import HttpRequest
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,9 +24,10 @@ from backoffice.members.models import Card, Member
 from backoffice.operators.scope import venue_of
 from cloud_sync import admin, feed
 
-PROBLEMS = {400: s.Problem, 401: s.Problem, 403: s.Problem, 404: s.Problem}
+PROBLEMS = {400: s.Problem, 401: s.Problem, 403: s.Problem, 404: s.Problem, 415: s.Problem}
 IDEMPOTENCY = OpenApiParameter(
-    HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+    HEADER, {"type": "string", "pattern": r"^[!-~]{1,200}$"}, OpenApiParameter.HEADER,
+    required=True,
     description="Your unique key for this request (e.g. the receipt number): a retry with the"
     " same key and body gets the first answer; another body with it is refused (409).",
 )  # fmt: skip
@@ -50,6 +50,20 @@ class Base(APIView):
         if m is None or (venue is not None and m.site not in ("", venue)):
             return None
         return m
+
+
+def _int_param(name: str, low: int, high: int, text: str) -> OpenApiParameter:
+    schema = {"type": "integer", "minimum": low, "maximum": high}
+    return OpenApiParameter(name, schema, description=f"{low}-{high}, {text}")
+
+
+def _ranged(request: Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.strip().lstrip("-").isdigit() or len(text) > 12 or not low <= int(text) <= high:
+        raise ValueError(f"{name} is a whole number from {low} to {high}")
+    return int(text)
 
 
 def _refusal(req: HttpRequest) -> Response:
@@ -86,8 +100,8 @@ class Members(Base):
         operation_id="members_list",
         parameters=[
             OpenApiParameter("search", str, description="account, name or phone contains"),
-            OpenApiParameter("limit", int, description="1-500, default 100"),
-            OpenApiParameter("offset", int, description="0 or more"),
+            _int_param("limit", 1, 500, "default 100"),
+            _int_param("offset", 0, 10**9, "default 0"),
         ],
         responses={200: s.MemberPage, **PROBLEMS},
     )
@@ -99,10 +113,10 @@ class Members(Base):
         if q := request.query_params.get("search", "").strip():
             qs = qs.filter(Q(account__icontains=q) | Q(name__icontains=q) | Q(phone__icontains=q))
         try:
-            limit = min(max(int(request.query_params.get("limit", 100)), 1), 500)
-            offset = max(int(request.query_params.get("offset", 0)), 0)
-        except ValueError:
-            return Response({"detail": "limit and offset are whole numbers"}, status=400)
+            limit = _ranged(request, "limit", 100, 1, 500)
+            offset = _ranged(request, "offset", 0, 0, 10**9)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=400)
         page = qs[offset : offset + limit]
         return Response({"count": qs.count(), "results": [_member_out(m) for m in page]})
 
@@ -273,17 +287,21 @@ class Transactions(Base):
     @extend_schema(
         operation_id="transactions_list",
         parameters=[
-            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
-            OpenApiParameter("limit", int, description="1-1000, default 100"),
+            OpenApiParameter(
+                "cursor",
+                {"type": "string", "pattern": feed.CURSOR_PATTERN},
+                description="next_cursor of the previous page (none: from the start)",
+            ),  # fmt: skip
+            _int_param("limit", 1, 1000, "default 100"),
         ],
         responses={200: s.TransactionPage, **PROBLEMS},
     )
     def get(self, request: Request) -> Response:
         try:
             cursor = feed.decode_cursor(request.query_params.get("cursor", ""))
-            limit = min(max(int(request.query_params.get("limit", 100)), 1), 1000)
+            limit = _ranged(request, "limit", 100, 1, 1000)
         except (feed.BadCursor, ValueError) as exc:
-            return Response({"detail": str(exc) or "limit is a whole number"}, status=400)
+            return Response({"detail": str(exc)}, status=400)
         c = cloud()
         with c.lock:
             page = feed.ops_after(c.store, cursor, limit)
