@@ -69,18 +69,14 @@ class Worker:
 
     # -- events from the store ---------------------------------------------------------------
 
-    def _cursor(self, name: str, default: Any) -> Cursor:
-        row, made = Cursor.objects.get_or_create(name=name, defaults={"value": default})
-        return row
 
     def scan(self, limit: int = 500) -> int:
         """Turn ops stored since the last scan into queued deliveries; the count of events."""
         c = self.cloud
         with c.lock:
-            start = self._cursor("ops", None)
-            if start.value is None:  # first run: start from now, not from the history
-                start.value = feed.cursor_now(c.store)
-                start.save()
+            start = Cursor.objects.filter(name="ops").first()
+            if start is None:  # first run: start from now, not from the history
+                Cursor.objects.create(name="ops", value=feed.cursor_now(c.store))
                 return 0
             page = feed.ops_after(c.store, start.value, limit)
             sites = {d.device: d.site for d in c.store.devices()}
@@ -102,7 +98,7 @@ class Worker:
         return len(events)
 
     def _kiosk_changes(self, c: Cloud) -> list[Event]:
-        row = self._cursor("kiosks", {})
+        row, _ = Cursor.objects.get_or_create(name="kiosks", defaults={"value": {}})
         known: dict[str, bool] = row.value
         out: list[Event] = []
         now: dict[str, bool] = {}
