@@ -152,7 +152,10 @@ def run() -> list[Row]:
             w = reports.Window(dt.date(2026, 1, 1), dt.date(2027, 1, 1), "month", TZ, "¥")
             base = _timed(lambda: store.query("SELECT count(*) FROM ops"))
             sv = _timed(lambda: reports.stored_value(store, w))
-            every = _timed(lambda: [fn(store, w) for fn in reports.REPORTS.values()], repeat=1)
+            slowest, which = max(
+                (_timed(lambda fn=fn: fn(store, w), repeat=1), name)  # type: ignore[misc]
+                for name, fn in reports.REPORTS.items()
+            )
             day = reports.Window(dt.date(2026, 3, 1), dt.date(2026, 3, 2), "day", TZ, "¥")
             one_day = _timed(lambda: [fn(store, day) for fn in reports.REPORTS.values()])
         finally:
@@ -161,10 +164,11 @@ def run() -> list[Row]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     print(f"report bench: {count} ops, 100k members made, signed and loaded in {load_s:.1f} s")
+    print(f"report bench: slowest report over the year: {which}")
     return [
-        row("report_stored_value_1m_ops", "ms", sv, "pg_count_star_1m_ops", base, "<= 5000 ms"),
-        row("report_all_7_1m_ops_year", "ms", every, "pg_count_star_1m_ops", base, "<= 20000 ms"),
-        row("report_all_7_1m_ops_1day", "ms", one_day, "pg_count_star_1m_ops", base, "<= 1000 ms"),
+        row("report_stored_value_year_1m", "ms", sv, "pg_count_star_1m_ops", base, "<= 5000 ms"),
+        row("report_slowest_year_1m", "ms", slowest, "pg_count_star_1m_ops", base, "<= 5000 ms"),
+        row("report_all_7_one_day_1m", "ms", one_day, "pg_count_star_1m_ops", base, "<= 2000 ms"),
     ]
 
 

@@ -387,11 +387,6 @@ class PgCloudStore(CloudStore):
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql.replace("?", "%s").encode(), tuple(params)).fetchall()
 
-    def period_sql(self, column: str) -> str:
-        return (
-            f"to_char(date_trunc(?, to_timestamp({column} / 1000.0) AT TIME ZONE ?), 'YYYY-MM-DD')"
-        )
-
     def purse(self, account: str, purse: str) -> PurseState:
         return chain.purse_state(PgChainStore(self._conn, self._keyring), account, purse)
 

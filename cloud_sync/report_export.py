@@ -149,14 +149,18 @@ def chart_figure(report: Report, table: Table | None = None) -> Any:
     return fig
 
 
-def to_png(report: Report) -> bytes:
-    fig = chart_figure(report)
-    if fig is None:
-        raise ConfigError(f"report {report.name} has no periods to chart: use csv, xlsx or pdf")
+def figure_png(fig: Any) -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png")
     _pyplot().close(fig)
     return out.getvalue()
+
+
+def to_png(report: Report) -> bytes:
+    fig = chart_figure(report)
+    if fig is None:
+        raise ConfigError(f"report {report.name} has no periods to chart: use csv, xlsx or pdf")
+    return figure_png(fig)
 
 
 def to_pdf(report: Report) -> bytes:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_sync.errors import SyncError
-from cloud_sync.periods import BYS, local_midnight_ms, periods_between
+from cloud_sync.periods import BYS, day_label, local_midnight_ms, period_sql, periods_between
 from cloud_sync.store import CloudStore
 
 INC, DEC, DEBT, SET = 1, 2, 4, 5  # edge.ledger.Kind numbers, as stored
@@ -111,9 +111,28 @@ def _by_period(
     store: CloudStore, w: Window, select: str, where: str, args: Sequence[object]
 ) -> dict[str, tuple[Any, ...]]:
     """`SELECT <period>, <select> FROM ops WHERE <where> GROUP BY <period>` as {period: row}."""
-    period = store.period_sql("wall_ms")
+    period, pargs = period_sql("wall_ms", w.by, w.tz, w.start_ms, w.end_ms)
     sql = f"SELECT {period} AS period, {select} FROM ops WHERE {where} GROUP BY 1"
-    return {str(r[0]): tuple(r[1:]) for r in store.query(sql, [w.by, w.tz, *args])}
+    return {day_label(r[0]): tuple(r[1:]) for r in store.query(sql, [*pargs, *args])}
+
+
+def _by_period_of(
+    store: CloudStore,
+    w: Window,
+    keys: str,
+    inner: str,
+    outer: str,
+    where: str,
+    args: Sequence[object],
+) -> dict[str, tuple[Any, ...]]:
+    """Distinct counts as two hash aggregates (cheaper than COUNT(DISTINCT ...) on 1M rows):
+    first per period and `keys` (a tap: replica, ref), then per period."""
+    period, pargs = period_sql("wall_ms", w.by, w.tz, w.start_ms, w.end_ms)
+    sql = (
+        f"SELECT p, {outer} FROM (SELECT {period} AS p, {inner} FROM ops WHERE {where}"
+        f" GROUP BY 1, {keys}) t GROUP BY p"
+    )
+    return {day_label(r[0]): tuple(r[1:]) for r in store.query(sql, [*pargs, *args])}
 
 
 def _int(v: object) -> int:
@@ -153,15 +172,16 @@ def sales(store: CloudStore, w: Window) -> Report:
         Column("coupons", "coupons used"),
         Column("points", "points redeemed"),
     )
-    found = _by_period(
+    found = _by_period_of(
         store,
         w,
-        "COUNT(DISTINCT CASE WHEN account NOT LIKE ? OR purse = 'use' THEN replica || '/' || ref"
-        " END),"
-        " SUM(CASE WHEN purse = 'cash' AND account NOT LIKE ? THEN amount ELSE 0 END),"
-        " SUM(CASE WHEN purse LIKE ? THEN amount ELSE 0 END),"
-        " SUM(CASE WHEN account LIKE ? THEN amount ELSE 0 END),"
-        " SUM(CASE WHEN purse = 'points' THEN amount ELSE 0 END)",
+        "replica, ref",
+        "MAX(CASE WHEN account NOT LIKE ? OR purse = 'use' THEN 1 ELSE 0 END) AS paid,"
+        " SUM(CASE WHEN purse = 'cash' AND account NOT LIKE ? THEN amount ELSE 0 END) AS cash,"
+        " SUM(CASE WHEN purse LIKE ? THEN amount ELSE 0 END) AS visits,"
+        " SUM(CASE WHEN account LIKE ? THEN amount ELSE 0 END) AS coupons,"
+        " SUM(CASE WHEN purse = 'points' THEN amount ELSE 0 END) AS points",
+        "SUM(paid), SUM(cash), SUM(visits), SUM(coupons), SUM(points)",
         f"kind IN ({DEC}, {DEBT}) AND {where}",
         [MEMBER, MEMBER, "visits:%", "coupon:%", *args],
     )
@@ -297,27 +317,26 @@ def passes(store: CloudStore, w: Window) -> Report:
 def members(store: CloudStore, w: Window) -> Report:
     """Members new, active (a kiosk op on their account) and lapsed (registered, not active)
     per period; and today's members per tier and category."""
-    first = store.period_sql("first_ms")
-    new = {
-        str(p): _int(n)
-        for p, n in store.query(
-            f"SELECT {first}, COUNT(*) FROM (SELECT account, MIN(wall_ms) AS first_ms FROM ops"
-            f" WHERE kind = {SET} AND purse = 'name' AND account NOT LIKE ? GROUP BY account) f"
-            " WHERE first_ms >= ? AND first_ms < ? GROUP BY 1",
-            [w.by, w.tz, MEMBER, w.start_ms, w.end_ms],
-        )
-    }
-    (row,) = store.query(
-        f"SELECT COUNT(*) FROM (SELECT account FROM ops WHERE kind = {SET} AND purse = 'name'"
-        " AND account NOT LIKE ? GROUP BY account HAVING MIN(wall_ms) < ?) f",
-        [MEMBER, w.start_ms],
-    )
-    registered = _int(row[0])
+    first, fargs = period_sql("first_ms", w.by, w.tz, w.start_ms, w.end_ms)
+    new: dict[str, int] = {}
+    registered = 0  # before the window
+    for p, n in store.query(
+        f"SELECT CASE WHEN first_ms < ? THEN -1 ELSE {first} END, COUNT(*) FROM"
+        f" (SELECT MIN(wall_ms) AS first_ms FROM ops WHERE kind = {SET} AND purse = 'name'"
+        " AND account NOT LIKE ? GROUP BY account) f WHERE first_ms < ? GROUP BY 1",
+        [w.start_ms, *fargs, MEMBER, w.end_ms],
+    ):
+        if int(p) < 0:
+            registered = _int(n)
+        else:
+            new[day_label(p)] = _int(n)
     where, args = _where(store, w, kiosks_only=True)
-    active = _by_period(
+    active = _by_period_of(
         store,
         w,
-        "COUNT(DISTINCT account)",
+        "account",
+        "COUNT(*) AS n",
+        "COUNT(*)",
         f"kind IN ({INC}, {DEC}, {DEBT}) AND account NOT LIKE ? AND {where}",
         [MEMBER, *args],
     )
@@ -404,12 +423,13 @@ def risk(store: CloudStore, w: Window) -> Report:
         Column("debt_taps", "taps on debt"),
         Column("debt", "overspend", money=True),
     )
-    found = _by_period(
+    found = _by_period_of(
         store,
         w,
-        "COUNT(DISTINCT replica || '/' || ref),"
-        f" COUNT(DISTINCT CASE WHEN kind = {DEBT} THEN replica || '/' || ref END),"
-        f" SUM(CASE WHEN kind = {DEBT} AND purse = 'cash' THEN amount ELSE 0 END)",
+        "replica, ref",
+        f"MAX(CASE WHEN kind = {DEBT} THEN 1 ELSE 0 END) AS on_debt,"
+        f" SUM(CASE WHEN kind = {DEBT} AND purse = 'cash' THEN amount ELSE 0 END) AS debt",
+        "COUNT(*), SUM(on_debt), SUM(debt)",
         f"kind IN ({DEC}, {DEBT}) AND account NOT LIKE ? AND {where}",
         [MEMBER, *args],
     )

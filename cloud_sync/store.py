@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
-from cloud_sync.periods import local_period
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
 from edge.ledger.chain import Role
@@ -243,11 +242,6 @@ class CloudStore(abc.ABC):
         `devices`, which both backends hold with the same columns (`cloud_sync.reports`)."""
         raise StoreError(f"{type(self).__name__} answers no report queries")
 
-    def period_sql(self, column: str) -> str:
-        """A SQL expression naming the local period (`cloud_sync.periods`) of a wall-ms column;
-        it takes two parameters, the period (day, week, month) and the time zone."""
-        return f"local_period({column}, ?, ?)"
-
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -330,7 +324,6 @@ class SqliteCloudStore(CloudStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._conn.execute("PRAGMA busy_timeout=5000")
         _cloud_migrations.apply(Database(self._conn))
-        self._conn.create_function("local_period", 3, local_period, deterministic=True)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -215,3 +215,31 @@ def test_report_command_prints_a_table_and_writes_files(tmp_path):
         assert target.stat().st_size > 100
     bad = runner.invoke(main, [*args[:5], "--from", "2026-01-02", "--to", "2026-01-01"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "not after" in bad.output
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"])
+@pytest.mark.parametrize("by", ["day", "week", "month"])
+def test_periods_in_sql_match_the_zone_across_summer_time(tz, by):
+    """The integer SQL for periods against Python's zoneinfo, at random instants and at every
+    minute around the summer-time changes."""
+    import random
+    import sqlite3
+    from zoneinfo import ZoneInfo
+
+    from cloud_sync.periods import day_label, local_midnight_ms, period_sql, period_start
+
+    start, end = (
+        local_midnight_ms(dt.date(2026, 1, 1), tz),
+        local_midnight_ms(dt.date(2027, 1, 1), tz),
+    )
+    expr, args = period_sql("wall_ms", by, tz, start, end)
+    conn = sqlite3.connect(":memory:")
+    rnd = random.Random(3)
+    instants = [rnd.randrange(start, end) for _ in range(2000)]
+    for change in ("2026-03-29T00:30", "2026-03-08T01:30", "2026-10-25T00:30", "2026-11-01T01:30"):
+        utc = dt.datetime.fromisoformat(change).replace(tzinfo=dt.UTC)
+        instants += [int(utc.timestamp() * 1000) + m * 60_000 for m in range(-120, 240)]
+    for ms in [*instants, start, end - 1]:
+        local = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date()
+        (got,) = conn.execute(f"SELECT {expr} FROM (SELECT ? AS wall_ms)", [*args, ms]).fetchone()
+        assert day_label(got) == period_start(local, by).isoformat(), (tz, by, ms)

@@ -113,8 +113,8 @@ def test_events_come_from_the_ops_and_are_delivered_at_least_once_with_backoff(s
 
     hook = Receiver([500, 503])  # the receiver fails twice, then takes it
     try:
-        Subscription.objects.create(name="pos", url=hook.url, events=[
-            "tap.approved", "topup", "refund", "card.status", "balance.low", "kiosk.offline"])  # fmt: skip
+        every = ["tap.approved", "topup", "refund", "card.status", "balance.low", "kiosk.offline"]
+        Subscription.objects.create(name="pos", url=hook.url, events=every)
         worker = Worker(cloud, console.cfg.webhooks)
         assert worker.scan() == 0  # the first scan starts at now: history is not replayed
         admin.top_up(cloud.store, "m1", "cash", 2500, "R-1")

@@ -31,7 +31,7 @@ class TokenAuth(authentication.BaseAuthentication):
         return self.keyword  # 401, not 403, without a token
 
 
-class TokenAuthScheme(OpenApiAuthenticationExtension):  # type: ignore[misc]
+class TokenAuthScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "backoffice.api.auth.TokenAuth"
     name = "integrationToken"
 

@@ -1,4 +1,4 @@
-"""Every API error is `{"detail": "<one line>"}`; a refused body adds `errors` per field."""
+"""Every API error is `{"detail": "<one line>"}`; a refused body adds `invalid` per field."""
 
 from __future__ import annotations
 
@@ -21,5 +21,5 @@ def _first(errors: Any) -> str:
 def handle(exc: Exception, context: dict[str, Any]) -> Response | None:
     response = exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.ValidationError):
-        response.data = {"detail": _first(exc.detail), "errors": exc.detail}
+        response.data = {"detail": _first(exc.detail), "invalid": exc.detail}
     return response

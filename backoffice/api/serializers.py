@@ -139,4 +139,4 @@ class TransactionPage(serializers.Serializer[dict[str, object]]):
 
 class Problem(serializers.Serializer[dict[str, object]]):
     detail = serializers.CharField()
-    errors = serializers.JSONField(required=False, help_text="per field, for a refused body")
+    invalid = serializers.JSONField(required=False, help_text="per field, for a refused body")

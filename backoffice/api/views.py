@@ -5,7 +5,7 @@ balances, and a cursor-paginated feed of transactions. Every write goes through 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import Q
 from django.http import HttpRequest
@@ -36,7 +36,7 @@ IDEMPOTENCY = OpenApiParameter(
 class Base(APIView):
     authentication_classes = (TokenAuth,)
     permission_classes = (Needs,)
-    needs: dict[str, str] = {}
+    needs: ClassVar[dict[str, str]] = {}
 
     def http(self, request: Request) -> HttpRequest:
         """The Django request under DRF's, collecting outcomes instead of flashing them."""
@@ -94,7 +94,7 @@ def _member_out(m: Member, full: bool = False) -> dict[str, Any]:
 
 
 class Members(Base):
-    needs = {"GET": "members.view_member", "POST": "members.add_member"}
+    needs: ClassVar[dict[str, str]] = {"GET": "members.view_member", "POST": "members.add_member"}
 
     @extend_schema(
         operation_id="members_list",
@@ -147,7 +147,7 @@ class Members(Base):
 
 
 class MemberDetail(Base):
-    needs = {"GET": "members.view_member"}
+    needs: ClassVar[dict[str, str]] = {"GET": "members.view_member"}
 
     @extend_schema(operation_id="member_get", responses={200: s.MemberOut, **PROBLEMS})
     def get(self, request: Request, account: str) -> Response:
@@ -156,7 +156,7 @@ class MemberDetail(Base):
 
 
 class MemberBalances(Base):
-    needs = {"GET": "members.view_member"}
+    needs: ClassVar[dict[str, str]] = {"GET": "members.view_member"}
 
     @extend_schema(operation_id="member_balances", responses={200: s.Balances, **PROBLEMS})
     def get(self, request: Request, account: str) -> Response:
@@ -167,7 +167,7 @@ class MemberBalances(Base):
 
 
 class MemberCards(Base):
-    needs = {"POST": "members.link_card"}
+    needs: ClassVar[dict[str, str]] = {"POST": "members.link_card"}
 
     @extend_schema(
         operation_id="card_link",
@@ -189,7 +189,7 @@ class MemberCards(Base):
 
 
 class CardStatus(Base):
-    needs = {"POST": "members.card_lifecycle"}
+    needs: ClassVar[dict[str, str]] = {"POST": "members.card_lifecycle"}
 
     @extend_schema(
         operation_id="card_status",
@@ -209,7 +209,7 @@ class CardStatus(Base):
 
 
 class TopUps(Base):
-    needs = {"POST": "members.top_up"}
+    needs: ClassVar[dict[str, str]] = {"POST": "members.top_up"}
 
     @extend_schema(
         operation_id="topup_create",
@@ -244,7 +244,7 @@ class TopUps(Base):
 
 
 class Refunds(Base):
-    needs = {"POST": "members.refund"}
+    needs: ClassVar[dict[str, str]] = {"POST": "members.refund"}
 
     @extend_schema(
         operation_id="refund_create",
@@ -282,7 +282,7 @@ class Refunds(Base):
 
 
 class Transactions(Base):
-    needs = {"GET": "members.view_member"}
+    needs: ClassVar[dict[str, str]] = {"GET": "members.view_member"}
 
     @extend_schema(
         operation_id="transactions_list",
@@ -291,7 +291,7 @@ class Transactions(Base):
                 "cursor",
                 {"type": "string", "pattern": feed.CURSOR_PATTERN},
                 description="next_cursor of the previous page (none: from the start)",
-            ),  # fmt: skip
+            ),
             _int_param("limit", 1, 1000, "default 100"),
         ],
         responses={200: s.TransactionPage, **PROBLEMS},
@@ -316,7 +316,7 @@ class Transactions(Base):
                 "amount": o.amount,
                 "counterpart": o.counterpart,
                 "ref": o.ref,
-            }  # fmt: skip
+            }
             for o in page.ops
         ]
         return Response(

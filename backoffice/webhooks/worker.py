@@ -69,7 +69,6 @@ class Worker:
 
     # -- events from the store ---------------------------------------------------------------
 
-
     def scan(self, limit: int = 500) -> int:
         """Turn ops stored since the last scan into queued deliveries; the count of events."""
         c = self.cloud
@@ -116,7 +115,7 @@ class Worker:
 
     def backoff(self, attempts: int) -> float:
         base = min(self.s.backoff_s * 2 ** (attempts - 1), self.s.backoff_max_s)
-        return base * random.uniform(0.8, 1.0)  # jitter: retries of many events spread out
+        return float(base * random.uniform(0.8, 1.0))  # jitter: retries of many events spread out
 
     def deliver_due(self, limit: int = 50) -> int:
         due = list(
@@ -131,7 +130,7 @@ class Worker:
     def attempt(self, d: Delivery) -> bool:
         body = json.dumps(d.payload, separators=(",", ":"), sort_keys=True).encode()
         ts = int(time.time())
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 (an http(s) URLField)
             d.subscription.url,
             data=body,
             method="POST",
@@ -147,7 +146,8 @@ class Worker:
         code: int | None = None
         error = ""
         try:
-            with urllib.request.urlopen(req, timeout=self.s.timeout_s) as res:  # noqa: S310 (the operator's URL)
+            # the subscription's URL: an http(s) URLField the operator set
+            with urllib.request.urlopen(req, timeout=self.s.timeout_s) as res:  # noqa: S310
                 code = res.status
         except urllib.error.HTTPError as exc:
             code, error = exc.code, f"HTTP {exc.code}"

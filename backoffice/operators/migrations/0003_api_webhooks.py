@@ -1,11 +1,19 @@
-"""The chain admin also holds every permission of the API's integrations and of webhooks; a
-venue manager may replay webhook deliveries and see them."""
+"""The chain admin also holds every permission of reports, the API's integrations and webhooks;
+a venue manager may see reports and see and replay webhook deliveries; an auditor sees
+reports."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-APPS = ("api", "webhooks")
-VENUE_MANAGER = (("webhooks", "view_delivery"), ("webhooks", "replay_delivery"))
+APPS = ("reports", "api", "webhooks")
+GRANTS = {
+    "venue manager": (
+        ("reports", "view_report"),
+        ("webhooks", "view_delivery"),
+        ("webhooks", "replay_delivery"),
+    ),
+    "auditor": (("reports", "view_report"), ("webhooks", "view_delivery")),
+}
 
 
 def grant(apps, schema_editor):
@@ -17,10 +25,12 @@ def grant(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
     admin, _ = Group.objects.get_or_create(name="chain admin")
     admin.permissions.add(*Permission.objects.filter(content_type__app_label__in=APPS))
-    manager = Group.objects.filter(name="venue manager").first()
-    if manager is not None:
-        for label, codename in VENUE_MANAGER:
-            manager.permissions.add(
+    for name, perms in GRANTS.items():
+        group = Group.objects.filter(name=name).first()
+        if group is None:  # removed by the chain admin
+            continue
+        for label, codename in perms:
+            group.permissions.add(
                 Permission.objects.get(content_type__app_label=label, codename=codename)
             )
 
@@ -28,6 +38,7 @@ def grant(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("operators", "0002_default_groups"),
+        ("reports", "0001_initial"),
         ("api", "0001_initial"),
         ("webhooks", "0001_initial"),
     ]
