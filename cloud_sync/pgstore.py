@@ -385,7 +385,12 @@ class PgCloudStore(CloudStore):
         )
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql.replace("?", "%s").encode(), tuple(params)).fetchall()
+        # read only; memory enough for a report's hash aggregates (a tap or member per group)
+        # to stay off disk on a million ops
+        with self._conn.transaction():
+            self._conn.execute("SET TRANSACTION READ ONLY")
+            self._conn.execute("SET LOCAL work_mem = '64MB'")
+            return self._conn.execute(sql.replace("?", "%s").encode(), tuple(params)).fetchall()
 
     def purse(self, account: str, purse: str) -> PurseState:
         return chain.purse_state(PgChainStore(self._conn, self._keyring), account, purse)

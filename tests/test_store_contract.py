@@ -410,7 +410,9 @@ def test_a_postgres_database_from_before_migrations_is_adopted(pg_dsn: str) -> N
             " hash BYTEA NOT NULL)"
         )
         conn.execute("INSERT INTO heads VALUES ('k1', 4, '\\x00')")
+    from cloud_sync.pgschema import MIGRATIONS
+
     store = PgCloudStore(pg_dsn, replica="cloud", key=generate_key())
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS)  # adopted as 1, then migrated to the newest
     assert store.head("k1")[0] == 4
     store.close()
