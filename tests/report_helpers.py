@@ -197,6 +197,7 @@ class Walk:
         self.sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.taps: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self.active: dict[str, set[str]] = defaultdict(set)
+        self.products: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.outstanding = {"cash": 0, "points": 0}
         self.before = {"cash": 0, "points": 0}
         first_name: dict[str, int] = {}
@@ -240,6 +241,10 @@ class Walk:
                 s["visits.sold" if o.kind is Kind.INC else "visits.used"] += o.amount
             if o.account.startswith("coupon:"):
                 s["coupons.issued" if o.kind is Kind.INC else "coupons.used"] += o.amount
+            if o.account.startswith("voucher:"):
+                s["vouchers.issued" if o.kind is Kind.INC else "vouchers.used"] += o.amount
+            if not at_cloud and o.kind is not Kind.INC and is_member(o.account):
+                self.products[(o.replica, o.purse)].add(o.ref)
         self.new: dict[str, int] = defaultdict(int)
         for t in first_name.values():
             if start_ms <= t < end_ms:

@@ -146,6 +146,32 @@ def test_the_transaction_feed_pages_by_cursor_without_gaps_or_repeats(console, t
     assert call(console, t, "GET", f"/api/transactions/?cursor={cursor}").json()["results"] == []
 
 
+def test_the_shift_report_counts_each_integrations_top_ups_from_the_audit_trail(console, tokens):
+    import datetime as dt
+
+    from backoffice.reports.shifts import shifts
+    from cloud_sync.reports import Window
+
+    t = tokens["manager"]
+    for i in (1, 2):
+        body = {"amount": 700 * i, "receipt": f"S-{i}"}
+        assert call(console, t, "POST", "/api/members/m2/topups/", body, key=f"s{i}").ok
+    call(console, t, "POST", "/api/members/m1/topups/", {"amount": 1, "receipt": "S-1"}, key="s3")
+    today = dt.datetime.now(dt.UTC).date()
+    report = shifts(Window(today - dt.timedelta(days=1), today + dt.timedelta(days=2)))
+    rows = [r for r in report.main.rows if r["operator"] == "api:pos-1"]
+    store = open_store(console)
+    try:  # what the cloud credited for this integration's receipts, from the ops
+        receipts = [a.before["receipt"] for a in console.actions(actor="api:pos-1",
+                    action="top_up", allowed=True)]  # fmt: skip
+        credited = sum(o.amount for r in receipts for o in store.by_ref(r))
+    finally:
+        store.close()
+    assert sum(r["topped_up"] for r in rows) == credited > 0
+    assert sum(r["top_ups"] for r in rows) == len(receipts)
+    assert sum(r["refused"] for r in rows) >= 1
+
+
 def test_openapi_schema_and_docs_are_served(console):
     schema = requests.get(console.url + "/api/schema/?format=json", timeout=10)
     assert schema.status_code == 200

@@ -111,6 +111,13 @@ def test_every_report_matches_the_ledger_walked_op_by_op(chain, start, end, by):
     ps = reports.passes(store, w)
     assert col(ps, "visits_sold") == expect("visits.sold")
     assert col(ps, "coupons_issued") == expect("coupons.issued")
+    assert col(ps, "vouchers_issued") == expect("vouchers.issued")
+    assert col(ps, "vouchers_used") == expect("vouchers.used")
+
+    top = reports.products(store, w, limit=100).main.rows
+    assert {(r["kiosk"], r["purse"]): r["taps"] for r in top} == {
+        k: len(v) for k, v in walk.products.items()
+    }
 
     mem = reports.members(store, w)
     assert col(mem, "new") == {p: walk.new[p] for p in w.periods()}
@@ -120,6 +127,13 @@ def test_every_report_matches_the_ledger_walked_op_by_op(chain, start, end, by):
     rk = reports.risk(store, w)
     assert col(rk, "debt") == {p: walk.sums[p]["debt"] for p in w.periods()}
     assert rk.main.totals["debt"] > 0  # the risk kiosk did overspend
+    held = {
+        k: sum(max(0, -p.share(k).own_rights) for p in store.purses() if p.purse == "cash")
+        for k in chain.kiosks
+    }
+    assert {r["kiosk"]: r["open_debt"] for r in rk.tables[1].rows} == {
+        k: d for k, d in held.items() if d
+    }
 
 
 def test_outstanding_liability_equals_the_purses_to_the_unit(chain):
