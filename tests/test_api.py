@@ -181,7 +181,7 @@ def test_openapi_schema_and_docs_are_served(console):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
-def test_schemathesis_finds_nothing_in_the_served_api(console, tokens):
+def test_schemathesis_finds_nothing_in_the_served_api(console, tokens, tmp_path):
     """Every operation of the served schema, fuzzed (positive and negative data) with every
     check schemathesis has; the closing summary line goes to the test log."""
     exe = Path(sys.executable).with_name("schemathesis")
@@ -190,7 +190,7 @@ def test_schemathesis_finds_nothing_in_the_served_api(console, tokens):
          "-H", f"Authorization: Bearer {tokens['fuzz']}",
          "--checks", "all", "--max-examples", "25", "--seed", "15", "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--request-timeout", "10"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,  # its cache stays there
     )  # fmt: skip
     out = run.stdout + run.stderr
     summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed)", line)]
