@@ -235,3 +235,45 @@ def test_the_pos_example_tops_up_through_the_api_and_receives_the_signed_webhook
         assert console.actions(actor="api:pos-1", action="top_up", allowed=True)
     finally:
         console.stop()
+
+
+def _kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from kiosk.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_integration_and_webhook_commands(tmp_path):
+    config = str(write_cloud(tmp_path / "cloud"))
+    made = _kiosk("cloud", "integration", "add", "pos-9", "--config", config, "--group", "cashier")
+    assert made.returncode == 0, made.stderr
+    assert "token (shown once): kt_" in made.stdout
+    bad = _kiosk("cloud", "integration", "add", "pos-9", "--config", config, "--group", "boss")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "unknown group 'boss'" in bad.stderr
+    hook = Receiver()
+    try:
+        sub = _kiosk("cloud", "webhooks", "add", "--config", config, "--name", "pos-9",
+                     "--url", hook.url, "--event", "topup")  # fmt: skip
+        assert sub.returncode == 0 and "signing secret (shown once): whsec_" in sub.stdout
+        wrong = _kiosk("cloud", "webhooks", "add", "--config", config, "--name", "x",
+                       "--url", hook.url, "--event", "tap.refused")  # fmt: skip
+        assert wrong.returncode == 2 and "unknown event 'tap.refused'" in wrong.stderr
+        first = _kiosk("cloud", "webhooks", "run", "--config", config, "--once")
+        assert first.returncode == 0 and "0 event(s) queued" in first.stdout
+        cfg = __import__("cloud_sync.settings").settings.load_config(Path(config))
+        store = SqliteCloudStore(
+            cfg.reconciler.store.removeprefix("sqlite:///"),
+            replica="cloud",
+            key=load_private_key(cfg.reconciler.key_file),
+        )
+        admin.register_member(store, "m1", "Alice")
+        admin.top_up(store, "m1", "cash", 900, "R-9")
+        store.close()
+        second = _kiosk("cloud", "webhooks", "run", "--config", config, "--once")
+        assert "1 event(s) queued, 1 delivery attempt(s)" in second.stdout, second.stderr
+        assert [e["data"]["receipt"] for e in hook.events()] == ["R-9"]
+    finally:
+        hook.close()
