@@ -37,7 +37,18 @@ def database(url: str) -> dict[str, Any]:
             "HOST": u.hostname or "",
             "PORT": str(u.port or ""),
         }
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.removeprefix("sqlite:///")}
+    # The console has writers on several threads (waitress, the webhook worker) and the CLI in
+    # other processes: IMMEDIATE transactions wait for the lock instead of failing with "database
+    # is locked" on a read-then-write, and WAL lets readers run beside a writer.
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": url.removeprefix("sqlite:///"),
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
+    }
 
 
 def secret_key(path: Path) -> str:

@@ -164,7 +164,7 @@ def test_the_shift_report_counts_each_integrations_top_ups_from_the_audit_trail(
     try:  # what the cloud credited for this integration's receipts, from the ops
         receipts = [a.before["receipt"] for a in console.actions(actor="api:pos-1",
                     action="top_up", allowed=True)]  # fmt: skip
-        credited = sum(o.amount for r in receipts for o in store.by_ref(r))
+        credited = sum(o.amount for r in set(receipts) for o in store.by_ref(r))  # a retry: once
     finally:
         store.close()
     assert sum(r["topped_up"] for r in rows) == credited > 0
