@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig mosquitto mosquitto-clients \
 	fonts-unifont xfonts-wqy systemd linux-libc-dev gcc python3-dev chromium gettext
 
-.PHONY: demo test lint bench venv devenv sysdeps clean console-demo messages
+.PHONY: fuzz demo test lint bench venv devenv sysdeps clean console-demo messages
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,16 @@ console-demo: devenv
 # Recompile the console's Chinese catalogue after editing backoffice/locale/*/django.po.
 messages:
 	cd backoffice && msgfmt --check -o locale/zh_Hans/LC_MESSAGES/django.mo locale/zh_Hans/LC_MESSAGES/django.po
+
+# Every decoder of outside input under atheris, FUZZ_RUNS executions each; stops at a crash.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS := envelope body ops enroll_request enroll_answer bundle wedge_text kiosk_config
+fuzz: devenv
+	$(BIN)/pip install -q -e '.[fuzz]'
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t: $(FUZZ_RUNS) runs"; \
+		$(BIN)/python -m fuzz $$t -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 2>&1 | tail -12 || exit 1; \
+	done
 
 bench: devenv
 	$(BIN)/python -m bench

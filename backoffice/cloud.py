@@ -31,6 +31,9 @@ class Cloud:
         key = load_private_key(s.key_file)
         self.store: CloudStore = open_store(s.store, replica=s.replica, key=key)
         self.reconciler = Reconciler(self.store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+        from cloud_sync.fleet import FleetRecords
+
+        self.fleet = FleetRecords(s.store)  # kiosk health reports and alerts
         self.secrets: SiteSecrets | None = (
             load_site_secrets(s.site_key_file) if s.site_key_file else None
         )

@@ -23,21 +23,28 @@ from cloud_sync.refunds import (
 )
 from cloud_sync.settings import BrokerSettings
 from cloud_sync.store import CloudStore
+from cloud_sync.upkeep import (
+    TierChange,
+    int_register,
+    points_lots,
+    register_intents,
+)
+from cloud_sync.upkeep import review_tiers as review_all_tiers
 from edge.ledger import Intent, Kind, Op, SpendRefused
 from edge.ledger import records as rec
 from edge.ledger.membership import (
     CardStatus,
     account_fault,
     card_move_fault,
+    lapsed_points,
     pin_fault,
     purse_fault,
-    review_tier,
     tier_rank,
 )
 from edge.ledger.sitekey import SiteSecrets
 
 CARD_STATES = tuple(s.value for s in CardStatus)
-MEMBER_CATEGORY = "category"  # member category register (price policies build on it)
+MEMBER_CATEGORY = rec.MEMBER_CATEGORY  # member category: its price policy ([rules.categories])
 CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
 PROGRESS_OFFSET = rec.PROGRESS_OFFSET  # points earned that do not count toward tiers
 ANONYMOUS = "anonymous"  # register of an anonymous (不记名) card's account: "1"
@@ -104,6 +111,9 @@ def set_member(
         pin_hash = rec.hash_pin(pin, secrets.token_bytes(16))
     if credit_limit is not None and credit_limit < 0:
         raise ActionRefused("a credit limit is 0 or more minor units")
+    if category is not None and m.categories and category not in m.categories:
+        known = ", ".join(m.categories)
+        raise ActionRefused(f"unknown category {category!r} (known: {known})")
     if tier is not None:
         _set(store, account, rec.MEMBER_TIER, tier)
     if category is not None:
@@ -188,6 +198,18 @@ def set_card_expiry(store: CloudStore, token: str, valid_until_ms: int) -> str:
     return account
 
 
+def set_card_discount(store: CloudStore, token: str, pct: int) -> str:
+    """The card's own discount rate (0-100 %), applied after the member's category or tier
+    discount (docs/membership-rules.md); returns the account."""
+    account = card_owner(store, token)
+    if account is None:
+        raise ActionRefused("no account has that card")
+    if not 0 <= pct <= 100:
+        raise ActionRefused("a card discount is 0 to 100 percent")
+    _set(store, rec.card_account(token), rec.CARD_DISCOUNT, str(pct))
+    return account
+
+
 def set_card_status(
     reconciler: Reconciler, site: str, token: str, status: str
 ) -> tuple[str, Outgoing]:
@@ -228,9 +250,17 @@ def _receipt_check(ops: Sequence[Op], account: str, purse: str, amount: int, ref
         )
 
 
-def top_up(store: CloudStore, account: str, purse: str, amount: int, ref: str) -> list[Op]:
-    """Money taken at the counter: an inc on the cloud's chain (idempotent by receipt ref: a
-    retry credits once; the same receipt for another account, purse or amount is refused)."""
+def top_up(
+    store: CloudStore,
+    account: str,
+    purse: str,
+    amount: int,
+    ref: str,
+    membership: MembershipSettings | None = None,
+) -> list[Op]:
+    """Money taken at the counter: an inc on the cloud's chain, with the counter's top-up bonus
+    on cash (`[membership] topup_bonus`) in the same step (idempotent by receipt ref: a retry
+    credits once; the same receipt for another account, purse or amount is refused)."""
     require_member(store, account)
     _refuse_if(purse_fault(purse))
     if amount <= 0:
@@ -241,7 +271,11 @@ def top_up(store: CloudStore, account: str, purse: str, amount: int, ref: str) -
     if done:
         _receipt_check(done, account, purse, amount, ref)
         return done
-    return store.append([Intent(Kind.INC, account, purse, amount)], ref)
+    intents = [Intent(Kind.INC, account, purse, amount)]
+    bonus = (membership or MembershipSettings()).counter_bonus(amount) if purse == "cash" else 0
+    if bonus:
+        intents.append(Intent(Kind.INC, account, purse, bonus, data="top-up bonus"))
+    return store.append(intents, ref)
 
 
 # -- refunds and corrections ---------------------------------------------------------------
@@ -295,8 +329,11 @@ def refund(
     intents += _register_intents(store, purchase.member, refund_register(tap), plan.after.text())
     offset = _int_register(store, purchase.member, PROGRESS_OFFSET) + plan.uncounted
     intents += _register_intents(store, purchase.member, PROGRESS_OFFSET, str(offset))
-    ops = store.append(intents, ref)
     cash = sum(i.amount for i in plan.credits if i.purse == "cash" and i.account == purchase.member)
+    if cash:  # refunded spend no longer counts toward tiers by spend
+        spend = _int_register(store, purchase.member, rec.SPEND_OFFSET) + cash
+        intents += _register_intents(store, purchase.member, rec.SPEND_OFFSET, str(spend))
+    ops = store.append(intents, ref)
     return RefundResult(purchase.member, cash, take, plan.points_back - take, tuple(ops))
 
 
@@ -335,18 +372,76 @@ def correct(
         ) from None
 
 
-def _int_register(store: CloudStore, account: str, name: str) -> int:
-    reg = store.register(account, name)
+_int_register = int_register
+_register_intents = register_intents
+
+
+# -- points ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PointsTransfer:
+    source: str
+    target: str
+    amount: int
+    ops: tuple[Op, ...]
+
+
+def transfer_points(
+    store: CloudStore,
+    membership: MembershipSettings,
+    source: str,
+    target: str,
+    amount: int,
+    *,
+    ref: str,
+    now_ms: int,
+) -> PointsTransfer:
+    """Give points from one member to another (积分转赠), where `[membership] point_transfers`
+    allows it: one signed cloud step (the sender's debit, the receiver's credit), idempotent by
+    `ref`. The received points do not count toward the receiver's tier; lapsed points and
+    points a kiosk holds cannot be given."""
+    if not membership.point_transfers:
+        raise ActionRefused(
+            "this site does not allow point transfers ([membership] point_transfers = true)"
+        )
+    require_member(store, source)
+    require_member(store, target)
+    if source == target:
+        raise ActionRefused("a transfer needs two different members")
+    if amount <= 0:
+        raise ActionRefused("a transfer is a positive number of points")
+    if not ref.strip():
+        raise ActionRefused("a transfer needs its own reference (--ref)")
+    full_ref = "points-transfer:" + ref.strip()
+    done = store.by_ref(full_ref)
+    if done:
+        moved = [(o.account, o.amount) for o in done if o.kind in (Kind.DEC, Kind.INC)]
+        if moved != [(source, amount), (target, amount)]:
+            raise ActionRefused(f"reference {ref} was used for another transfer")
+        return PointsTransfer(source, target, amount, tuple(done))
+    days = membership.points_lifetime_days
+    lapsed = lapsed_points(points_lots(store, source, days), now_ms, days)
+    usable = store.purse(source, "points").value - lapsed
+    if amount > usable:
+        raise ActionRefused(f"{source} has {max(usable, 0)} points to give, not {amount}")
+    held = store.purse(source, "points").rights(store.replica)
+    if amount > held:
+        raise ActionRefused(
+            f"the cloud holds {max(held, 0)} of the points of {source}, not {amount};"
+            " a kiosk holds the rest until it hands them back (idle recall), try again later"
+        )
+    offset = int_register(store, target, PROGRESS_OFFSET) + amount
+    intents = [
+        Intent(Kind.DEC, source, "points", amount, data=f"transfer to {target}"),
+        Intent(Kind.INC, target, "points", amount, data=f"transfer from {source}"),
+        *register_intents(store, target, PROGRESS_OFFSET, str(offset)),
+    ]
     try:
-        return int(reg.value) if reg else 0
-    except ValueError:
-        return 0
-
-
-def _register_intents(store: CloudStore, account: str, name: str, value: str) -> list[Intent]:
-    current = store.register(account, name)
-    version = (current.version if current else 0) + 1
-    return [Intent(Kind.SET, account, name, version, data=value)]
+        ops = store.append(intents, full_ref)
+    except SpendRefused as exc:
+        raise ActionRefused(f"the cloud holds {exc.rights} points of {source}") from None
+    return PointsTransfer(source, target, amount, tuple(ops))
 
 
 async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None:
@@ -362,46 +457,13 @@ async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None
 # -- tiers -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TierChange:
-    member: str
-    before: str
-    after: str
-    progress: int
-
-
 def review_tiers(
     store: CloudStore, membership: MembershipSettings, now_ms: int, account: str | None = None
 ) -> list[TierChange]:
-    """End a tier window: each member's tier becomes what the window's points reached (up or
-    down; one down after `inactive_days` idle), and a new window starts (progress 0). Kiosks
-    apply upgrades at the tap by themselves; this is also where downgrades happen."""
-    steps = membership.steps()
-    if not steps:
+    """End a tier window (for one member, or all): see `cloud_sync.upkeep.review_tiers`.
+    Kiosks apply upgrades at the tap by themselves; this is also where downgrades happen."""
+    if not membership.steps():
         raise ActionRefused("no tiers configured: set [[membership.tiers]]")
     if account is not None:
         require_member(store, account)
-        accounts = [account]
-    else:
-        accounts = sorted({p.account for p in store.purses() if ":" not in p.account})
-    changes = []
-    for member in accounts:
-        current = store.register(member, rec.MEMBER_TIER)
-        before = current.value if current else ""
-        earned = sum(s.inc for s in store.purse(member, "points").shares)
-        progress = max(earned - _int_register(store, member, PROGRESS_OFFSET), 0)
-        last = store.history(member, 1)
-        idle_days = (now_ms - last[0].wall_ms) // 86_400_000 if last else 0
-        after = review_tier(
-            before,
-            progress,
-            steps,
-            idle_days=idle_days,
-            inactive_days=membership.inactive_days,
-        )
-        intents = _register_intents(store, member, PROGRESS_OFFSET, str(earned))
-        if after != before:
-            intents += _register_intents(store, member, rec.MEMBER_TIER, after)
-        store.append(intents)
-        changes.append(TierChange(member, before, after, progress))
-    return changes
+    return review_all_tiers(store, membership, now_ms, None if account is None else [account])

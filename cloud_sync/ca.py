@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -22,7 +23,8 @@ CA_KEY = "ca.key"
 RECONCILER = "reconciler"  # CN of the reconciler's certificate: the wide ACL rights
 BROKER = "broker"
 BROKER_ACCOUNT = "mosquitto"  # the user and group Debian's mosquitto runs as
-RESERVED_NAMES = frozenset({RECONCILER, BROKER})  # never a device's CN
+# Never a device's CN: the cloud's own certificates, and the CA's files (`ca` -> ca.key).
+RESERVED_NAMES = frozenset({RECONCILER, BROKER, "ca", "mosquitto", "enroll"})
 ENROLL_ROOT = f"{ROOT}/enroll"  # kiosk/v1/enroll/<claim id>/req|res (the enrollment listener)
 
 
@@ -150,20 +152,36 @@ def issue(
     return out
 
 
+def issue_device(directory: Path, device: str, *, site: str, days: int = 825) -> Issued:
+    """A device certificate (`kiosk cloud ca issue`): refuses the reserved names, whose files
+    are the CA's, the broker's and the reconciler's (a device named `reconciler` would get the
+    reconciler's rights, one named `ca` would overwrite the CA key), and an existing one."""
+    check_name(device, "device id")
+    if device.lower() in RESERVED_NAMES:
+        names = ", ".join(sorted(RESERVED_NAMES))
+        raise ConfigError(f"device id {device!r} is reserved ({names}); choose another")
+    if (directory / f"{device}.key").exists():
+        raise ConfigError(f"{directory / device}.key exists; a device certificate is issued once")
+    return issue(directory, device, site=site, days=days)
+
+
 def sign_csr(directory: Path, csr_pem: bytes, cn: str, *, site: str, days: int = 825) -> bytes:
     """A device (client-only) certificate for the public key of a CSR (online enrollment). Only
     the CSR's key is used, after checking its self-signature (the requester holds the private
     key): the name, site and usages are ours, whatever the CSR asks for. Returns the PEM."""
     check_name(cn, "certificate name")
-    if cn in RESERVED_NAMES:
+    if cn.lower() in RESERVED_NAMES:
         raise ConfigError(f"{cn!r} is reserved for the cloud's own certificates")
+    # Whatever a requester sends must end in a refusal, never in a fault: the cryptography
+    # library raises more than ValueError for what it cannot parse or does not support.
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise ConfigError(f"not a PEM certificate request: {exc}") from exc
-    if not csr.is_signature_valid:
+        public_key = csr.public_key()
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"not a usable PEM certificate request: {exc}") from exc
+    if not valid:
         raise ConfigError("certificate request is not signed by its own key")
-    public_key = csr.public_key()
     if (
         not isinstance(public_key, ec.EllipticCurvePublicKey)
         or public_key.curve.name != "secp256r1"
@@ -208,6 +226,21 @@ def enroll_acl_text() -> str:
     )
 
 
+# TLS 1.2 with forward secrecy and AEAD only (no CBC, no SHA-1 MACs), and TLS 1.3's AEAD suites.
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+)
+TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+# The largest MQTT packet the broker takes (a payload is at most protocol.MAX_PAYLOAD, 1 MiB;
+# the rest is room for the topic and properties). mosquitto 2.0 sets it for every listener.
+MAX_PACKET = (1 << 20) + 4096
+ENROLL_MAX_CONNECTIONS = 64
+
+
+def _tls_lines() -> list[str]:
+    return ["tls_version tlsv1.2", f"ciphers {TLS12_CIPHERS}", f"ciphers_tls1.3 {TLS13_CIPHERS}"]
+
+
 def mosquitto_conf(
     *,
     directory: Path,
@@ -219,9 +252,12 @@ def mosquitto_conf(
     persistence_dir: Path | None = None,
     enroll_port: int | None = None,
     enroll_acl_file: Path | None = None,
+    enroll_max_connections: int = ENROLL_MAX_CONNECTIONS,
 ) -> str:
     """A mosquitto 2.0 config: one mTLS listener, identity from the certificate, the ACL; with
-    `enroll_port`, a second, enrollment-only listener (server TLS, anonymous, its own ACL)."""
+    `enroll_port`, a second, enrollment-only listener (server TLS, anonymous, its own ACL, at
+    most `enroll_max_connections` clients). Both: TLS 1.2+ with AEAD suites only; every
+    packet at most MAX_PACKET bytes (a larger one disconnects its sender)."""
     mtls = [
         f"listener {port} {bind}",
         f"cafile {directory / CA_CERT}",
@@ -229,7 +265,7 @@ def mosquitto_conf(
         f"keyfile {server.key}",
         "require_certificate true",
         "use_identity_as_username true",
-        "tls_version tlsv1.2",
+        *_tls_lines(),
         f"acl_file {acl_file}",
         "allow_anonymous false",
     ]
@@ -248,13 +284,15 @@ def mosquitto_conf(
             f"certfile {server.cert}",
             f"keyfile {server.key}",
             "require_certificate false",
-            "tls_version tlsv1.2",
+            *_tls_lines(),
             f"acl_file {enroll_acl_file}",
             "allow_anonymous true",
-            "max_connections 64",
+            f"max_connections {enroll_max_connections}",
             "",
         ]
     lines += [
+        f"max_packet_size {MAX_PACKET}",
+        f"message_size_limit {MAX_PACKET - 4096}",
         "set_tcp_nodelay true",
         "max_inflight_messages 100",
         "max_queued_messages 100000",

@@ -69,15 +69,35 @@ _M0001_INITIAL = _sql(
         certificate BYTEA NOT NULL DEFAULT '', reenroll BOOLEAN NOT NULL DEFAULT FALSE)""",
 )
 
+_M0002_DEVICE_FLAGS = _sql(
+    """CREATE TABLE device_flags (
+        sender TEXT PRIMARY KEY, refused BIGINT NOT NULL DEFAULT 0,
+        last_refusal TEXT NOT NULL DEFAULT '', skewed BIGINT NOT NULL DEFAULT 0,
+        last_skew TEXT NOT NULL DEFAULT '')""",
+)
+
+# Kiosk health reports, alerts (events) and restore state (cloud_sync.fleet).
+_M0003_FLEET = _sql(
+    "CREATE TABLE device_health (device TEXT PRIMARY KEY, health TEXT NOT NULL,"
+    " updated_ms BIGINT NOT NULL)",
+    "CREATE TABLE fleet_events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " type TEXT NOT NULL, device TEXT NOT NULL, at_ms BIGINT NOT NULL, detail TEXT NOT NULL,"
+    " open BIGINT NOT NULL, cleared_ms BIGINT)",
+    "CREATE INDEX fleet_events_open ON fleet_events (open, type, device)",
+    "CREATE TABLE fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
 # Reports (cloud_sync.reports) read ops by time range, and members by their first name write.
-_M0002_REPORTS = _sql(
+_M0004_REPORTS = _sql(
     "CREATE INDEX IF NOT EXISTS ops_wall ON ops (wall_ms)",
     "CREATE INDEX IF NOT EXISTS ops_kind_purse ON ops (kind, purse, wall_ms)",
 )
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
-    ("report_indexes", _M0002_REPORTS),
+    ("device_flags", _M0002_DEVICE_FLAGS),
+    ("fleet", _M0003_FLEET),
+    ("report_indexes", _M0004_REPORTS),
 ]
 
 

@@ -19,17 +19,22 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync.errors import StoreError
+from cloud_sync.fleet import refuse_while_restoring
 from cloud_sync.pgschema import prepare
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from cloud_sync.store import (
     _CLAIM_COLUMNS,
     _DEVICE_FIELDS,
+    FLAGS_SQL,
     Claim,
     CloudStore,
     Device,
+    DeviceFlags,
     _delta,
     claim_from_row,
     entries_json,
+    flag_sql,
+    flags_of,
 )
 from edge.ledger import Intent, OpRefused, PurseState, Register, Share, chain
 from edge.ledger import op as opcodec
@@ -341,6 +346,7 @@ class PgCloudStore(CloudStore):
         return placed.counts
 
     def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        refuse_while_restoring(self._conn, "%s")
         with self._chain_write(self.replica) as store:
             return chain.write(
                 store,
@@ -509,6 +515,14 @@ class PgCloudStore(CloudStore):
             f"UPDATE devices SET {sets} WHERE device = %s",
             (*(int(fields[k]) for k in keys), device),
         )
+
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        # The reason may quote what a sender sent: PostgreSQL text holds no NUL.
+        clean = reason.replace("\x00", "\\0")[:500]
+        self._conn.execute(flag_sql(kind, "%s"), (sender.replace("\x00", "")[:200], clean))
+
+    def flags(self) -> dict[str, DeviceFlags]:
+        return flags_of(self._conn.execute(FLAGS_SQL).fetchall())
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
         body = entries_json(entries)

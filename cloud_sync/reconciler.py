@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     Ack,
     Answer,
     ChainOps,
+    ChainWanted,
     DenyDelta,
     DenyEntry,
     DenySince,
@@ -49,17 +52,27 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
+from cloud_sync.upkeep import due_upkeep
 from edge.ledger.op import SPENDING, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
     from cloud_sync.enroll import Enroller
+    from cloud_sync.fleet import FleetRecords
 
 log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Observer(Protocol):
+    """Where the reconciler reports what it does (cloud_sync.metrics counts it)."""
+
+    def ingested(self, counts: dict[str, int]) -> None: ...
+
+    def rights(self, granted: bool, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +93,21 @@ class Reconciler:
         escrow: EscrowPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
+        membership: MembershipSettings | None = None,
+        max_skew_ms: int = 600_000,
+        fleet: FleetRecords | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.membership = membership  # the tier review and points lapsing run in the sweep
+        self.fleet = fleet  # health reports, alerts and the restore state (kiosk cloud serve)
+        self.observer = observer
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
         self.chain_chunk = chain_chunk
         self.clock = clock
+        self.max_skew_ms = max_skew_ms
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
         self._sent_cloud: dict[str, int] = {}  # device -> newest cloud seq it has or was sent
 
@@ -99,8 +120,9 @@ class Reconciler:
     # -- inbound ---------------------------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
-        """One inbound message -> what to publish. Anything not trustworthy changes nothing
-        and is logged with its reason."""
+        """One inbound message -> what to publish. Anything not trustworthy or outside the
+        protocol's limits changes nothing, is logged with its sender and reason and counted
+        for that sender (`kiosk cloud kiosks`); it never raises for what a sender sent."""
         parsed = parse_device_topic(topic)
         if parsed is None or parsed[2] not in KIOSK_TO_CLOUD:
             return self._refuse(topic, "not a kiosk uplink topic")
@@ -109,7 +131,9 @@ class Reconciler:
         if dev is None:
             return self._refuse(topic, f"device {device!r} is not enrolled")
         if dev.site != site:
-            return self._refuse(topic, f"device {device!r} is enrolled at site {dev.site!r}")
+            return self._refuse(
+                topic, f"device {device!r} is enrolled at site {dev.site!r}", device
+            )
         try:
             opened = open_envelope(
                 payload,
@@ -119,13 +143,14 @@ class Reconciler:
                 sender=device,
             )
         except MessageRefused as exc:
-            self.refused += 1
-            log.warning("%s", exc)
-            return []
+            return self._refuse(topic, exc.reason, device)
         t = Topics(site, device)
+        self._check_clock(device, "message", opened.ts_ms, both_ways=True)
         msg = opened.message
         if isinstance(msg, OpsUpload):
             return self._on_ops(t, msg, topic)
+        if isinstance(msg, ChainOps):
+            return self._on_chain_back(t, msg, topic)
         if isinstance(msg, Hello):
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
@@ -143,13 +168,28 @@ class Reconciler:
                 recovering=msg.recovering,
                 last_seen_ms=self.clock(),
             )
+            if self.fleet is not None and msg.health is not None:
+                self.fleet.record_health(device, msg.health, self.clock())
             return []
-        return self._refuse(topic, f"unexpected {msg.type!r}")  # pragma: no cover
+        return self._refuse(topic, f"unexpected {msg.type!r}", device)  # pragma: no cover
 
-    def _refuse(self, topic: str, reason: str) -> list[Outgoing]:
+    def _refuse(self, topic: str, reason: str, sender: str | None = None) -> list[Outgoing]:
         self.refused += 1
-        log.warning("%s", MessageRefused(topic, reason))
+        who = sender or "unknown sender"
+        log.warning("refused from %s: %s", who, MessageRefused(topic, reason))
+        if sender is not None:
+            self.store.flag(sender, "refused", reason)
         return []
+
+    def _check_clock(self, device: str, what: str, stamp_ms: int, both_ways: bool) -> None:
+        """Flag a time stamped far from our clock: ahead always (ops made up for later, or a
+        kiosk clock that runs fast), behind only for live messages (ops uploaded after an
+        offline spell are old by nature)."""
+        skew = stamp_ms - self.clock()
+        if skew > self.max_skew_ms or (both_ways and -skew > self.max_skew_ms):
+            detail = f"{what} stamped {skew / 1000:+.0f} s from the cloud's clock"
+            log.warning("device %s: %s", device, detail)
+            self.store.flag(device, "skewed", detail)
 
     def ack(self, t: Topics) -> Outgoing:
         seq, digest = self.store.head(t.device)
@@ -159,17 +199,74 @@ class Reconciler:
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
-            return self._refuse(topic, str(exc))
+            return self._refuse(topic, str(exc), t.device)
         if ops[0].replica != t.device:
-            return self._refuse(topic, f"ops of {ops[0].replica!r} on the topic of {t.device!r}")
+            reason = f"ops of {ops[0].replica!r} on the topic of {t.device!r}"
+            return self._refuse(topic, reason, t.device)
+        newest = max(ops, key=lambda o: o.wall_ms)
+        self._check_clock(t.device, f"op #{newest.seq}", newest.wall_ms, both_ways=False)
         counts = self.store.ingest(ops)
         if counts["refused"]:
             self.refused += counts["refused"]
-        log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
+            self.store.flag(t.device, "refused", f"{counts['refused']} ops refused by the ledger")
+        if self.observer is not None:
+            self.observer.ingested(counts)
+        log.info("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
-        if counts["applied"]:
+        if counts["applied"] and not self.restoring:
             out.extend(self._floats(t, ops))
         return out
+
+    # -- after a restore from backup -------------------------------------------------------
+
+    @property
+    def restoring(self) -> bool:
+        """Restored from a backup and not yet recovered from the kiosks: write nothing new."""
+        return self.fleet is not None and self.fleet.restore_state() is not None
+
+    def _restore_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        """A kiosk reports the cloud chain it holds: ask for what we lack, note it heard."""
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None:
+            return []
+        if t.device in state.waiting:
+            state.waiting.remove(t.device)
+        state.wanted = max(state.wanted, msg.cloud_head)
+        self.fleet.set_restore_state(state)
+        have = self.store.head(self.replica)[0]
+        out = []
+        if msg.cloud_head > have:
+            log.warning("restore: asking %s for cloud ops after #%d", t.device, have)
+            out.append(self.seal(t.grants, ChainWanted(after_seq=have)))
+        self._restore_done()
+        return out
+
+    def _on_chain_back(self, t: Topics, msg: ChainOps, topic: str) -> list[Outgoing]:
+        """Our own chain handed back by a kiosk after a restore: verified with our key."""
+        try:
+            ops = decode_ops(msg.batch)
+        except BatchError as exc:
+            return self._refuse(topic, str(exc))
+        if ops[0].replica != self.replica or msg.own:
+            return self._refuse(topic, f"ops of {ops[0].replica!r} handed back as the cloud's")
+        counts = self.store.ingest(ops)
+        self.refused += counts["refused"]
+        log.warning(
+            "restore: cloud ops #%d..%d back from %s: %s", ops[0].seq, ops[-1].seq, t.device, counts
+        )
+        self._restore_done()
+        return []
+
+    def _restore_done(self) -> None:
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None or state.waiting:
+            return
+        have = self.store.head(self.replica)[0]
+        if have >= state.wanted:
+            self.fleet.set_restore_state(None)
+            log.warning("restore complete: the cloud chain is whole again at #%d", have)
 
     def _floats(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
         """The member is active at this kiosk: top its working float up on what was spent."""
@@ -199,6 +296,7 @@ class Reconciler:
         return min(target, cap) if cap is not None else target
 
     def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        restore = self._restore_hello(t, msg) if self.restoring else []
         self.store.seen(
             t.device,
             online=True,
@@ -211,12 +309,22 @@ class Reconciler:
         out.append(
             self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
         )
-        return out
+        return out + restore
 
     def _deny(self, t: Topics, since: int) -> list[DenyDelta]:
         return self.store.deny_since(t.site, since)
 
     def _on_rights(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
+        started = time.perf_counter()
+        ok, out = self._answer_rights(t, msg)
+        if self.observer is not None:
+            self.observer.rights(ok, time.perf_counter() - started)
+        return out
+
+    def _answer_rights(self, t: Topics, msg: RightsRequest) -> tuple[bool, list[Outgoing]]:
+        if self.restoring:
+            answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
+            return False, [self.seal(t.rpc_res, answer)]
         self._sent_cloud[t.device] = msg.cloud_head
         ref = f"rq:{t.device}:{msg.id}"
         want = msg.amount
@@ -227,7 +335,7 @@ class Reconciler:
         if not ops:
             out = self._recall_for(t, msg)
             answer = Answer(id=msg.id, ok=False, reason="not enough balance")
-            return [self.seal(t.rpc_res, answer), *out]
+            return False, [self.seal(t.rpc_res, answer), *out]
         chain = self.store.ops(self.replica, msg.cloud_head, limit=self.chain_chunk * 5)
         granted = sum(o.amount for o in ops)
         if chain:
@@ -236,7 +344,7 @@ class Reconciler:
         answer = Answer(
             id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
         )
-        return [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
+        return True, [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them
@@ -305,7 +413,10 @@ class Reconciler:
         return self.seal(t.grants, snap)
 
     def sweep(self) -> list[Outgoing]:
-        """Recall rights that kiosks have held without using for `idle_recall_s`."""
+        """Recall rights that kiosks have held without using for `idle_recall_s`; run the
+        membership upkeep when due (tier review, points lapsing: cloud_sync.upkeep)."""
+        if self.membership is not None:
+            due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
         for account, purse, device, rights in self.store.idle_rights(cutoff):
@@ -362,7 +473,8 @@ class ReconcilerService:
 
     async def run(self) -> None:
         backoff = 0.2
-        ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
+        # Unpredictable: a client that guesses a connected client's id takes its session.
+        ident = self.settings.client_id or f"reconciler-{secrets.token_hex(16)}"
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
             client = aiomqtt.Client(
@@ -398,17 +510,43 @@ class ReconcilerService:
             filters += enroll_filters(self.settings.shared)
         return filters
 
-    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+    def _handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Outgoing]:
         if self.enroller is not None and topic.startswith(ENROLL_ROOT + "/"):
-            return self.enroller.handle(topic, payload)
+            if not payload:
+                return []  # our own clearing (below) coming back
+            outs = self.enroller.handle(topic, payload)
+            # The enrollment listener is anonymous: nobody may park a retained message there.
+            # A live message does not show its retain flag, so every request topic is cleared.
+            if retained:
+                log.warning("retained enrollment request on %s cleared", topic)
+            outs.append(Outgoing(topic, b"", retain=True))
+            return outs
         return self.reconciler.handle(topic, payload)
+
+    def _handle_safely(self, topic: str, payload: bytes, retained: bool) -> list[Outgoing]:
+        """`_handle`, where a fault on one message (a bug that hostile input reaches, a store
+        that refuses a value) is logged and counted, and the message is acked: the sender
+        resends what matters (a kiosk's ops stay in its outbox until acked), while a poison
+        message redelivered forever would stop every reconciler at each start."""
+        try:
+            return self._handle(topic, payload, retained)
+        except Exception as exc:
+            parsed = parse_device_topic(topic)
+            sender = parsed[1] if parsed else topic
+            log.exception("message on %s from %s failed; dropped", topic, sender)
+            self.reconciler.refused += 1
+            try:
+                self.reconciler.store.flag(sender, "refused", f"failed: {exc!r}"[:300])
+            except Exception:
+                log.exception("could not count the failure of %s", sender)
+            return []
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
-                outs = self._handle(str(message.topic), bytes(payload))
+                outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
                 await self.publish(outs)
             self.handled += 1
             client._client.ack(message.mid, message.qos)

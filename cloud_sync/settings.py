@@ -124,6 +124,16 @@ class EnrollSettings(Settings):
     answer_ttl_s: int = Field(default=900, ge=60)  # the enrollment document's validity
 
 
+class AlertSettings(Settings):
+    """`[reconciler.alerts]`: when the reconciler marks a kiosk offline and raises alerts."""
+
+    offline_after_s: float = Field(default=90.0, gt=0)  # no status or hello: marked offline
+    offline_alert_s: float = Field(default=300.0, ge=0)  # offline this long: alert
+    disk_low_bytes: int = Field(default=200_000_000, ge=0)
+    refusals_per_min: int = Field(default=10, ge=1)  # messages the reconciler refused
+    check_interval_s: float = Field(default=5.0, gt=0)
+
+
 class ReconcilerSettings(Settings):
     """The cloud reconciler."""
 
@@ -138,7 +148,13 @@ class ReconcilerSettings(Settings):
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)
+    # An op or message stamped further than this from the cloud's clock is flagged (log and
+    # `kiosk cloud kiosks`): a kiosk clock that is wrong, or ops made up for later.
+    max_skew_s: int = Field(default=600, gt=0)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
+    alerts: AlertSettings = AlertSettings()
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus endpoint
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("store")
     @classmethod

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
+from cloud_sync.fleet import prepare_sqlite, refuse_while_restoring
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
 from edge.ledger.chain import Role
@@ -44,6 +45,20 @@ class Device:
     @property
     def lag(self) -> int:
         return max(0, self.head - self.stored)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFlags:
+    """What the cloud noticed about a sender: messages refused (malformed, forged, outside the
+    limits) and ops stamped far from the cloud's clock, each with the last reason."""
+
+    refused: int = 0
+    last_refusal: str = ""
+    skewed: int = 0
+    last_skew: str = ""
+
+
+FLAG_KINDS = ("refused", "skewed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +222,15 @@ class CloudStore(abc.ABC):
         """Record what a device said (status, hello) and when."""
 
     @abc.abstractmethod
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        """Count a refused message (`kind` "refused") or a skewed op ("skewed") of a sender,
+        keeping the reason; `sender` may be a device or a claim id."""
+
+    @abc.abstractmethod
+    def flags(self) -> dict[str, DeviceFlags]:
+        """Every sender's counters, for the fleet view."""
+
+    @abc.abstractmethod
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
         """Append a deny-list delta with the site's next version."""
 
@@ -306,6 +330,40 @@ def _m0002(db: Database) -> None:
     )
 
 
+@_cloud_migrations(name="0003_device_flags")
+def _m0003(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE device_flags (
+            sender TEXT PRIMARY KEY,
+            refused INTEGER NOT NULL DEFAULT 0,
+            last_refusal TEXT NOT NULL DEFAULT '',
+            skewed INTEGER NOT NULL DEFAULT 0,
+            last_skew TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+
+
+def flag_sql(kind: str, mark: str) -> str:
+    """The upsert of one counter (the same SQL on both stores, `mark` their placeholder)."""
+    if kind not in FLAG_KINDS:
+        raise StoreError(f"unknown flag {kind!r}")
+    last = "last_refusal" if kind == "refused" else "last_skew"
+    return (
+        f"INSERT INTO device_flags (sender, {kind}, {last}) VALUES ({mark}, 1, {mark})"
+        f" ON CONFLICT (sender) DO UPDATE SET {kind} = device_flags.{kind} + 1,"
+        f" {last} = excluded.{last}"
+    )
+
+
+FLAGS_SQL = "SELECT sender, refused, last_refusal, skewed, last_skew FROM device_flags"
+
+
+def flags_of(rows: Sequence[Sequence[object]]) -> dict[str, DeviceFlags]:
+    return {
+        str(r[0]): DeviceFlags(int(str(r[1])), str(r[2]), int(str(r[3])), str(r[4])) for r in rows
+    }
+
+
 _DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "last_seen_ms")
 
 
@@ -324,6 +382,7 @@ class SqliteCloudStore(CloudStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._conn.execute("PRAGMA busy_timeout=5000")
         _cloud_migrations.apply(Database(self._conn))
+        prepare_sqlite(self._conn)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -358,6 +417,7 @@ class SqliteCloudStore(CloudStore):
         return list(self.ledger.ops(replica, after_seq, limit))
 
     def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        refuse_while_restoring(self._conn)
         return self.ledger.append(intents, ref)
 
     def by_ref(self, ref: str) -> list[Op]:
@@ -428,6 +488,13 @@ class SqliteCloudStore(CloudStore):
             return
         with self._write() as c:
             c.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
+
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        with self._write() as c:
+            c.execute(flag_sql(kind, "?"), (sender[:200], reason[:500]))
+
+    def flags(self) -> dict[str, DeviceFlags]:
+        return flags_of(self._conn.execute(FLAGS_SQL).fetchall())
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
         body = entries_json(entries)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -71,16 +71,35 @@ class Product(Strict):
 
 class Tier(Strict):
     name: str
-    min_points: int = Field(ge=0, description="lifetime points earned to reach this tier")
+    min_points: int = Field(ge=0, description="points earned in the window to reach this tier")
+    min_spend: Money = Field(default=0, description="or cash spent in the window; 0 = points only")
     discount_pct: Percent = 0
     points_multiplier_pct: int = Field(default=100, ge=0, le=1000)
 
 
+TopupChannel = Literal["coins", "voucher"]
+
+
+def _coins_only() -> list[TopupChannel]:
+    return ["coins"]
+
+
 class BonusRule(Strict):
-    """Top up at least `min_amount`, get `bonus` extra."""
+    """Top up at least `min_amount` through one of `channels`, get `bonus` extra. Vouchers earn
+    no bonus unless a rule names them (counter top-ups: the cloud's [membership] topup_bonus)."""
 
     min_amount: Money
     bonus: Money
+    channels: list[TopupChannel] = Field(default_factory=_coins_only, min_length=1)
+
+
+class Category(Strict):
+    """A member category (会员类别) with its own price policy: a price per product (instead of
+    the list price) and a discount."""
+
+    name: str = ""
+    discount_pct: Percent = 0
+    prices: dict[str, Money] = Field(default_factory=dict)
 
 
 class OfflineMode(enum.StrEnum):
@@ -120,6 +139,14 @@ class Rules(Strict):
     accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
     redeem_points: bool = False
     points_per_cash_unit: int = Field(default=100, gt=0, description="points worth 100 minor units")
+    # A member may decline to pay with points: the default, and the code keyed before a tap
+    # that turns it round for that tap.
+    redeem_points_default: bool = True
+    points_choice_code: str = Field(default="0", pattern=r"^[0-9]{1,4}$")
+    points_lifetime_days: int = Field(default=0, ge=0, description="0 = points never lapse")
+    points_expiry_notice_days: int = Field(default=30, ge=0)
+    categories: dict[str, Category] = Field(default_factory=dict)
+    lookup_seconds: float = Field(default=15.0, gt=0, description="lookup button: window to tap")
 
     def tier(self, name: str) -> Tier:
         for t in self.tiers:
@@ -158,6 +185,21 @@ class KioskSection(Strict):
         return self
 
 
+class LogConfig(Strict):
+    """`[log]`: how much `kiosk run` writes to its journal. INFO has one line per tap and per
+    sync event (never a card number or a PIN); WARNING only faults."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class MetricsConfig(Strict):
+    """`[metrics]`: the kiosk's own figures for node_exporter's textfile collector, written
+    atomically to `textfile` (e.g. /var/lib/node_exporter/textfile_collector/kiosk.prom)."""
+
+    textfile: Path
+    interval_s: float = Field(default=15.0, gt=0)
+
+
 class KioskConfig(Strict):
     kiosk: KioskSection
     rules: Rules = Field(default_factory=Rules)
@@ -174,6 +216,8 @@ class KioskConfig(Strict):
     keypad: WedgeConfig | None = None  # PIN keypad (a wedge in mode = "pin")
     gpio: GpioConfig | None = None
     display: DisplayConfig | None = None
+    log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig | None = None
 
     @model_validator(mode="after")
     def _gate_sells_a_known_product(self) -> KioskConfig:
@@ -183,6 +227,13 @@ class KioskConfig(Strict):
             raise ValueError(
                 f"kiosk.product {k.product!r} is not in [rules.products] (known: {known})"
             )
+        for name, category in self.rules.categories.items():
+            unknown = sorted(set(category.prices) - set(self.rules.products))
+            if unknown:
+                raise ValueError(
+                    f"rules.categories.{name}.prices names products not in [rules.products]:"
+                    f" {', '.join(unknown)}"
+                )
         return self
 
 

@@ -20,12 +20,14 @@ from cloud_sync.errors import SyncError
 from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
-from cloud_sync.store import open_store
+from cloud_sync.store import DeviceFlags, open_store
+from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
 from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
+from provisioning.secret_input import secret_option
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,17 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
         raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
     try:
-        yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+        yield (
+            cfg,
+            Reconciler(
+                store,
+                key,
+                escrow=s.escrow,
+                chain_chunk=s.chain_chunk,
+                max_skew_ms=s.max_skew_s * 1000,
+                membership=cfg.membership,
+            ),
+        )
     except (LedgerError, SyncError) as exc:
         _audit(cfg, str(exc))
         raise click.ClickException(str(exc)) from exc
@@ -109,10 +121,35 @@ def cloud() -> None:
 
 @cloud.command()
 @config_option
-def serve(config: Path) -> None:
-    """Run the reconciler: verify and store kiosk ops, ack, grant and recall rights."""
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (or [reconciler] metrics_port).",
+)
+def serve(config: Path, metrics_port: int | None) -> None:
+    """Run the reconciler: verify and store kiosk ops, ack, grant and recall rights; watch the
+    fleet (offline timeouts, alerts) and serve its metrics."""
+    from cloud_sync.alerts import FleetWatch
+    from cloud_sync.fleet import FleetRecords
+
     with _reconciler(config) as (cfg, rec):
         s = cfg.reconciler
+        rec.fleet = fleet = FleetRecords(s.store)
+        watch = FleetWatch(rec, fleet, s.alerts)
+        port = metrics_port or s.metrics_port
+        if port is not None:
+            from cloud_sync.metrics import CloudMetrics
+            from cloud_sync.metrics import serve as serve_metrics
+
+            rec.observer = metrics = CloudMetrics(watch)
+            try:
+                serve_metrics(metrics, port, s.metrics_host)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"metrics port {s.metrics_host}:{port}: {exc.strerror}; choose another port"
+                ) from exc
+            click.echo(f"metrics on http://{s.metrics_host}:{port}/metrics")
         enroller = None
         if s.enroll is not None:
             from cloud_sync.enroll import Enroller
@@ -129,10 +166,20 @@ def serve(config: Path) -> None:
             f"reconciler on {s.broker.host}:{s.broker.port}"
             + (" (answers enrollment claims)" if enroller else "")
         )
+        if rec.restoring:
+            click.echo("restored from a backup: recovering the cloud chain from the kiosks")
+
+        async def run() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(svc.run(), name="reconciler")
+                tg.create_task(watch.run(), name="fleet-watch")
+
         try:
-            asyncio.run(svc.run())
+            asyncio.run(run())
         except KeyboardInterrupt:
             click.echo("stopped")
+        finally:
+            fleet.close()
 
 
 @cloud.group(name="ca")
@@ -159,7 +206,7 @@ def ca_init(directory: Path) -> None:
 def ca_issue(device: str, site: str, directory: Path) -> None:
     """Issue a device certificate and key signed by the CA."""
     try:
-        out = ca.issue(directory, device, site=site)
+        out = ca.issue_device(directory, device, site=site)
     except (SyncError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{out.cert}\n{out.key}")
@@ -304,8 +351,8 @@ def claim_create(config: Path, site: str, device: str, expires: str) -> None:
     click.echo(f"site {site}" + (f", device {device}" if device else "") + f", valid until {until}")
     click.echo(f"cloud public key: {cloud} (fingerprint {fingerprint(bytes.fromhex(cloud))})")
     click.echo(
-        f"on the kiosk: kiosk provision enroll --claim {code} --broker mqtts://HOST:ENROLL_PORT"
-        " --ca ca.crt"
+        "on the kiosk: kiosk provision enroll --claim --broker mqtts://HOST:ENROLL_PORT"
+        " --ca ca.crt (it asks for the code)"
     )
 
 
@@ -329,7 +376,9 @@ def member_register(config: Path, account: str, name: str) -> None:
 @config_option
 @click.option("--account", required=True, type=ACCOUNT, help="Account id.")
 @click.option("--tier", default=None, help="Tier name (one of [[membership.tiers]]).")
-@click.option("--pin", default=None, help="New PIN, 4-12 digits (stored as a salted hash only).")
+@secret_option(
+    "--pin", what="PIN", default=None, help="New PIN, 4-12 digits (stored as a salted hash only)"
+)
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
 @click.option(
     "--days",
@@ -344,6 +393,9 @@ def member_register(config: Path, account: str, name: str) -> None:
     default=None,
     help="Overdraft on cash in minor units (透支); 0 removes it.",
 )
+@click.option(
+    "--category", default=None, type=CODE, help="Member category (its prices and discount)."
+)
 def member_set(
     config: Path,
     account: str,
@@ -352,9 +404,10 @@ def member_set(
     pass_product: str | None,
     days: int,
     credit_limit: int | None,
+    category: str | None,
 ) -> None:
-    """Set a member's tier, PIN, a time pass or credit limit (versioned registers every kiosk
-    applies)."""
+    """Set a member's tier, PIN, a time pass, credit limit or category (versioned registers
+    every kiosk applies)."""
     window = None
     if pass_product is not None:
         now = time.time_ns() // 1_000_000
@@ -368,9 +421,52 @@ def member_set(
             pass_product=pass_product,
             pass_window_ms=window,
             credit_limit=credit_limit,
+            category=category,
             membership=cfg.membership,
         )
     click.echo(f"member {account} updated")
+
+
+@cloud.group()
+def points() -> None:
+    """Member points: transfers between members, points that lapse."""
+
+
+@points.command(name="transfer")
+@config_option
+@click.option("--from", "source", required=True, type=ACCOUNT, help="The member giving points.")
+@click.option("--to", "target", required=True, type=ACCOUNT, help="The member receiving them.")
+@click.option("--amount", required=True, type=AMOUNT, help="Points to give.")
+@click.option("--ref", required=True, type=CODE, help="Your reference (a retry moves once).")
+def points_transfer(config: Path, source: str, target: str, amount: int, ref: str) -> None:
+    """Give points from one member to another (积分转赠), if [membership] point_transfers."""
+    with _reconciler(config) as (cfg, rec):
+        admin.transfer_points(
+            rec.store,
+            cfg.membership,
+            source,
+            target,
+            amount,
+            ref=ref,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        left = rec.store.purse(source, "points").value
+    click.echo(f"{amount} points from {source} to {target}; {source} has {left} left")
+
+
+@points.command(name="lapse")
+@config_option
+def points_lapse(config: Path) -> None:
+    """Write off points older than [membership] points_lifetime_days now (the reconciler does
+    it once a day by itself)."""
+    with _reconciler(config) as (cfg, rec):
+        lapses = lapse_points(rec.store, cfg.membership, time.time_ns() // 1_000_000)
+    for lapse in lapses:
+        kept = lapse.lapsed - lapse.written_off
+        held = f" ({kept} held by kiosks: next time)" if kept else ""
+        click.echo(f"{lapse.member}: {lapse.written_off} points lapsed{held}")
+    if not lapses:
+        click.echo("no points lapsed")
 
 
 @cloud.group()
@@ -463,7 +559,7 @@ def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: 
 
 
 card_options = [
-    click.option("--card", "number", default=None, help="Card number (never stored)."),
+    secret_option("--card", "number", what="card number", default=None, help="Card number"),
     click.option("--nfc-uid", default=None, help="NFC card UID in hex, e.g. 04A1B2C3D4E5F6."),
     click.option("--reader", default=None, help="Read the NFC card on this PC/SC desk reader."),
 ]
@@ -503,6 +599,19 @@ def card_link(
         else:
             admin.link_card(rec.store, account, token, valid_until_ms=until)
     click.echo(f"card linked to {account}")
+
+
+@card.command(name="discount")
+@config_option
+@with_card
+@click.option("--pct", required=True, type=click.IntRange(0, 100), help="Discount rate, 0-100.")
+def card_discount(
+    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, pct: int
+) -> None:
+    """Set a card's own discount rate (applied after the category or tier discount)."""
+    with _reconciler(config) as (cfg, rec):
+        account = admin.set_card_discount(rec.store, _card_of(cfg, number, nfc_uid, reader), pct)
+    click.echo(f"card of {account}: {pct}% discount")
 
 
 @card.command(name="expiry")
@@ -558,8 +667,8 @@ _status_command("cancel", "cancelled", "Cancel a card for good (注销); it neve
 @card.command(name="replace")
 @config_option
 @click.option("--site", required=True, help="Site.")
-@click.option("--old", "old", required=True, type=CARD, help="Old card number.")
-@click.option("--new", "new", required=True, type=CARD, help="New card number.")
+@secret_option("--old", "old", what="old card number", inner=CARD, required=True, help="Old card")
+@secret_option("--new", "new", what="new card number", inner=CARD, required=True, help="New card")
 def card_replace(config: Path, site: str, old: str, new: str) -> None:
     """Replace a card: the old one is denied, the new one linked to the same account."""
     with _reconciler(config) as (cfg, rec):
@@ -588,8 +697,8 @@ def card_replace(config: Path, site: str, old: str, new: str) -> None:
 def topup(config: Path, account: str, amount: int, purse: str, ref: str) -> None:
     """Top up at the counter: credit a purse on the cloud's chain (a registered account only;
     a receipt used for another top-up is refused)."""
-    with _reconciler(config) as (_cfg, rec):
-        admin.top_up(rec.store, account, purse, amount, ref)
+    with _reconciler(config) as (cfg, rec):
+        admin.top_up(rec.store, account, purse, amount, ref, cfg.membership)
         value = rec.store.purse(account, purse).value
     click.echo(f"{purse} of {account}: {value}")
 
@@ -683,22 +792,64 @@ def show(config: Path, account: str, n: int) -> None:
             )
 
 
+def _when(ms: int) -> str:
+    if not ms:
+        return "never"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%F %T")
+
+
 @cloud.command()
 @config_option
 def kiosks(config: Path) -> None:
-    """Kiosks with online status, ops not yet stored (lag) and last contact."""
-    with _reconciler(config) as (_cfg, rec):
-        click.echo(f"{'site':<10}{'device':<16}{'status':<9}{'stored':>8}{'lag':>6}  last seen")
+    """Kiosks: online, lag (ops not yet stored), queue, last contact, version, clock, reader,
+    display, disk free, tap latency p50/p95 and refusals by reason, as each last reported."""
+    from cloud_sync.fleet import FleetRecords
+
+    with _reconciler(config) as (cfg, rec):
+        flags = rec.store.flags()
+        fleet = FleetRecords(cfg.reconciler.store)
+        try:
+            healths = fleet.healths()
+            restore = fleet.restore_state()
+        finally:
+            fleet.close()
+        click.echo(
+            f"{'site':<10}{'device':<14}{'status':<9}{'lag':>5}{'queue':>6}  {'last contact':<20}"
+            f"{'version':<9}{'clock':<7}{'reader':<7}{'display':<8}{'disk MB':>8}"
+            f"{'p50 ms':>8}{'p95 ms':>8}  refusals"
+        )
         for d in rec.store.devices():
-            seen = (
-                dt.datetime.fromtimestamp(d.last_seen_ms / 1000, dt.UTC).strftime("%F %T")
-                if d.last_seen_ms
-                else "never"
-            )
             status = "online" if d.online else "offline"
             if d.recovering:
                 status = "recover"
-            click.echo(f"{d.site:<10}{d.device:<16}{status:<9}{d.stored:>8}{d.lag:>6}  {seen}")
+            h = healths.get(d.device)
+            f = flags.get(d.device, DeviceFlags())
+            line = f"{d.site:<10}{d.device:<14}{status:<9}{d.lag:>5}{d.queue_depth:>6}  "
+            line += f"{_when(d.last_seen_ms):<20}"
+            if f.refused or f.skewed:
+                line += f"[refused {f.refused}, skewed {f.skewed}] "
+            if h is None:
+                click.echo(line + "(no health report yet)")
+                continue
+            refusals = ", ".join(f"{k.lower()} {n}" for k, n in sorted(h.refusals.items()))
+            click.echo(
+                line
+                + f"{h.version:<9}{'ok' if h.clock_trusted else 'NOT ok':<7}"
+                + f"{'ok' if h.reader_ok else 'DOWN':<7}{'ok' if h.display_ok else 'DOWN':<8}"
+                + f"{h.disk_free_bytes // 1_000_000:>8}{h.tap_p50_ms:>8.1f}{h.tap_p95_ms:>8.1f}"
+                + f"  {refusals or '-'}"
+            )
+        for device, f in sorted(flags.items()):
+            if f.last_refusal:
+                click.echo(f"{device}: last refused: {f.last_refusal}")
+            if f.last_skew:
+                click.echo(f"{device}: last skew: {f.last_skew}")
+        if restore is not None:
+            click.echo(
+                f"restored from a backup: recovering; waiting for {', '.join(restore.waiting)}"
+                if restore.waiting
+                else f"restored from a backup: recovering cloud ops up to #{restore.wanted}"
+            )
 
 
 @cloud.command()
@@ -848,3 +999,93 @@ def webhooks_run(config: Path, once: bool) -> None:
         worker.run()
     except KeyboardInterrupt:
         click.echo("stopped")
+
+
+@cloud.command()
+@config_option
+@click.option("--open", "open_only", is_flag=True, help="Only alerts still open.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def alerts(config: Path, open_only: bool, limit: int) -> None:
+    """Fleet alerts (kiosk offline, fork, quarantine, clock, reader, disk, refusal rate), newest
+    first, with when they were raised and cleared."""
+    from cloud_sync.fleet import FleetRecords
+
+    fleet = FleetRecords(_config(config).reconciler.store)
+    try:
+        events = fleet.events(open_only=open_only, limit=limit)
+    finally:
+        fleet.close()
+    if not events:
+        click.echo("no alerts")
+    for e in events:
+        state = "OPEN" if e.open else f"cleared {_when(e.cleared_ms or 0)}"
+        click.echo(
+            f"{_when(e.at_ms)}  {e.type:<16}{e.device or '(reconciler)':<14}{state:<28}{e.detail}"
+        )
+
+
+@cloud.command(name="backup")
+@config_option
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Backup file."
+)
+def backup_cmd(config: Path, out: Path) -> None:
+    """A consistent copy of the SQLite cloud store, taken while the reconciler runs."""
+    from cloud_sync import backup
+
+    cfg = _config(config)
+    try:
+        pages = backup.backup(cfg.reconciler.store, out)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise click.ClickException(str(sqlite_fault(str(out), exc))) from exc
+    click.echo(f"backed up {pages} pages to {out}")
+
+
+@cloud.command(name="restore")
+@config_option
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Backup file from `kiosk cloud backup` (stop the reconciler first).",
+)
+@click.option(
+    "--release",
+    "device",
+    default=None,
+    help="Stop waiting for a kiosk that will not come back (the ops only it held are lost).",
+)
+def restore_cmd(config: Path, source: Path | None, device: str | None) -> None:
+    """Restore the SQLite cloud store from a backup without forking the fleet: it writes
+    nothing new until the kiosks have handed back the ops the backup lacks."""
+    from cloud_sync import backup
+    from cloud_sync.fleet import FleetRecords
+
+    if (source is None) == (device is None):
+        raise click.UsageError("give --from FILE to restore, or --release DEVICE")
+    cfg = _config(config)
+    url = cfg.reconciler.store
+    try:
+        if source is not None:
+            state = backup.restore(url, source)
+            click.echo(
+                f"restored {url} from {source}; start `kiosk cloud serve`: it recovers from"
+                f" {len(state.waiting)} kiosk(s) ({', '.join(state.waiting)}) before it writes"
+            )
+            return
+        assert device is not None
+        with _reconciler(config) as (_cfg, rec):
+            fleet = FleetRecords(url)
+            try:
+                left = backup.release(fleet, device, rec.store.head(rec.replica)[0])
+            finally:
+                fleet.close()
+        click.echo(
+            "restore complete" if left is None else f"still waiting for {', '.join(left.waiting)}"
+        )
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise click.ClickException(str(sqlite_fault(url, exc))) from exc

@@ -187,13 +187,18 @@ def create_bundle(
     return json.dumps(signed, indent=1).encode() + b"\n"
 
 
+MAX_BUNDLE = 1 << 20  # bytes of a signed enrollment document (a site config and keys)
+
+
 def verify_signed(blob: bytes, cloud_key: Ed25519PublicKey) -> Enrollment:
     """The enrollment in a signed document, if `cloud_key` signed it; else BundleRejected."""
+    if len(blob) > MAX_BUNDLE:
+        raise BundleRejected("format", f"{len(blob)} bytes is more than {MAX_BUNDLE}")
     try:
         outer = json.loads(blob)
         payload = base64.b64decode(outer["payload"], validate=True)
         signature = bytes.fromhex(outer["signature"])
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error, RecursionError) as exc:
         raise BundleRejected("format", f"not a signed bundle: {exc}") from exc
     try:
         cloud_key.verify(signature, payload)

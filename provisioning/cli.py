@@ -9,6 +9,7 @@ import click
 from edge.errors import KioskError
 from edge.ledger import LedgerError
 from provisioning.errors import ProvisionError
+from provisioning.secret_input import secret_option
 
 __all__ = ["provision"]
 
@@ -147,7 +148,9 @@ def keys_cmd(config_path: Path, force: bool) -> None:
 
 
 @provision.command("enroll")
-@click.option("--claim", required=True, help="The one-time claim code from the operator.")
+@secret_option(
+    "--claim", what="claim code", required=True, help="The one-time claim code from the operator"
+)
 @click.option(
     "--broker", required=True, help="The broker's enrollment listener: mqtts://HOST:PORT."
 )

@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from backoffice.money import parse_money
@@ -281,6 +282,15 @@ async def test_screenshots_of_the_main_pages_in_english_and_chinese(console):
         store.enroll("gate-1", "s1")
         store.enroll("topup-1", "s1")
         store.seen("gate-1", online=True, head=12, last_seen_ms=int(time.time() * 1000))
+        from cloud_sync.fleet import FleetRecords
+        from cloud_sync.protocol import Health
+
+        fleet = FleetRecords(console.cfg.reconciler.store)
+        health = {"version": "0.1.0", "disk_free_bytes": 3_200_000_000, "tap_p50_ms": 3.1}
+        health |= {"tap_p95_ms": 6.4, "taps": 40, "refusals": {"CARD_LOST": 2}}
+        fleet.record_health("gate-1", msgspec.convert(health, type=Health), 1)
+        fleet.raise_alert("kiosk_offline", "topup-1", "offline for 420 s", int(time.time() * 1000))
+        fleet.close()
     finally:
         store.close()
     console.operator("admin1", "chain admin")
@@ -301,14 +311,19 @@ async def test_screenshots_of_the_main_pages_in_english_and_chinese(console):
         await login(page, console.url, "admin1")
         for lang in ("en", "zh-hans"):
             if lang != "en":
-                await page.select_option("#language", lang)
-                await page.wait_for_load_state()
+                # The menu submits a form: wait for that navigation, not for the page already
+                # loaded (wait_for_load_state alone can return before the switch, under load).
+                async with page.expect_navigation():
+                    await page.select_option("#language", lang)
                 assert "会员后台" in await page.inner_text("#site-name")
             for name, path in pages.items():
                 await page.goto(console.url + path)
                 await page.screenshot(path=str(SHOTS / f"{name}-{lang}.png"), full_page=True)
         await page.goto(console.url + "/fleet/")
         assert "在线" in await page.inner_text("#fleet")
+        assert "6.4" in await page.inner_text("#fleet")
+        assert "card_lost 2" in await page.inner_text("#fleet")
+        assert "offline for 420 s" in await page.inner_text("#alerts")
         await b.close()
     for name in pages:
         for lang in ("en", "zh-hans"):

@@ -220,7 +220,12 @@ def test_topup_bonus_takes_the_best_rule_reached():
             ]
         }
     )
-    assert [topup_bonus(a, cfg) for a in (9999, 10000, 49999, 50000)] == [0, 1000, 1000, 8000]
+    assert [topup_bonus(a, "coins", cfg) for a in (9999, 10000, 49999, 50000)] == [
+        0,
+        1000,
+        1000,
+        8000,
+    ]
 
 
 def test_single_use_coupon_moves_once():

@@ -19,6 +19,7 @@ from edge.feedback.outputs import GateAndScreen, money, screen_for
 from edge.feedback.screens import (
     AlarmScreen,
     ApprovedScreen,
+    BalanceScreen,
     DeniedScreen,
     IdleScreen,
     OutOfServiceScreen,
@@ -102,6 +103,17 @@ def every_screen(lang):
     for note in notes:
         yield ApprovedScreen("王小明", f"-{money(3000, cur)}", money(17000, cur), lang, note)
     yield ApprovedScreen(tr("Code accepted", lang), tr("Welcome", lang), "-", lang)
+    yield ApprovedScreen("王小明", "-¥20.00", "¥40.00", lang, tr("Now {tier}", lang, tier="Gold"))
+    yield IdleScreen(lang=lang, prompt=tr("Tap card to see balance", lang))
+    balance = (
+        f"{money(12000, cur)}  {tr('{n} pts', lang, n=320)}",
+        tr("Pass to {date}", lang, date="10-31"),
+        f"+100.00 -20.00 -{tr('1 visit', lang)}",
+    )
+    yield BalanceScreen("王小明", balance, lang)
+    yield BalanceScreen("Alice", (money(0, cur), f"swim {tr('{n} visits', lang, n=12)}", ""), lang)
+    empty = (money(0, cur), "", tr("No movements yet", lang))
+    yield BalanceScreen("Alice", empty, lang)
     yield ApprovedScreen(tr("Member", lang), tr("Pass OK", lang), tr("{n} visits", lang, n=9), lang)
 
 

@@ -90,3 +90,50 @@ async def test_automatic_upgrade_through_the_pipeline_and_review_at_the_cloud(tm
     finally:
         kiosk.close()
         store.close()
+
+
+def test_spend_in_the_window_reaches_a_tier_too():
+    steps = [TierStep("silver", 0), TierStep("gold", 500, min_spend=100_000)]
+    assert review_tier("silver", 10, steps, spend=100_000) == "gold"
+    assert review_tier("silver", 10, steps, spend=99_999) == "silver"
+    member = Member(id="m1", name="Alice", tier="silver", spend_offset=20_000)
+    tiers = [
+        {"name": "silver", "min_points": 0},
+        {"name": "gold", "min_points": 500, "min_spend": "500.00", "discount_pct": 10},
+    ]
+    cfg = config(rules={"tiers": tiers})
+    spent = Balance(5000, 5000, spent=70_000)  # 700.00 spent, 200.00 of it before the window
+    s = state(member=member, cash=spent, points=Balance(0, 0))
+    assert decide(s, tap(), cfg).debits[0].amount == 1800
+    assert decide(s, tap(), cfg).upgraded_from == "silver"
+    s = state(member=member, cash=Balance(5000, 5000, spent=60_000), points=Balance(0, 0))
+    assert decide(s, tap(), cfg).debits[0].amount == 2000
+
+
+def test_the_reconciler_sweep_reviews_tiers_on_its_schedule(tmp_path):
+    from cloud_sync.reconciler import Reconciler
+
+    ck = generate_key()
+    store = SqliteCloudStore(tmp_path / "cloud.db", replica="cloud", key=ck)
+    try:
+        membership = MembershipSettings(
+            tiers=[TierSetting(name=s.name, min_points=s.min_points) for s in STEPS],
+            review_every_days=30,
+        )
+        admin.register_member(store, "m1", "Alice")
+        admin.set_member(store, "m1", tier="platinum", membership=membership)
+        store.append([Intent(Kind.INC, "m1", "points", 600)], ref="points-1")
+        now = [store.ledger.clock.wall_ms()]
+        rec = Reconciler(store, ck, membership=membership, clock=lambda: now[0])
+        rec.sweep()  # the first window starts
+        assert store.register("m1", "tier").value == "platinum"
+        now[0] += 29 * 86_400_000
+        rec.sweep()
+        assert store.register("m1", "tier").value == "platinum"
+        now[0] += 2 * 86_400_000
+        rec.sweep()  # 31 days: the window ends, 600 points reach gold only
+        assert store.register("m1", "tier").value == "gold"
+        rec.sweep()  # not again before another 30 days
+        assert store.register("m1", "tier").value == "gold"
+    finally:
+        store.close()

@@ -113,7 +113,8 @@ def test_events_come_from_the_ops_and_are_delivered_at_least_once_with_backoff(s
 
     hook = Receiver([500, 503])  # the receiver fails twice, then takes it
     try:
-        every = ["tap.approved", "topup", "refund", "card.status", "balance.low", "kiosk.offline"]
+        every = ["tap.approved", "topup", "refund", "card.status", "balance.low", "kiosk.offline",
+                 "kiosk.alert"]  # fmt: skip
         Subscription.objects.create(name="pos", url=hook.url, events=every)
         worker = Worker(cloud, console.cfg.webhooks)
         assert worker.scan() == 0  # the first scan starts at now: history is not replayed
@@ -132,10 +133,14 @@ def test_events_come_from_the_ops_and_are_delivered_at_least_once_with_backoff(s
         cloud.store.seen("k1", online=True)
         worker.scan()
         cloud.store.seen("k1", online=False)
+        # an alert the reconciler's fleet watch stores (another process) becomes an event too
+        cloud.fleet.raise_alert("disk_low", "k1", "90 MB free", 1)
         worker.scan()
         queued = sorted(Delivery.objects.values_list("event", flat=True))
-        assert queued == sorted(["topup", "tap.approved", "balance.low", "refund",
-                                 "card.status", "card.status", "kiosk.offline"])  # fmt: skip
+        assert queued == sorted(["topup", "tap.approved", "balance.low", "refund", "card.status",
+                                 "card.status", "kiosk.offline", "kiosk.alert"])  # fmt: skip
+        alert = Delivery.objects.get(event="kiosk.alert").payload["data"]
+        assert (alert["type"], alert["kiosk"], alert["open"]) == ("disk_low", "k1", True)
         tap = Delivery.objects.get(event="tap.approved").payload["data"]
         assert tap["kiosk"] == "k1" and tap["ref"] == "tap-1" and tap["account"] == "m1"
         low = Delivery.objects.get(event="balance.low").payload["data"]
@@ -147,7 +152,7 @@ def test_events_come_from_the_ops_and_are_delivered_at_least_once_with_backoff(s
             time.sleep(0.02)
         assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.DELIVERED}
         retried = [d for d in Delivery.objects.all() if d.attempts > 1]
-        assert sum(d.attempts for d in Delivery.objects.all()) == 7 + 2 == len(hook.got)
+        assert sum(d.attempts for d in Delivery.objects.all()) == 8 + 2 == len(hook.got)
         codes = sorted(e["code"] for d in retried for e in d.log)
         assert codes in ([204, 500, 503], [204, 204, 500, 503])  # each retried one got through
         from backoffice.webhooks.signing import verify

@@ -1,5 +1,6 @@
-"""The fleet page: every kiosk the cloud knows (online/offline, lag, last contact, what it
-said last), within the operator's venue."""
+"""The fleet page: every kiosk the cloud knows (online/offline, lag, last contact, and the
+health it reported: version, clock, reader, display, disk, tap latency, refusals by reason),
+within the operator's venue, and the fleet's alerts."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def kiosks(request: HttpRequest) -> HttpResponse:
     venue = venue_of(request)
     with c.lock:
         devices = [d for d in c.store.devices() if venue is None or d.site == venue]
+        healths = c.fleet.healths()
+        mine = {d.device for d in devices}
+        events = [e for e in c.fleet.events(limit=50) if e.device in mine or not e.device]
+
+    def when(ms: int | None) -> dt.datetime | None:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms else None
+
     rows = [
         {
             "site": d.site,
@@ -31,11 +39,31 @@ def kiosks(request: HttpRequest) -> HttpResponse:
             "lag": d.lag,
             "stored": d.stored,
             "queue": d.queue_depth,
-            "seen": dt.datetime.fromtimestamp(d.last_seen_ms / 1000, dt.UTC)
-            if d.last_seen_ms
-            else None,
+            "seen": when(d.last_seen_ms),
+            "health": healths.get(d.device),
+            "refusals": ", ".join(
+                f"{k.lower()} {n}" for k, n in sorted(healths[d.device].refusals.items())
+            )
+            if d.device in healths
+            else "",
         }
         for d in devices
     ]
-    context = {**admin.site.each_context(request), "title": _("Fleet"), "rows": rows}
+    alerts = [
+        {
+            "at": when(e.at_ms),
+            "type": e.type,
+            "device": e.device,
+            "detail": e.detail,
+            "open": e.open,
+            "cleared": when(e.cleared_ms),
+        }
+        for e in events
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Fleet"),
+        "rows": rows,
+        "alerts": alerts,
+    }
     return render(request, "backoffice/fleet.html", context)

@@ -167,7 +167,14 @@ def top_up(request: HttpRequest, member: Member, amount: int, receipt: str) -> b
         request,
         "top_up",
         member.account,
-        lambda: admin.top_up(store, member.account, "cash", amount, receipt.strip()),
+        lambda: admin.top_up(
+            store,
+            member.account,
+            "cash",
+            amount,
+            receipt.strip(),
+            membership=cloud().cfg.membership,
+        ),
         site=member.site,
         detail={"amount": amount, "receipt": receipt},
         done=_("Topped up %(amount)s (receipt %(receipt)s)")

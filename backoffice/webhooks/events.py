@@ -11,4 +11,5 @@ EVENTS: dict[str, str] = {
     "balance.low": "a member's cash at or below [webhooks] low_balance after a tap",
     "kiosk.offline": "a kiosk the cloud saw online went offline",
     "kiosk.online": "an offline kiosk came back",
+    "kiosk.alert": "a fleet alert the reconciler's watch raised (fork, clock, reader, disk...)",
 }

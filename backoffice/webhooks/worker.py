@@ -89,6 +89,7 @@ class Worker:
                 self.s.low_balance,
             )
             events += self._kiosk_changes(c)
+            events += self._alerts(c)
         with transaction.atomic():
             for e in events:
                 emit(e.name, e.data, site=e.site, event_id=e.id)
@@ -108,6 +109,33 @@ class Worker:
                 data = {"kiosk": d.device, "last_seen_ms": d.last_seen_ms}
                 out.append(Event(name, f"{d.device}:{name}:{d.last_seen_ms}", data, d.site))
         row.value = now
+        row.save()
+        return out
+
+    def _alerts(self, c: Cloud) -> list[Event]:
+        """Fleet alerts the reconciler's watch stored (`cloud_sync.alerts`), newer than the last
+        seen; the first scan starts after the newest."""
+        found = c.fleet.events(limit=500)
+        newest = max((e.id for e in found), default=0)
+        row, made = Cursor.objects.get_or_create(name="alerts", defaults={"value": newest})
+        if made:
+            return []
+        out = [
+            Event(
+                "kiosk.alert",
+                f"alert:{e.id}",
+                {
+                    "type": e.type,
+                    "kiosk": e.device,
+                    "detail": e.detail,
+                    "at_ms": e.at_ms,
+                    "open": e.open,
+                },
+            )
+            for e in sorted(found, key=lambda e: e.id)
+            if e.id > int(row.value)
+        ]
+        row.value = max(newest, int(row.value))
         row.save()
         return out
 

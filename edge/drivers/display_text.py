@@ -219,7 +219,11 @@ def fit_text(
                 x = x0
                 if align == "center":
                     x = x0 + max(0, int((width - _width(font, line)) // 2))
-                draw.text((x, y), line, font=font, fill=fill)
+                # A font's ink can start below its origin and end past `px` (descenders): move
+                # the line up into its slot, never above the slot's top, so nothing is cut.
+                _, top, _, bottom = font.getbbox(line)
+                dy = max(min(0, px - int(bottom)), -int(top))
+                draw.text((x, y + dy), line, font=font, fill=fill)
             return Fitted(tuple(lines), px, complete)
     raise AssertionError("unreachable: the font ladder is never empty")
 

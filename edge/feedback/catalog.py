@@ -43,6 +43,10 @@ ZH: dict[str, str] = {
     "{n} visits": "{n}次",
     "1 visit": "1次",
     "{n} pts": "{n}分",
+    "Tap card to see balance": "请刷卡查询余额",
+    "Pass to {date}": "有效期至{date}",
+    "Now {tier}": "已升级{tier}",
+    "No movements yet": "暂无记录",
 }
 
 

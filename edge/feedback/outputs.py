@@ -17,6 +17,7 @@ from edge.feedback.catalog import Lang, tr, tr_notice, tr_reason
 from edge.feedback.screens import (
     AlarmScreen,
     ApprovedScreen,
+    BalanceScreen,
     DeniedScreen,
     IdleScreen,
     OutOfServiceScreen,
@@ -27,7 +28,7 @@ from edge.feedback.screens import (
     TopUpScreen,
 )
 from edge.taps.pipeline import Outcome
-from edge.taps.rules import Decision
+from edge.taps.rules import Decision, Lookup
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,38 @@ def language(cfg: KioskConfig) -> Lang:
     return cfg.display.language if cfg.display is not None else "en"
 
 
+def day_text(ms: int, cfg: KioskConfig) -> str:
+    """A date as month-day in the site's time zone: short enough for a 128 px line."""
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(cfg.kiosk.timezone)).strftime("%m-%d")
+
+
+def lookup_lines(found: Lookup, cfg: KioskConfig) -> tuple[str, str, str]:
+    """Balances; a pass, else visits, else the points reminder; the last movements."""
+    lang, cur = language(cfg), cfg.kiosk.currency
+    first = f"{money(found.cash, cur)}  {amount_text('points', found.points, cur, lang)}"
+    held = [tr("Pass to {date}", lang, date=day_text(p.valid_until_ms, cfg)) for p in found.passes]
+    for product, n in found.visits:
+        held.append(f"{product} {amount_text('visits:' + product, n, cur, lang)}")
+    if not held and found.points_lapsing:
+        points, at = found.points_lapsing
+        held.append(tr("{points} pts lapse {date}", lang, points=points, date=day_text(at, cfg)))
+    moves = [
+        ("+" if m.amount > 0 else "-") + amount_text(m.purse, abs(m.amount), "", lang)
+        for m in found.movements
+    ]
+    last = " ".join(moves) or tr("No movements yet", lang)
+    return first, held[0] if held else "", last  # one item: a 128 px line holds no more
+
+
 def screen_for(outcome: Outcome, cfg: KioskConfig) -> Screen:
     """The screen an outcome shows, in the kiosk's language."""
     lang = language(cfg)
     d = outcome.decision
     cur = cfg.kiosk.currency
+    if outcome.lookup_armed:
+        return IdleScreen(lang=lang, prompt=tr("Tap card to see balance", lang))
+    if outcome.lookup is not None:
+        return BalanceScreen(outcome.lookup.name, lookup_lines(outcome.lookup, cfg), lang)
     if d.needs_pin:
         return PinScreen(digits=0, lang=lang)
     if not d.approved:
@@ -80,7 +108,8 @@ def screen_for(outcome: Outcome, cfg: KioskConfig) -> Screen:
     if d.debits and not own:  # a coupon or voucher, not a member's purse
         return ApprovedScreen(tr("Code accepted", lang), tr("Welcome", lang), "-", lang=lang)
     name = d.member_name or tr("Member", lang)
-    return ApprovedScreen(name, _taken(d, cur, lang), _left(d, cur, lang), lang, _note(d, lang))
+    note = _note(d, cfg)
+    return ApprovedScreen(name, _taken(d, cur, lang), _left(d, cur, lang), lang, note)
 
 
 def _taken(d: Decision, currency: str, lang: Lang) -> str:
@@ -96,12 +125,19 @@ def _left(d: Decision, currency: str, lang: Lang) -> str:
     return ", ".join(parts) or "-"
 
 
-def _note(d: Decision, lang: Lang) -> str:
-    """One short line: the first notice that applies (a 128 px line holds one)."""
+def _note(d: Decision, cfg: KioskConfig) -> str:
+    """One short line: the first notice that applies (a 128 px line holds one): low balance,
+    expiries, points about to lapse, the next tier, else the tier the tap moved up to."""
+    lang = language(cfg)
     notes = [tr_notice(n, lang) for n in d.notices if n.name != "NEAR_NEXT_TIER"]
+    if d.points_lapsing:
+        points, at = d.points_lapsing
+        notes.append(tr("{points} pts lapse {date}", lang, points=points, date=day_text(at, cfg)))
     if d.to_next_tier:
         tier, points = d.to_next_tier
         notes.append(tr("{points} pts to {tier}", lang, points=points, tier=tier))
+    if d.upgraded_from:
+        notes.append(tr("Now {tier}", lang, tier=d.tier))
     return notes[0] if notes else ""
 
 

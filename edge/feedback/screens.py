@@ -26,6 +26,7 @@ from edge.feedback.catalog import Lang, tr
 __all__ = [
     "AlarmScreen",
     "ApprovedScreen",
+    "BalanceScreen",
     "DeniedScreen",
     "IdleScreen",
     "OutOfServiceScreen",
@@ -124,6 +125,26 @@ class ApprovedScreen:
         fit_text(draw, self.taken, (0, y, WIDTH, y + 12), fonts=fonts, max_px=12)
         fit_text(draw, left, (0, y + 12, WIDTH, y + 24), fonts=fonts, max_px=12)
         fit_text(draw, self.note, (0, HEIGHT - 12, WIDTH, HEIGHT), fonts=fonts, max_px=12)
+        return image
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceScreen:
+    """A balance lookup: the member's name, then three short lines the app has formatted
+    (balances, passes or visits, the last movements). Nothing was spent."""
+
+    name: str
+    lines: tuple[str, str, str]
+    lang: Lang = "en"
+
+    def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
+        fonts = fonts or default_fonts()
+        image, draw = _frame(status, fonts)
+        title = f"{tr('Balance', self.lang)} {self.name}"
+        y = _title(draw, title, fonts, inverse=True)
+        for i, line in enumerate(self.lines):
+            top = y + 12 * i if i < 2 else HEIGHT - 12
+            fit_text(draw, line, (0, top, WIDTH, top + 12), fonts=fonts, max_px=12)
         return image
 
 

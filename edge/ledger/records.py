@@ -14,6 +14,7 @@ CARD_MEMBER = "member"  # member id the card belongs to
 CARD_STATUS = "status"  # active | lost | frozen | cancelled | replaced | expired
 CARD_VALID_FROM = "valid_from"  # ms since the epoch, UTC; "0" = always
 CARD_VALID_UNTIL = "valid_until"  # ms since the epoch, UTC; "0" = no end
+CARD_DISCOUNT = "discount_pct"  # the card's own discount rate, 0-100
 
 # Registers of a member account.
 MEMBER_NAME = "name"
@@ -23,6 +24,8 @@ MEMBER_ROLE = "role"  # "tech": the card opens the service screen instead of pay
 PIN_FAILS = "pin_fails"
 PIN_LOCKED_UNTIL = "pin_locked_until"
 PROGRESS_OFFSET = "progress_offset"  # points earned that do not count toward tiers
+SPEND_OFFSET = "spend_offset"  # cash spent that does not count toward tiers
+MEMBER_CATEGORY = "category"  # member category: its own prices and discount
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
 

@@ -23,6 +23,7 @@ from edge.ledger.chain import Register, Role
 from edge.ledger.errors import LedgerError, OpRefused
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import Intent, Op
+from edge.ledger.private_files import prepare_private
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share
 from edge.ledger.schema import open_read_only, prepare
 from edge.ledger.sqlite_chain import OP_COLUMNS, SqliteChainStore, op_from_row
@@ -93,6 +94,7 @@ class Ledger:
             self._chain = SqliteChainStore(self._conn, role, self._keys, self._roles)
             self._load_keyring()
             return
+        prepare_private(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")

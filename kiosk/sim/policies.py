@@ -576,7 +576,7 @@ class CentralRun(Run):
             if person is None:
                 return False, "UNKNOWN_CARD"
             total = sum(tap.coins)
-            credit = total + topup_bonus(total, cfg)
+            credit = total + topup_bonus(total, "coins", cfg)
             decision = Decision(approved=True, credits=(Move("cash", credit),))
         else:
             amount = tap.amount if tap.action is Action.BUY else None
