@@ -62,5 +62,10 @@ def serve_console(
             click.echo(f"chain admin {create}, password (shown once): {password}")
     from backoffice.wsgi import application
 
+    if cfg.webhooks.worker:
+        from backoffice.cloud import cloud
+        from backoffice.webhooks.worker import Worker
+
+        Worker(cloud(), cfg.webhooks).start()
     click.echo(f"console on http://{host}:{port}/ (database {cfg.console_database()})")
     serve(application, host=host, port=port, threads=threads, ident="kiosk-console")

@@ -37,7 +37,18 @@ def database(url: str) -> dict[str, Any]:
             "HOST": u.hostname or "",
             "PORT": str(u.port or ""),
         }
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": url.removeprefix("sqlite:///")}
+    # The console has writers on several threads (waitress, the webhook worker) and the CLI in
+    # other processes: IMMEDIATE transactions wait for the lock instead of failing with "database
+    # is locked" on a read-then-write, and WAL lets readers run beside a writer.
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": url.removeprefix("sqlite:///"),
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
+    }
 
 
 def secret_key(path: Path) -> str:
@@ -87,6 +98,12 @@ INSTALLED_APPS = [
     "backoffice.members",
     "backoffice.audit",
     "backoffice.fleet",
+    "backoffice.reports",
+    "backoffice.api",
+    "backoffice.webhooks",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from here, not from a CDN
 ]
 
 MIDDLEWARE = [
@@ -169,3 +186,29 @@ LOGGING = {
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "export"
 IMPORT_EXPORT_USE_TRANSACTIONS = True
+
+# The REST API (backoffice.api): integration tokens only, JSON only, the OpenAPI 3 schema by
+# drf-spectacular at /api/schema/ and its Swagger UI at /api/docs/.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["backoffice.api.auth.TokenAuth"],
+    "DEFAULT_PERMISSION_CLASSES": ["backoffice.api.auth.Needs"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "backoffice.api.errors.handle",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "kiosk-edge back office API",
+    "DESCRIPTION": "Members, cards, top-ups and refunds (Idempotency-Key), balances and the"
+    " transaction feed. Money is integer minor units. Authenticate with an integration token:"
+    " `Authorization: Bearer kt_...` (kiosk cloud integration add).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}

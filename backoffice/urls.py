@@ -6,6 +6,7 @@ from django.urls import include, path
 from backoffice import views
 from backoffice.fleet import views as fleet
 from backoffice.members import views as members
+from backoffice.reports import views as reports
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -17,6 +18,8 @@ urlpatterns = [
     path("codes/", members.codes, name="codes"),
     path("batch/topup/", members.batch_top_up, name="batch-topup"),
     path("fleet/", fleet.kiosks, name="fleet"),
+    path("reports/", reports.report_page, name="reports"),
+    path("api/", include("backoffice.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

@@ -97,11 +97,18 @@ _M0003_FLEET = _sql(
     "CREATE TABLE fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
+# Reports (cloud_sync.reports) read ops by time range, and members by their first name write.
+_M0005_REPORTS = _sql(
+    "CREATE INDEX IF NOT EXISTS ops_wall ON ops (wall_ms)",
+    "CREATE INDEX IF NOT EXISTS ops_kind_purse ON ops (kind, purse, wall_ms)",
+)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
     ("device_flags", _M0002_DEVICE_FLAGS),
     ("fleet", _M0003_FLEET),
     ("device_trust", _M0004_DEVICE_TRUST),
+    ("report_indexes", _M0005_REPORTS),
 ]
 
 

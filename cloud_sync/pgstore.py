@@ -400,6 +400,14 @@ class PgCloudStore(CloudStore):
             "WHERE account = %s ORDER BY wall_ms DESC, replica, seq LIMIT %s", (account, limit)
         )
 
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        # read only; memory enough for a report's hash aggregates (a tap or member per group)
+        # to stay off disk on a million ops
+        with self._conn.transaction():
+            self._conn.execute("SET TRANSACTION READ ONLY")
+            self._conn.execute("SET LOCAL work_mem = '64MB'")
+            return self._conn.execute(sql.replace("?", "%s").encode(), tuple(params)).fetchall()
+
     def purse(self, account: str, purse: str) -> PurseState:
         return chain.purse_state(PgChainStore(self._conn, self._keyring), account, purse)
 

@@ -209,6 +209,47 @@ class ConsoleSettings(Settings):
     sites: list[str] = Field(default_factory=list)  # venues offered in forms (else from kiosks)
 
 
+class SiteLocale(Settings):
+    """How a venue reads its reports: currency sign and time zone (its days start at local
+    midnight)."""
+
+    currency: str = Field(default="", max_length=3)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known time zone (e.g. Asia/Shanghai)") from None
+        return v
+
+
+class ReportSettings(SiteLocale):
+    """`[reports]`: the chain's currency and time zone, and per venue overrides
+    (`[reports.sites.<site>]`)."""
+
+    sites: dict[str, SiteLocale] = Field(default_factory=dict)
+
+    def locale(self, site: str | None) -> SiteLocale:
+        return self.sites.get(site or "", self)
+
+
+class WebhookSettings(Settings):
+    """`[webhooks]`: delivery of events to integrations (`backoffice.webhooks`)."""
+
+    attempts: int = Field(default=8, ge=1, le=30)  # then the delivery is marked failed
+    backoff_s: float = Field(default=2.0, gt=0)  # first retry; doubles each time
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    poll_s: float = Field(default=1.0, gt=0)  # how often the worker looks for new ops
+    low_balance: int = Field(default=1000, ge=0)  # cash at or below this after a tap: an event
+    worker: bool = True  # run the delivery worker inside `kiosk cloud console`
+
+
 class CloudConfig(Settings):
     """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk, and
     `[console]` for the back office)."""
@@ -217,6 +258,8 @@ class CloudConfig(Settings):
     reconciler: ReconcilerSettings
     membership: MembershipSettings = MembershipSettings()
     console: ConsoleSettings = ConsoleSettings()
+    reports: ReportSettings = ReportSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     path: Path | None = Field(default=None, exclude=True)  # the file it came from (load_config)
 
     def console_database(self) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database, Migrations
@@ -326,6 +327,13 @@ class CloudStore(abc.ABC):
         """Mark an unused, unexpired claim used by this request, atomically: True for exactly
         one caller, even with several reconcilers racing on the same claim."""
         raise StoreError(f"{type(self).__name__} holds no enrollment claims")
+
+    # -- reports (read-only SQL over the tables both backends share) ----------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query with `?` placeholders over `ops`, `shares`, `registers` and
+        `devices`, which both backends hold with the same columns (`cloud_sync.reports`)."""
+        raise StoreError(f"{type(self).__name__} answers no report queries")
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -669,6 +677,10 @@ class SqliteCloudStore(CloudStore):
                 (now_ms, device, request, certificate, int(reenroll), claim_id, now_ms),
             )
         return cur.rowcount == 1
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
 
     def close(self) -> None:
         self._conn.close()

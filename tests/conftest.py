@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -50,6 +51,13 @@ PG_DSN = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:54
 @pytest.fixture
 def pg_dsn() -> Iterator[str]:
     """A uniquely named, empty PostgreSQL database for one test, dropped after it."""
+    with pg_database() as dsn:
+        yield dsn
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A uniquely named, empty PostgreSQL database, dropped after (skips without a server)."""
     psycopg = pytest.importorskip("psycopg")
     name = f"kiosk_test_{uuid.uuid4().hex[:12]}"
     try:

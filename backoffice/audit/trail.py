@@ -101,7 +101,7 @@ def perform(
                 before={**before, **(detail or {})},
                 after=before,
             )
-            messages.error(request, str(exc))
+            tell(request, False, str(exc))
             return False
         after = c.account_state(account) if account else {}
     record(
@@ -115,8 +115,20 @@ def perform(
         after=after,
     )
     if done:
-        messages.success(request, done)
+        tell(request, True, done)
     return True
+
+
+def tell(request: HttpRequest, ok: bool, text: str) -> None:
+    """Show the outcome to the operator; an API request (`notes` set by `backoffice.api`)
+    collects it for its JSON answer instead."""
+    notes: list[tuple[bool, str]] | None = getattr(request, "notes", None)
+    if notes is not None:
+        notes.append((ok, text))
+    elif ok:
+        messages.success(request, text)
+    else:
+        messages.error(request, text)
 
 
 def safe_params(params: Mapping[str, Any], card_ref: Callable[[str], str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from backoffice.members.models import Card, Member
 from backoffice.money import money
 from cloud_sync import admin
 from cloud_sync.errors import ConfigError
+from cloud_sync.protocol import DenyEntry
 from cloud_sync.reconciler import Outgoing
 
 
@@ -100,8 +101,13 @@ def set_status(request: HttpRequest, card: Card, status: str) -> bool:
     outs: list[Outgoing] = []
 
     def do() -> None:
-        for site in sites_of(member):
-            outs.append(admin.set_card_status(c.reconciler, site, card.ref, status)[1])
+        # The move is made once; every other venue gets the same deny-list entry.
+        sites = sites_of(member)
+        if not sites:
+            raise ConfigError(_("no venue known to send the deny list to"))
+        outs.append(admin.set_card_status(c.reconciler, sites[0], card.ref, status)[1])
+        entry = [DenyEntry(token=card.ref, status=status)]
+        outs.extend(c.reconciler.deny_delta(site, entry) for site in sites[1:])
 
     ok = perform(
         request,

@@ -38,6 +38,7 @@ AUDITOR = (
 )
 # The chain admin: every permission of these apps (everything, including operators).
 CHAIN_ADMIN_APPS = ("members", "operators", "audit", "auth", "auditlog", "axes", "otp_totp")
+# (api and webhooks are added by operators migration 0003)
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "cashier": CASHIER,
