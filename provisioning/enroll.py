@@ -45,6 +45,7 @@ from cloud_sync.enroll_wire import (
     request_topic,
     seal_request,
 )
+from cloud_sync.protocol import CLIENT_ID_PREFIX
 from edge.ledger import load_private_key, public_bytes
 from edge.ledger.keys import public_key_from_bytes
 from provisioning.bundle import (
@@ -138,7 +139,8 @@ async def _exchange(
     client = aiomqtt.Client(
         host,
         port,
-        identifier=keys.claim_id,  # the broker's ACL ties the claim topics to this client id
+        # The broker's ACL ties the claim topics to this client id (`%c`).
+        identifier=CLIENT_ID_PREFIX + keys.claim_id,
         tls_context=ctx,
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=min(timeout_s, 10.0),
