@@ -152,7 +152,8 @@ class World:
         reconciler: Reconciler | None = None,
         shared: bool = False,
         enroller: Enroller | None = None,
-    ) -> None:
+        client_id: str = "",
+    ) -> ReconcilerService:
         rec = reconciler or self.reconciler
         assert rec is not None
         settings = ReconcilerSettings(
@@ -160,12 +161,14 @@ class World:
             broker=self.broker.settings(ca.RECONCILER),
             shared=shared,
             sweep_interval_s=3600,
+            client_id=client_id,  # the same id again resumes the broker session
         )
         svc = ReconcilerService(rec, settings, enroller)
         self.services.append(svc)
         task = asyncio.create_task(svc.run(), name=f"reconciler{len(self.services)}")
         _TASKS.append(task)
         self.tasks[task.get_name()] = task
+        return svc
 
     def kiosk(self, device: str, risk: RiskPolicy = STRICT, **agent: object) -> SyncAgent:
         assert self.store is not None
