@@ -40,12 +40,12 @@ from cloud_sync.enroll_wire import (
     EnrollError,
     Grant,
     answer_topic,
+    client_id,
     digest,
     open_answer,
     request_topic,
     seal_request,
 )
-from cloud_sync.protocol import CLIENT_ID_PREFIX
 from edge.ledger import load_private_key, public_bytes
 from edge.ledger.keys import public_key_from_bytes
 from provisioning.bundle import (
@@ -140,7 +140,7 @@ async def _exchange(
         host,
         port,
         # The broker's ACL ties the claim topics to this client id (`%c`).
-        identifier=CLIENT_ID_PREFIX + keys.claim_id,
+        identifier=client_id(keys.claim_id),
         tls_context=ctx,
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=min(timeout_s, 10.0),

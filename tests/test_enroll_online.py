@@ -328,7 +328,8 @@ def test_claim_create_and_broker_config_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     conf = (pki / "mosquitto.conf").read_text()
     assert "listener 8884" in conf and "per_listener_settings true" in conf
-    assert "pattern write kiosk/v1/enroll/%c/req" in (pki / "enroll.acl").read_text()
+    # %c is "/" + the claim id: the topic is kiosk/v1/enroll/<claim id>/req
+    assert "pattern write kiosk/v1/enroll%c/req" in (pki / "enroll.acl").read_text()
 
 
 def _claim_race(stores: list, claim_id: str) -> list[bool]:  # type: ignore[type-arg]

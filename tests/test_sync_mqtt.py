@@ -210,7 +210,9 @@ async def test_forged_grant_with_a_valid_tls_cert_is_refused(tmp_path):
             "-h",
             "127.0.0.1",
             "-p",
-            str(w.broker.port),
+            str(w.broker.cloud_port),  # where the reconciler certificate has its rights
+            "-i",
+            "/forger",
             "-q",
             "1",
             "--cafile",
