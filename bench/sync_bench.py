@@ -145,9 +145,7 @@ async def _round_trips(n: int) -> list[Row]:
         )
         svc = ReconcilerService(
             rec,
-            ReconcilerSettings(
-                key_file=root / "x", broker=broker.settings("reconciler"), client_id="bench-rec"
-            ),
+            ReconcilerSettings(key_file=root / "x", broker=broker.settings("reconciler")),
         )
         key = generate_key()
         led = Ledger(root / "k1.db", replica="k1", key=key)
@@ -218,8 +216,8 @@ async def _raw_qos1(broker: _Broker, n: int) -> list[float]:
     req, res = "kiosk/v1/s1/k1/rpc/req", "kiosk/v1/s1/k1/rpc/res"
     samples: list[float] = []
     async with (
-        aiomqtt.Client(**broker.settings("reconciler").client_kwargs(), identifier="echo") as echo,
-        aiomqtt.Client(**broker.settings("k1").client_kwargs(), identifier="asker") as asker,
+        aiomqtt.Client(**broker.settings("reconciler").client_kwargs(), identifier="/echo") as echo,
+        aiomqtt.Client(**broker.settings("k1").client_kwargs(), identifier="/asker") as asker,
     ):
         await echo.subscribe(req, qos=1)
         await asker.subscribe(res, qos=1)

@@ -12,7 +12,7 @@ import aiomqtt
 
 from cloud_sync.errors import ActionRefused, ConfigError
 from cloud_sync.membership import MembershipSettings
-from cloud_sync.protocol import DenyEntry
+from cloud_sync.protocol import DenyEntry, secret_client_id
 from cloud_sync.reconciler import Outgoing, Reconciler
 from cloud_sync.refunds import (
     Refunded,
@@ -447,7 +447,7 @@ def transfer_points(
 async def publish_once(broker: BrokerSettings, outs: Sequence[Outgoing]) -> None:
     """Publish messages on a short-lived connection (the operator CLI)."""
     async with aiomqtt.Client(
-        identifier=f"operator-{secrets.token_hex(4)}",
+        identifier=secret_client_id("operator"),
         **broker.client_kwargs(),
     ) as client:
         for o in outs:

@@ -46,6 +46,7 @@ from cloud_sync.protocol import (
     Status,
     Topics,
     decode_ops,
+    device_client_id,
     encode_ops,
     open_envelope,
     seal,
@@ -306,7 +307,8 @@ class SyncAgent:
                 self.topics.status, self._seal(self.topics.status, self._status(False)), 1, True
             )
             client = aiomqtt.Client(
-                identifier=f"kiosk-{s.site}-{s.device}",
+                # The device listener replaces it with our certificate CN: we can only be us.
+                identifier=device_client_id(s.device),
                 will=will,
                 **s.broker.client_kwargs(),
             )

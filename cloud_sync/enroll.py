@@ -135,7 +135,6 @@ class Enroller:
         key: Ed25519PrivateKey,
         settings: EnrollSettings,
         *,
-        broker_port: int,
         site_key_file: Path | None = None,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
@@ -145,7 +144,7 @@ class Enroller:
         # Without an explicit host, the kiosk keeps the one it enrolled through (it reached it,
         # and checked its certificate); the reconciler's own address may be 127.0.0.1.
         self.broker_host = settings.broker_host
-        self.broker_port = settings.broker_port or broker_port
+        self.broker_port = settings.broker_port
         self.site_key_file = site_key_file
         self.clock = clock
         self.enrolled = 0

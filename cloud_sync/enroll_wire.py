@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cloud_sync import ca
 from cloud_sync.errors import SyncError
-from cloud_sync.protocol import SHARE_GROUP
+from cloud_sync.protocol import CLIENT_ID_PREFIX, SHARE_GROUP
 from edge.ledger import KeyFileError
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 
@@ -85,6 +85,11 @@ class ClaimKeys:
 
     def __repr__(self) -> str:
         return f"ClaimKeys({self.claim_id}, <hidden>)"
+
+
+def client_id(claim_id: str) -> str:
+    """The MQTT client id of an enrollment: the enrollment ACL ties the claim's topics to it."""
+    return CLIENT_ID_PREFIX + claim_id
 
 
 def request_topic(claim_id: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -82,6 +83,28 @@ def check_name(name: str, what: str) -> str:
     if not name or any(c in name for c in "/+#$\x00 ") or len(name) > 64:
         raise ValueError(f"{what} {name!r} must be 1-64 characters without / + # $ or spaces")
     return name
+
+
+# Client ids are broker-global in mosquitto: a client that connects with a connected client's
+# id, on any listener, disconnects it and may take over its session. So every client id a client
+# sends must start with CLIENT_ID_PREFIX (`clientid_prefixes`, checked before anything else), and
+# on the device listener the broker replaces it with the certificate CN
+# (`use_username_as_clientid`): a device is always itself. A CN never contains "/" (check_name),
+# so no id a client can choose on the enrollment or cloud listener ever equals a device's. What
+# remains in the "/" space is the enrollment claim ids and the reconcilers' ids, both secret
+# (128 bits from a claim code or from the OS), never derived from a name.
+CLIENT_ID_PREFIX = "/"
+
+
+def device_client_id(device: str) -> str:
+    """What a kiosk's agent sends; the device listener replaces it with the certificate CN."""
+    return CLIENT_ID_PREFIX + device
+
+
+def secret_client_id(role: str) -> str:
+    """A reconciler's or operator's id on the cloud listener: unguessable, since whoever knew
+    it could take its session (and the messages queued for it)."""
+    return f"{CLIENT_ID_PREFIX}{role}-{secrets.token_hex(16)}"
 
 
 def parse_device_topic(topic: str) -> tuple[str, str, str] | None:

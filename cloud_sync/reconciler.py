@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from cloud_sync.protocol import (
     parse_device_topic,
     reconciler_filters,
     seal,
+    secret_client_id,
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, Device
@@ -501,8 +501,8 @@ class ReconcilerService:
 
     async def run(self) -> None:
         backoff = 0.2
-        # Unpredictable: a client that guesses a connected client's id takes its session.
-        ident = self.settings.client_id or f"reconciler-{secrets.token_hex(16)}"
+        # Secret: a client that knew a connected client's id would take its session.
+        ident = self.settings.client_id or secret_client_id("reconciler")
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
             client = aiomqtt.Client(
@@ -518,7 +518,7 @@ class ReconcilerService:
                         await client.subscribe(f, qos=1)
                     await self.publish(self.reconciler.deny_heads())
                     self.connected.set()
-                    log.info("reconciler %s connected", ident)
+                    log.info("reconciler connected")
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._sweeper(), name="reconciler-sweep")
                         tg.create_task(self._consume(client), name="reconciler-consume")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cloud_sync.errors import ConfigError
 from cloud_sync.membership import MembershipSettings
-from cloud_sync.protocol import check_name
+from cloud_sync.protocol import CLIENT_ID_PREFIX, check_name
 from edge.ledger.chain import KioskAuthority
 
 
@@ -140,13 +140,15 @@ class TrustPolicy(Settings):
 class EnrollSettings(Settings):
     """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
     site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
-    `reconciler.site_key_file`), and the mTLS broker address written into enrolled kiosks'
-    `[agent.broker]` (default: the host the kiosk enrolled through, the reconciler's port)."""
+    `reconciler.site_key_file`), and the broker address written into enrolled kiosks'
+    `[agent.broker]`: the host the kiosk enrolled through unless `broker_host` is set, and the
+    device listener's port (`kiosk cloud broker-config --port`; the reconciler's own port is
+    the cloud listener, where a kiosk may do nothing)."""
 
     ca_dir: Path
     sites_dir: Path
     broker_host: str | None = None
-    broker_port: int | None = Field(default=None, ge=1, le=65535)
+    broker_port: int = Field(default=8883, ge=1, le=65535)
     cert_days: int = Field(default=825, ge=1)
     answer_ttl_s: int = Field(default=900, ge=60)  # the enrollment document's validity
 
@@ -169,7 +171,9 @@ class ReconcilerSettings(Settings):
     store: str = "sqlite:///cloud.db"  # or postgresql://...
     broker: BrokerSettings = BrokerSettings()
     shared: bool = False  # subscribe through $share/reconcilers/ (several processes, PostgreSQL)
-    client_id: str = ""  # stable per process: its broker session survives a reconnect
+    # Empty: "/reconciler-" and 128 random bits, new at each start. Whoever knows a reconciler's
+    # id can take its session (and the messages queued for it): a fixed one must be as secret.
+    client_id: str = ""
     session_expiry_s: int = Field(default=3600, ge=0)
     escrow: EscrowPolicy = EscrowPolicy()
     trust: TrustPolicy = TrustPolicy()
@@ -183,6 +187,16 @@ class ReconcilerSettings(Settings):
     alerts: AlertSettings = AlertSettings()
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
+
+    @field_validator("client_id")
+    @classmethod
+    def _secret_client_id(cls, v: str) -> str:
+        if v and (not v.startswith(CLIENT_ID_PREFIX) or len(v) < 24):
+            raise ValueError(
+                f"client_id must start with {CLIENT_ID_PREFIX!r} (the broker refuses other ids)"
+                " and be at least 24 characters of secret; leave it out for a random one"
+            )
+        return v
 
     @field_validator("store")
     @classmethod

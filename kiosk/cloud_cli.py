@@ -159,7 +159,6 @@ def serve(config: Path, metrics_port: int | None) -> None:
                 rec.store,
                 rec.key,
                 s.enroll,
-                broker_port=s.broker.port,
                 site_key_file=s.site_key_file,
             )
         svc = ReconcilerService(rec, s, enroller)
@@ -216,9 +215,26 @@ def ca_issue(device: str, site: str, directory: Path) -> None:
 @cloud.command(name="broker-config")
 @click.option("--dir", "directory", required=True, type=DirPath, help="CA directory.")
 @click.option(
-    "--port", default=8883, show_default=True, type=click.IntRange(1, 65535), help="Listener port."
+    "--port",
+    default=8883,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Device listener port (client id = certificate CN).",
 )
-@click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Device listener address.")
+@click.option(
+    "--cloud-port",
+    default=8885,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Cloud listener port: reconcilers and the operator CLI (reconciler certificate).",
+)
+@click.option(
+    "--cloud-bind",
+    default="127.0.0.1",
+    show_default=True,
+    help="Cloud listener address: keep it off the kiosks' network.",
+)
 @click.option(
     "--enroll-port",
     type=click.IntRange(1, 65535),
@@ -232,16 +248,29 @@ def ca_issue(device: str, site: str, directory: Path) -> None:
     help="DNS name or address kiosks use for the broker (certificate SAN; repeatable).",
 )
 def broker_config(
-    directory: Path, port: int, bind: str, enroll_port: int | None, names: tuple[str, ...]
+    directory: Path,
+    port: int,
+    bind: str,
+    cloud_port: int,
+    cloud_bind: str,
+    enroll_port: int | None,
+    names: tuple[str, ...],
 ) -> None:
-    """Write mosquitto.conf and the ACL (a device writes only its own topics)."""
+    """Write mosquitto.conf and the ACLs (a device writes only its own topics, and is always
+    itself: its client id is its certificate CN)."""
     try:
         conf = ca.write_broker_config(
-            directory, port=port, bind=bind, enroll_port=enroll_port, server_names=names
+            directory,
+            port=port,
+            bind=bind,
+            cloud_port=cloud_port,
+            cloud_bind=cloud_bind,
+            enroll_port=enroll_port,
+            server_names=names,
         )
     except SyncError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"{conf}\n{directory / 'mosquitto.acl'}")
+    click.echo(f"{conf}\n{directory / 'mosquitto.acl'}\n{directory / 'cloud.acl'}")
     if enroll_port is not None:
         click.echo(directory / "enroll.acl")
     for path in ca.broker_unreadable(directory):

@@ -40,6 +40,7 @@ from cloud_sync.enroll_wire import (
     EnrollError,
     Grant,
     answer_topic,
+    client_id,
     digest,
     open_answer,
     request_topic,
@@ -138,7 +139,8 @@ async def _exchange(
     client = aiomqtt.Client(
         host,
         port,
-        identifier=keys.claim_id,  # the broker's ACL ties the claim topics to this client id
+        # The broker's ACL ties the claim topics to this client id (`%c`).
+        identifier=client_id(keys.claim_id),
         tls_context=ctx,
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=min(timeout_s, 10.0),

@@ -47,11 +47,12 @@ class Broker:
     def __init__(self, pki: Path, *, enroll: bool = False) -> None:
         self.pki = pki
         self.port = free_port()
+        self.cloud_port = free_port()
         self.enroll_port = free_port() if enroll else None
         self.proc: subprocess.Popen[bytes] | None = None
         user = "root" if os.geteuid() == 0 else None
         self.conf = ca.write_broker_config(
-            pki, port=self.port, user=user, enroll_port=self.enroll_port
+            pki, port=self.port, cloud_port=self.cloud_port, user=user, enroll_port=self.enroll_port
         )
         self.log = pki / "mosquitto.log"
 
@@ -64,7 +65,7 @@ class Broker:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                for port in (self.port, self.enroll_port or self.port):
+                for port in (self.port, self.cloud_port, self.enroll_port or self.port):
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return
             if self.proc.poll() is not None:
@@ -80,9 +81,11 @@ class Broker:
         self.proc = None
 
     def settings(self, cn: str) -> BrokerSettings:
+        """Where the holder of certificate `cn` connects: the reconciler on the cloud listener,
+        every other certificate on the device listener."""
         return BrokerSettings(
             host="127.0.0.1",
-            port=self.port,
+            port=self.cloud_port if cn == ca.RECONCILER else self.port,
             keepalive_s=5,
             connect_timeout_s=2.0,
             tls=TlsSettings(
@@ -149,7 +152,8 @@ class World:
         reconciler: Reconciler | None = None,
         shared: bool = False,
         enroller: Enroller | None = None,
-    ) -> None:
+        client_id: str = "",
+    ) -> ReconcilerService:
         rec = reconciler or self.reconciler
         assert rec is not None
         settings = ReconcilerSettings(
@@ -157,13 +161,14 @@ class World:
             broker=self.broker.settings(ca.RECONCILER),
             shared=shared,
             sweep_interval_s=3600,
-            client_id=f"reconciler-{len(self.services) + 1}",
+            client_id=client_id,  # the same id again resumes the broker session
         )
         svc = ReconcilerService(rec, settings, enroller)
         self.services.append(svc)
         task = asyncio.create_task(svc.run(), name=f"reconciler{len(self.services)}")
         _TASKS.append(task)
         self.tasks[task.get_name()] = task
+        return svc
 
     def kiosk(
         self, device: str, risk: RiskPolicy = STRICT, role: str = "topup", **agent: object

@@ -58,7 +58,7 @@ def _mtls_connect(pki: Path, port: int, device: str) -> bytes:
 
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(str(pki / f"{device}.crt"), str(pki / f"{device}.key"))
-    client_id = device.encode()
+    client_id = b"/" + device.encode()  # the device listener replaces it with the CN
     var = b"\x00\x04MQTT\x04\x02\x00\x1e"  # MQTT 3.1.1, clean session, keepalive 30 s
     payload = len(client_id).to_bytes(2, "big") + client_id
     body = var + payload
@@ -77,7 +77,11 @@ def test_the_generated_broker_config_runs_and_accepts_a_device(pki: Path, starte
     _run("cloud", "ca", "init", "--dir", str(pki))
     _run("cloud", "ca", "issue", "--device", "gate-1", "--site", "pool", "--dir", str(pki))
     port = free_port()
-    out = _run("cloud", "broker-config", "--dir", str(pki), "--port", str(port))
+    out = _run(
+        "cloud",
+        "broker-config",
+        *("--dir", str(pki), "--port", str(port), "--cloud-port", str(free_port())),
+    )
     assert "warning" not in out
     conf = pki / "mosquitto.conf"
     assert "user root" not in conf.read_text()

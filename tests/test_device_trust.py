@@ -80,7 +80,7 @@ async def _connects(settings: object) -> bool:
     try:
         async with asyncio.timeout(5):
             async with aiomqtt.Client(
-                identifier=f"probe-{id(settings)}",
+                identifier=f"/probe-{id(settings)}",
                 **settings.client_kwargs(),  # type: ignore[attr-defined]
             ) as client:
                 await client.publish("kiosk/v1/probe", b"x", qos=0)

@@ -111,8 +111,7 @@ async def cloud(root: Path) -> AsyncIterator[Cloud]:
             enroller = Enroller(
                 w.store,
                 rec.key,
-                EnrollSettings(ca_dir=pki, sites_dir=sites),
-                broker_port=broker.port,
+                EnrollSettings(ca_dir=pki, sites_dir=sites, broker_port=broker.port),
             )
             w.start_reconciler(enroller=enroller)
             await eventually(lambda: w.services[0].connected.is_set(), what="reconciler")
@@ -133,7 +132,7 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         keys = ClaimKeys.from_code(code)
         # Someone with the reconciler's rights records every request: we replay one later.
         captured: list[bytes] = []
-        spy = aiomqtt.Client(**c.broker.settings(ca.RECONCILER).client_kwargs(), identifier="spy")
+        spy = aiomqtt.Client(**c.broker.settings(ca.RECONCILER).client_kwargs(), identifier="/spy")
         async with spy:
             await spy.subscribe(request_topic(keys.claim_id), qos=1)
 
@@ -180,7 +179,7 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         async with aiomqtt.Client(
             "127.0.0.1",
             c.broker.enroll_port or 0,
-            identifier=keys.claim_id,
+            identifier="/" + keys.claim_id,
             tls_params=aiomqtt.TLSParameters(ca_certs=str(c.broker.pki / ca.CA_CERT)),
         ) as replayer:
             await replayer.subscribe(f"kiosk/v1/enroll/{keys.claim_id}/res", qos=1)
@@ -329,7 +328,8 @@ def test_claim_create_and_broker_config_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     conf = (pki / "mosquitto.conf").read_text()
     assert "listener 8884" in conf and "per_listener_settings true" in conf
-    assert "pattern write kiosk/v1/enroll/%c/req" in (pki / "enroll.acl").read_text()
+    # %c is "/" + the claim id: the topic is kiosk/v1/enroll/<claim id>/req
+    assert "pattern write kiosk/v1/enroll%c/req" in (pki / "enroll.acl").read_text()
 
 
 def _claim_race(stores: list, claim_id: str) -> list[bool]:  # type: ignore[type-arg]
@@ -422,7 +422,7 @@ async def test_a_malformed_csr_is_refused_and_the_claim_stays_usable(tmp_path: P
         )
         tls = ssl.create_default_context(cafile=str(c.broker.pki / ca.CA_CERT))
         async with aiomqtt.Client(
-            "127.0.0.1", c.broker.enroll_port or 0, identifier=keys.claim_id, tls_context=tls
+            "127.0.0.1", c.broker.enroll_port or 0, identifier="/" + keys.claim_id, tls_context=tls
         ) as client:
             await client.subscribe(answer_topic(keys.claim_id), qos=1)
             await client.publish(request_topic(keys.claim_id), bad, qos=1)

@@ -171,12 +171,12 @@ def test_an_oversized_message_on_the_enrollment_port_is_not_delivered(broker, tm
     big.write_bytes(b"x" * (2 << 20))
     # Published retained from the anonymous port, by the client the ACL allows on that topic.
     subprocess.run(
-        [pub, *common, "-i", claim, "-t", topic, "-f", str(big), "-q", "1", "-r"],
+        [pub, *common, "-i", "/" + claim, "-t", topic, "-f", str(big), "-q", "1", "-r"],
         capture_output=True,
         timeout=10,
     )
     small = subprocess.run(
-        [pub, *common, "-i", claim, "-t", topic, "-m", "ok", "-q", "1"],
+        [pub, *common, "-i", "/" + claim, "-t", topic, "-m", "ok", "-q", "1"],
         capture_output=True,
         timeout=10,
     )
@@ -190,7 +190,7 @@ def test_an_oversized_message_on_the_enrollment_port_is_not_delivered(broker, tm
             "-h",
             "127.0.0.1",
             "-p",
-            str(broker.port),
+            str(broker.cloud_port),
             "--cafile",
             cafile,
             "--cert",
@@ -204,7 +204,7 @@ def test_an_oversized_message_on_the_enrollment_port_is_not_delivered(broker, tm
             "-C",
             "1",
             "-i",
-            "reconciler-test",
+            "/reconciler-test",
         ],
         capture_output=True,
         timeout=10,
@@ -214,9 +214,12 @@ def test_an_oversized_message_on_the_enrollment_port_is_not_delivered(broker, tm
 
 def test_the_generated_config_sets_limits_and_aead_suites(tmp_path):
     ca.init_ca(tmp_path)
-    conf = ca.write_broker_config(tmp_path, port=18883, enroll_port=18884).read_text()
+    conf = ca.write_broker_config(
+        tmp_path, port=18883, cloud_port=18885, enroll_port=18884
+    ).read_text()
     assert "ciphers ECDHE-ECDSA-AES128-GCM-SHA256" in conf and "SHA:" not in conf
     assert "ciphers_tls1.3 TLS_AES_128_GCM_SHA256" in conf
     assert f"max_packet_size {ca.MAX_PACKET}" in conf
     assert "max_connections 64" in conf
-    assert conf.count("tls_version tlsv1.2") == 2
+    assert conf.count("tls_version tlsv1.2") == 3
+    assert "clientid_prefixes /" in conf and conf.count("use_username_as_clientid true") == 1

@@ -167,7 +167,7 @@ async def test_same_batch_twice_and_out_of_order_changes_nothing_twice(tmp_path)
             )
 
         settings = w.broker.settings("k1")
-        async with aiomqtt.Client(**settings.client_kwargs(), identifier="raw-k1") as c:
+        async with aiomqtt.Client(**settings.client_kwargs(), identifier="/raw-k1") as c:
             for run in (ops[3:], ops[:3], ops[:3], ops[3:], ops):
                 await c.publish(t.ops, up(run), qos=1)
         await eventually(lambda: w.services[0].handled >= 5, what="5 batches handled")
@@ -210,7 +210,9 @@ async def test_forged_grant_with_a_valid_tls_cert_is_refused(tmp_path):
             "-h",
             "127.0.0.1",
             "-p",
-            str(w.broker.port),
+            str(w.broker.cloud_port),  # where the reconciler certificate has its rights
+            "-i",
+            "/forger",
             "-q",
             "1",
             "--cafile",
@@ -255,7 +257,7 @@ async def test_a_device_cannot_publish_on_another_devices_topic(tmp_path):
         resealed_for_k2 = on_k1  # signed for k1's topic, published on k2's own topic
         async with aiomqtt.Client(
             **w.broker.settings("k2").client_kwargs(),
-            identifier="raw-k2",
+            identifier="/raw-k2",
         ) as c:
             await c.publish(t1.ops, on_k1, qos=1)  # the ACL drops it
             await c.publish(t2.ops, resealed_for_k2, qos=1)  # our signature check refuses it

@@ -10,6 +10,7 @@ import pytest
 from evdev import ecodes
 
 from edge.drivers.base import DriverError, TokenKind, UnknownBackend
+from edge.drivers.cardformats import MAX_FRAME, Qr, classify
 from edge.drivers.config import WedgeConfig
 from edge.drivers.wedge import (
     EvdevKeySource,
@@ -142,6 +143,24 @@ async def test_noise_keys_are_could_not_read_never_an_exception() -> None:
     assert "unexpected keys" in a.reason
     assert isinstance(b, CouldNotRead)
     assert "too short" in b.reason
+
+
+async def test_a_frame_longer_than_the_limit_is_could_not_read_and_the_next_one_reads() -> None:
+    typist = Typist(step=0.0005)
+    dev = PipeInputDevice()
+    # A QR code of 600 characters: a foreign payload, or a stuck key; then a member's card.
+    events = typist.text("C:" + "A" * 600) + typist.text(MEMBER_T2)
+    async with reader_on(dev) as reader:
+        # More than a pipe holds: written while the reader reads, as a real device would.
+        writing = asyncio.create_task(asyncio.to_thread(dev.write, events))
+        long, card = await take(reader.events(), 2)
+        await writing
+    assert long == CouldNotRead(
+        f"too long: more than {MAX_FRAME} characters (a stuck key, noise or a foreign code)"
+    )
+    assert isinstance(card, Swiped)
+    # Exactly at the limit it is still a frame (classified as what it is).
+    assert classify("V:" + "7" * (MAX_FRAME - 2)) == Qr("V:" + "7" * (MAX_FRAME - 2))
 
 
 async def test_wrong_keyboard_layout_is_could_not_read() -> None:

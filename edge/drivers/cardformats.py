@@ -32,7 +32,10 @@ __all__ = [
     "luhn_valid",
 ]
 
-MAX_FRAME = 2048  # longer frames are noise (a stuck key), not a code
+# Characters of one frame. A member card's tracks are under 250, our QR payloads (coupon,
+# voucher, SUN URL) under 200: a longer frame is a stuck key, noise or someone's payload.
+MAX_FRAME = 512
+TOO_LONG = f"too long: more than {MAX_FRAME} characters (a stuck key, noise or a foreign code)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +205,7 @@ def _classify(text: str) -> Result:
     if not text:
         return Unreadable("empty read")
     if len(text) > MAX_FRAME:
-        return Unreadable("too long: a stuck key or noise")
+        return Unreadable(TOO_LONG)
     if not text.isprintable():
         return Unreadable("control characters in the data: noise")
     force_qr = False

@@ -138,7 +138,7 @@ class FrameDecoder:
         if ch is None:
             self._bad = "unexpected keys: noise, or the reader is in the wrong mode"
         elif len(self._chars) >= cardformats.MAX_FRAME:
-            self._bad = "too long: a stuck key or noise"
+            self._bad = cardformats.TOO_LONG
         else:
             self._chars.append(ch)
         return []

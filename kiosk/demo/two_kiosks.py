@@ -45,6 +45,7 @@ class _Broker:
     def __init__(self, root: Path, kind: str = "auto") -> None:
         self.root = root
         self.port = _free_port()
+        self.cloud_port = _free_port()
         self.mosquitto = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
         )
@@ -57,7 +58,9 @@ class _Broker:
             ca.init_ca(self.pki)
             ca.issue(self.pki, ca.RECONCILER)
             user = "root" if os.geteuid() == 0 else None
-            self.conf = ca.write_broker_config(self.pki, port=self.port, user=user)
+            self.conf = ca.write_broker_config(
+                self.pki, port=self.port, cloud_port=self.cloud_port, user=user
+            )
 
     @property
     def kind(self) -> str:
@@ -73,7 +76,9 @@ class _Broker:
         tls = TlsSettings(
             ca=self.pki / ca.CA_CERT, cert=self.pki / f"{cn}.crt", key=self.pki / f"{cn}.key"
         )
-        return BrokerSettings(port=self.port, keepalive_s=5, connect_timeout_s=2, tls=tls)
+        # The reconciler certificate has its rights on the cloud listener only.
+        port = self.cloud_port if cn == ca.RECONCILER else self.port
+        return BrokerSettings(port=port, keepalive_s=5, connect_timeout_s=2, tls=tls)
 
     async def start(self) -> None:
         if self.mosquitto:
@@ -141,9 +146,7 @@ async def run_sync_demo(out_dir: Path, broker_kind: str = "auto") -> list[str]:
     rec = Reconciler(store, cloud_key)
     svc = ReconcilerService(
         rec,
-        ReconcilerSettings(
-            key_file=out_dir / "unused", broker=broker.settings(ca.RECONCILER), client_id="rec-1"
-        ),
+        ReconcilerSettings(key_file=out_dir / "unused", broker=broker.settings(ca.RECONCILER)),
     )
     ledgers: dict[str, Ledger] = {}
     agents: dict[str, SyncAgent] = {}
