@@ -49,6 +49,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import AgentSettings
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
+from edge.ledger.op import SPENDING
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,28 @@ class DenyList:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
+        # The newest signed snapshot of each account of the scope (survives a restart).
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot (account TEXT PRIMARY KEY, body BLOB NOT NULL)"
+        )
+
+    def keep_snapshot(self, snap: Snapshot) -> bool:
+        """Keep a snapshot unless a newer one of the account is held; True if kept."""
+        old = self.snapshot(snap.account)
+        if old is not None and (old.own_head, old.as_of_ms) > (snap.own_head, snap.as_of_ms):
+            return False
+        self.conn.execute(
+            "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
+            " DO UPDATE SET body = excluded.body",
+            (snap.account, snap.model_dump_json().encode()),
+        )
+        return True
+
+    def snapshot(self, account: str) -> Snapshot | None:
+        row = self.conn.execute(
+            "SELECT body FROM snapshot WHERE account = ?", (account,)
+        ).fetchone()
+        return None if row is None else Snapshot.model_validate_json(bytes(row[0]))
 
     @property
     def version(self) -> int:
@@ -157,7 +180,6 @@ class SyncAgent:
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
         self.denylist = DenyList(settings.state_file)
-        self.snapshots: dict[str, Snapshot] = {}
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
         self.forked = False
@@ -202,6 +224,27 @@ class SyncAgent:
     @property
     def recovering(self) -> int:
         return self.ledger.recovering
+
+    def snapshot(self, account: str) -> Snapshot | None:
+        """The newest snapshot the cloud signed for this kiosk of an account."""
+        return self.denylist.snapshot(account)
+
+    def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
+        """The account's purse values as this kiosk best knows them, and as of when (cloud ms):
+        the cloud's last signed values plus what this kiosk wrote since (docs/knowledge-model.md).
+        Online that is the true balance; None when the cloud has sent none."""
+        snap = self.snapshot(account)
+        if snap is None:
+            return None
+        values = dict(snap.values)
+        for op in self.ledger.ops(self.settings.device, snap.own_head):
+            if op.account != account:
+                continue
+            if op.kind is Kind.INC:
+                values[op.purse] = values.get(op.purse, 0) + op.amount
+            elif op.kind in SPENDING:
+                values[op.purse] = values.get(op.purse, 0) - op.amount
+        return values, snap.as_of_ms
 
     def denied(self, token: str) -> str | None:
         """The deny-list status of a card token (HMAC), or None when it is not listed."""
@@ -398,6 +441,10 @@ class SyncAgent:
                 and head > self._sent
                 and self._sent - self.acked < s.window
             ):
+                if self._sent == self.acked:
+                    # Nothing was outstanding: the ack timer starts now, not at the last ack
+                    # (after an idle minute every new op was otherwise resent at once).
+                    last_move = time.monotonic()
                 ops = list(self.ledger.ops(s.device, self._sent, s.batch_size))
                 await self._publish(self.topics.ops, OpsUpload(batch=encode_ops(ops)))
                 self._sent = ops[-1].seq
@@ -451,7 +498,7 @@ class SyncAgent:
         elif isinstance(msg, Recall):
             self._on_recall(msg)
         elif isinstance(msg, Snapshot):
-            self.snapshots[msg.account] = msg
+            self.denylist.keep_snapshot(msg)
         elif isinstance(msg, DenyDelta):
             if msg.site != self.settings.site:
                 raise MessageRefused(topic, f"deny delta of site {msg.site!r}")

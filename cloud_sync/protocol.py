@@ -128,8 +128,9 @@ class Ack(Message):
 
 
 class ChainOps(Message):
-    """cloud -> kiosk on `grants`: a run of the cloud's chain (its xfers are the grants), or,
-    with `own`, the kiosk's own ops sent back for recovery."""
+    """cloud -> kiosk on `grants`: a run of this kiosk's stream, the cloud-signed chain of what
+    concerns it (its xfers are the grants; docs/knowledge-model.md), or, with `own`, the kiosk's
+    own ops sent back for recovery."""
 
     type: Literal["chain"] = "chain"
     batch: bytes
@@ -147,14 +148,15 @@ class Recall(Message):
 
 
 class Snapshot(Message):
-    """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them."""
+    """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them, including
+    the kiosk's own ops up to `own_head` (the kiosk adds what it wrote after: the true value)."""
 
     type: Literal["snapshot"] = "snapshot"
     account: str
     values: dict[str, int]
     rights: dict[str, int]
     as_of_ms: int
-    heads: dict[str, int]
+    own_head: int = Field(ge=0)
 
 
 class DenyEntry(Frozen):

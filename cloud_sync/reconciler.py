@@ -49,7 +49,8 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
-from edge.ledger.op import SPENDING, Op
+from cloud_sync.streams import StreamBook
+from edge.ledger.op import SPENDING, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Reconciler:
         escrow: EscrowPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
+        streams: StreamBook | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -88,7 +90,9 @@ class Reconciler:
         self.chain_chunk = chain_chunk
         self.clock = clock
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
-        self._sent_cloud: dict[str, int] = {}  # device -> newest cloud seq it has or was sent
+        # Each kiosk's own stream (docs/knowledge-model.md), not the whole master chain.
+        self.streams = streams or StreamBook(":memory:", self.replica, key)
+        self._sent_cloud: dict[str, int] = {}  # device -> newest stream seq it has or was sent
 
     # -- sealing ---------------------------------------------------------------------------
 
@@ -168,13 +172,17 @@ class Reconciler:
         log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
         if counts["applied"]:
-            out.extend(self._floats(t, ops))
+            self._floats(t, ops)
+            out.extend(self.publish_new(exclude=t.device))
+            out.extend(self.push_chain(t))
+            accounts = sorted({op.account for op in ops if op.kind is not Kind.SET})
+            out.extend(self.snapshots(accounts, t.device))
         return out
 
-    def _floats(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
-        """The member is active at this kiosk: top its working float up on what was spent."""
+    def _floats(self, t: Topics, ops: Sequence[Op]) -> None:
+        """The member is active at this kiosk: top its working float up on what was spent (the
+        grants travel in the kiosk's stream)."""
         spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
-        granted: list[str] = []
         states = self.store.purse_many(spent)
         for account, purse in spent:
             state = states[(account, purse)]
@@ -182,13 +190,7 @@ class Reconciler:
             if want <= 0:
                 continue
             ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
-            if self.store.grant(account, purse, t.device, want, 1, ref):
-                granted.append(account)
-        if not granted:
-            return []
-        out = self.push_chain(t)
-        out.extend(self.snapshot(t, a) for a in sorted(set(granted)))
-        return out
+            self.store.grant(account, purse, t.device, want, 1, ref)
 
     def _float_target(self, state: PurseState, device: str) -> int:
         pool = max(0, state.rights(self.replica) - state.credit_limit) + max(
@@ -207,7 +209,7 @@ class Reconciler:
             last_seen_ms=self.clock(),
         )
         self._sent_cloud[t.device] = msg.cloud_head
-        out = [self.ack(t), *self.push_chain(t)]
+        out = [self.ack(t), *self.publish_new(exclude=t.device), *self.push_chain(t)]
         out.append(
             self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
         )
@@ -226,9 +228,13 @@ class Reconciler:
         ops = self.store.grant(msg.account, msg.purse, t.device, want, msg.amount, ref)
         if not ops:
             out = self._recall_for(t, msg)
-            answer = Answer(id=msg.id, ok=False, reason="not enough balance")
-            return [self.seal(t.rpc_res, answer), *out]
-        chain = self.store.ops(self.replica, msg.cloud_head, limit=self.chain_chunk * 5)
+            state = self.store.purse(msg.account, msg.purse)
+            reason = "nothing left" if state.value <= 0 else "not enough balance"
+            answer = Answer(id=msg.id, ok=False, reason=reason)
+            # The snapshot first: the kiosk shows the true reason with the true balance.
+            return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+        out = self.publish_new(exclude=t.device)
+        chain = self.streams.ops(t.device, msg.cloud_head, self.chain_chunk * 5)
         granted = sum(o.amount for o in ops)
         if chain:
             self._sent_cloud[t.device] = chain[-1].seq
@@ -236,7 +242,7 @@ class Reconciler:
         answer = Answer(
             id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
         )
-        return [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
+        return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them
@@ -277,15 +283,49 @@ class Reconciler:
 
     # -- outbound --------------------------------------------------------------------------
 
+    def _devices(self) -> dict[str, str]:
+        return {d.device: d.site for d in self.store.devices()}
+
+    def route(self) -> set[str]:
+        """Bring every kiosk's stream up to the master chain; the kiosks with new stream ops."""
+        devices = self._devices()
+        book = self.streams
+        for device in book.unknown(devices):
+            after = 0
+            prefix: list[Op] = []
+            while after < book.routed:
+                chunk = self.store.ops(self.replica, after, limit=1000)
+                if not chunk:
+                    break
+                prefix.extend(o for o in chunk if o.seq <= book.routed)
+                after = chunk[-1].seq
+            book.start(device, devices[device], prefix)
+        changed: set[str] = set()
+        while True:
+            ops = self.store.ops(self.replica, book.routed, limit=1000)
+            if not ops:
+                return changed
+            changed.update(book.route(ops, devices))
+
+    def publish_new(self, exclude: str = "") -> list[Outgoing]:
+        """Route the master chain's new ops and push each kiosk's new stream ops (operator
+        actions reach every online kiosk of the scope within a sweep tick)."""
+        out: list[Outgoing] = []
+        devices = self._devices()
+        for device in sorted(self.route()):
+            if device != exclude and device in self._sent_cloud:
+                out.extend(self.push_chain(Topics(devices[device], device)))
+        return out
+
     def push_chain(self, t: Topics) -> list[Outgoing]:
-        """The cloud's chain after what the device holds (its grants need the prefix)."""
+        """The device's stream after what it holds (its grants need the prefix)."""
         known = self._sent_cloud.get(t.device)
         if known is None:
             dev = self.store.device(t.device)
             known = dev.cloud_head if dev else 0
         out = []
         for _ in range(10):
-            ops = self.store.ops(self.replica, known, limit=self.chain_chunk)
+            ops = self.streams.ops(t.device, known, self.chain_chunk)
             if not ops:
                 break
             out.append(self.seal(t.grants, ChainOps(batch=encode_ops(ops))))
@@ -294,15 +334,31 @@ class Reconciler:
         return out
 
     def snapshot(self, t: Topics, account: str) -> Outgoing:
+        """The account's values as the cloud holds them, with how much of this kiosk's own chain
+        they include (the kiosk adds what it wrote since) and its rights."""
         states = self.store.purses(account)
         snap = Snapshot(
             account=account,
             values={s.purse: s.value for s in states},
             rights={s.purse: s.rights(t.device) for s in states},
             as_of_ms=self.clock(),
-            heads=self.store.heads(),
+            own_head=self.store.head(t.device)[0],
         )
         return self.seal(t.grants, snap)
+
+    def snapshots(self, accounts: Sequence[str], origin: str) -> list[Outgoing]:
+        """Every kiosk that knows these accounts gets their new values (an account without a
+        home only at `origin`, or its snapshots would go to the whole fleet)."""
+        devices = self._devices()
+        out = []
+        for account in accounts:
+            if self.streams.home(account) is None:
+                targets = [origin]
+            else:
+                targets = self.streams.audience(account, devices)
+            for device in targets:
+                out.append(self.snapshot(Topics(devices[device], device), account))
+        return out
 
     def sweep(self) -> list[Outgoing]:
         """Recall rights that kiosks have held without using for `idle_recall_s`."""

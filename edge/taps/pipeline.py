@@ -21,6 +21,7 @@ from edge.ledger import records as rec
 from edge.taps.members import intents_for, read_balances, read_card, read_member
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
+    Balance,
     CardStatus,
     Decision,
     Tap,
@@ -56,6 +57,9 @@ class Outcome:
     gate_ns: int = 0  # when the gate signal was given (0: not opened)
     topup_total: int = 0
     topup_open: bool = False  # a top-up session is open: insert coins
+    # Offline: the balances shown are this kiosk's best knowledge as of this cloud time (ms);
+    # 0 = online, the balances are the member's true ones.
+    as_of_ms: int = 0
     finished_ns: int = field(default_factory=time.perf_counter_ns)  # decided, about to be shown
 
     @property
@@ -93,6 +97,11 @@ class RightsSource(Protocol):
 
     def denied(self, card_ref: str) -> str | None:
         """The card's status on the cloud's pushed deny list (lost, frozen...), if listed."""
+        ...
+
+    def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
+        """The account's values as the cloud last signed them plus this kiosk's own ops since,
+        and the cloud time of that snapshot; None when the cloud has sent none."""
         ...
 
 
@@ -202,7 +211,7 @@ class TapPipeline:
             if session is None:
                 return await self._finish_denied(deny(DenyReason.UNKNOWN_CARD), tap_id, "", started)
             member = read_member(self.ledger, session.member)
-        balances = read_balances(self.ledger, account)
+        balances = self._balances(account)
         decision = decide_single_use(what, account, balances.get(purse), member, purse)
         target = member.id if member else ""
         outcome = await self._commit(decision, target, tap_id, "", started)
@@ -228,7 +237,7 @@ class TapPipeline:
         durable = time.perf_counter_ns()
         session.total += amount
         session.coins += 1
-        balances = read_balances(self.ledger, session.member)
+        balances = self._balances(session.member)
         decision = Decision(
             approved=True,
             member_name=session.name,
@@ -242,6 +251,7 @@ class TapPipeline:
             durable_ns=durable,
             topup_total=session.total,
             topup_open=True,
+            as_of_ms=self._as_of(session.member),
         )
         await self.feedback.show(outcome)
         return outcome
@@ -267,7 +277,7 @@ class TapPipeline:
             except ValueError:
                 card = replace(card, status=CardStatus.FROZEN)  # unknown status: fail closed
         member = read_member(self.ledger, card.member) if card else None
-        balances = read_balances(self.ledger, member.id) if member else {}
+        balances = self._balances(member.id) if member else {}
         age = 0
         if self.rights is not None:
             age = max(0, self.clock_ms() - self.rights.last_contact_ms)
@@ -335,7 +345,7 @@ class TapPipeline:
         try:
             self._append(intents, tap_id)
         except SpendRefused as exc:
-            reason = REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
+            reason = self._refusal_reason(exc)
             denied = replace(decision, approved=False, reason=reason, debits=(), credits=())
             return await self._finish_denied(denied, tap_id, ref, started)
         durable = time.perf_counter_ns()
@@ -345,10 +355,48 @@ class TapPipeline:
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)
-        outcome = Outcome(decision, tap_id, ref, started, durable, gate)
+        outcome = Outcome(
+            decision, tap_id, ref, started, durable, gate, as_of_ms=self._as_of(member_id)
+        )
         self._remember(ref, outcome)
         await self.feedback.show(outcome)
         return outcome
+
+    def _balances(self, account: str) -> dict[str, Balance]:
+        """The account's purses as this kiosk best knows them (docs/knowledge-model.md): rights
+        exactly from the ledger; values from the cloud's last signed snapshot plus this kiosk's
+        own ops since (online: the true balance), or, with no snapshot, from the ledger."""
+        balances = read_balances(self.ledger, account)
+        known = self.rights.known_values(account) if self.rights is not None else None
+        if known is None:
+            return balances
+        for purse, value in known[0].items():
+            held = balances.get(purse)
+            if held is None:
+                rights = self.ledger.purse(account, purse).rights(self.ledger.replica)
+                held = Balance(value=value, rights=rights)
+            balances[purse] = replace(held, value=value)
+        return balances
+
+    def _as_of(self, account: str) -> int:
+        """0 when the balances shown are true (online, or no cloud at all); offline, the cloud
+        time of the knowledge they rest on (the screen says "as of 14:02")."""
+        if self.rights is None or self.rights.online or not account:
+            return 0
+        known = self.rights.known_values(account)
+        return known[1] if known is not None else max(1, self.rights.last_contact_ms)
+
+    def _refusal_reason(self, exc: SpendRefused) -> DenyReason:
+        """The true reason a debit was refused: what is known of the purse's value first (a
+        coupon used elsewhere is "already used", not "not available offline")."""
+        known = self._balances(exc.account).get(exc.purse)
+        if known is not None and known.value < exc.amount and self.rights is not None:
+            if exc.account.startswith(rec.COUPON_PREFIX):
+                return DenyReason.COUPON_USED
+            if exc.account.startswith(rec.VOUCHER_PREFIX):
+                return DenyReason.VOUCHER_USED
+            return DenyReason.INSUFFICIENT_BALANCE
+        return REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
 
     async def _fetched_rights_for(self, decision: Decision, state: TapState) -> bool:
         """Short of balance as this kiosk sees it, but online: the cloud may know more (a top-up
@@ -419,14 +467,22 @@ class TapPipeline:
         if bonus:
             self.ledger.append(self._credit(session.member, bonus), ref=tap_id)
             durable = time.perf_counter_ns()
-        balances = read_balances(self.ledger, session.member)
+        balances = self._balances(session.member)
         decision = Decision(
             approved=True,
             member_name=session.name,
             credits=(),
             remaining={p: b.value for p, b in balances.items()},
         )
-        outcome = Outcome(decision, tap_id, "", started, durable, topup_total=session.total + bonus)
+        outcome = Outcome(
+            decision,
+            tap_id,
+            "",
+            started,
+            durable,
+            topup_total=session.total + bonus,
+            as_of_ms=self._as_of(session.member),
+        )
         await self.feedback.show(outcome)
         return outcome
 

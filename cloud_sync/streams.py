@@ -1,0 +1,188 @@
+"""Per-kiosk streams (docs/knowledge-model.md): what the cloud tells one kiosk, as a chain of its
+own, signed by the cloud and contiguous, so the kiosk's ledger verifies it alone (signatures, seq,
+prev hash) without any other kiosk's ops.
+
+The cloud's master chain is read once, in order; each op goes to the streams of the kiosks it
+concerns: a transfer to the streams of its receiver, a register write or credit of an account to
+the kiosks of the account's scope (its `home` register: a site, or a group of sites; a card
+follows its member; an account without a home goes to every kiosk). A stream op is the master op
+re-signed at the stream's next seq; it moves the same amounts, so the kiosk's rights are exact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.ledger import op as opcodec
+from edge.ledger import records as rec
+from edge.ledger.op import GENESIS, Kind, Op
+
+HOME = "home"  # register of an account: the site or site group whose kiosks know it
+
+Devices = Callable[[], Mapping[str, str]]  # device -> site
+
+
+class StreamBook:
+    """The per-kiosk streams and the router's place in the master chain, in one SQLite file
+    (":memory:" for none). One writer: the reconciler."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        replica: str,
+        key: Ed25519PrivateKey,
+        *,
+        groups: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.replica = replica
+        self.key = key
+        self.groups = {g: frozenset(s) for g, s in (groups or {}).items()}
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.executescript(
+            "CREATE TABLE IF NOT EXISTS stream (device TEXT, seq INTEGER, op BLOB NOT NULL,"
+            " PRIMARY KEY (device, seq)) WITHOUT ROWID;"
+            "CREATE TABLE IF NOT EXISTS head (device TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+            " hash BLOB NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS scope (account TEXT PRIMARY KEY, home TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS known (device TEXT PRIMARY KEY);"
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def routed(self) -> int:
+        """The master seq up to which every op has been routed."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'routed'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def head(self, device: str) -> tuple[int, bytes]:
+        row = self.conn.execute("SELECT seq, hash FROM head WHERE device = ?", (device,)).fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def ops(self, device: str, after_seq: int, limit: int) -> list[Op]:
+        rows = self.conn.execute(
+            "SELECT op FROM stream WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (device, after_seq, limit),
+        )
+        return [opcodec.decode(bytes(r[0])) for r in rows]
+
+    def home(self, account: str) -> str | None:
+        row = self.conn.execute("SELECT home FROM scope WHERE account = ?", (account,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def in_scope(self, home: str | None, site: str) -> bool:
+        """Whether a kiosk of `site` knows an account whose home is `home`."""
+        return home is None or home == site or site in self.groups.get(home, ())
+
+    def audience(self, account: str, devices: Mapping[str, str]) -> list[str]:
+        """The kiosks that know this account."""
+        home = self.home(account)
+        return [d for d, site in devices.items() if self.in_scope(home, site)]
+
+    def unknown(self, devices: Iterable[str]) -> list[str]:
+        """Devices whose stream has not been started yet (enrolled since the last routing)."""
+        known = {r[0] for r in self.conn.execute("SELECT device FROM known")}
+        return sorted(d for d in devices if d not in known)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def start(self, device: str, site: str, master: Iterable[Op]) -> int:
+        """Start the stream of a newly enrolled kiosk: what the master chain up to `routed`
+        holds for it (chunked by the caller: `master` must be that whole prefix, in order)."""
+        n = self._append(master, {device: site}, advance=False)
+        self.conn.execute("INSERT OR IGNORE INTO known VALUES (?)", (device,))
+        return n.get(device, 0)
+
+    def route(self, master: Iterable[Op], devices: Mapping[str, str]) -> dict[str, int]:
+        """Append new master ops (contiguous after `routed`) to the streams they concern, in one
+        transaction; the number of new stream ops per device."""
+        return self._append(master, devices, advance=True)
+
+    def _append(
+        self, master: Iterable[Op], devices: Mapping[str, str], *, advance: bool
+    ) -> dict[str, int]:
+        added: dict[str, int] = {}
+        heads: dict[str, tuple[int, bytes]] = {}
+        last = self.routed
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for m in master:
+                if advance:
+                    if m.seq <= last:
+                        continue
+                    if m.seq != last + 1:
+                        raise ValueError(f"master op #{m.seq} after #{last}: routing needs a run")
+                    last = m.seq
+                    self._learn_scope(m)
+                elif m.seq > last:
+                    break
+                for device in self._targets(m, devices):
+                    seq, prev = heads.get(device) or self.head(device)
+                    s = Op(
+                        replica=self.replica,
+                        seq=seq + 1,
+                        wall_ms=m.wall_ms,
+                        mono_ms=m.mono_ms,
+                        kind=m.kind,
+                        account=m.account,
+                        purse=m.purse,
+                        amount=m.amount,
+                        counterpart=m.counterpart,
+                        ref=m.ref,
+                        data=m.data,
+                        prev=prev,
+                    ).signed(self.key)
+                    c.execute(
+                        "INSERT INTO stream VALUES (?, ?, ?)", (device, s.seq, opcodec.encode(s))
+                    )
+                    heads[device] = (s.seq, s.hash())
+                    added[device] = added.get(device, 0) + 1
+            for device, (seq, digest) in heads.items():
+                c.execute(
+                    "INSERT INTO head VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE"
+                    " SET seq = excluded.seq, hash = excluded.hash",
+                    (device, seq, digest),
+                )
+            c.execute(
+                "INSERT INTO meta VALUES ('routed', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value",
+                (last,),
+            )
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+        return added
+
+    def _learn_scope(self, m: Op) -> None:
+        if m.kind is not Kind.SET:
+            return
+        if m.purse == HOME:
+            home = m.data
+        elif m.purse == rec.CARD_MEMBER and m.account.startswith(rec.CARD_PREFIX):
+            home = self.home(m.data) or ""  # a card follows its member
+        else:
+            return
+        if home:
+            self.conn.execute(
+                "INSERT INTO scope VALUES (?, ?) ON CONFLICT (account)"
+                " DO UPDATE SET home = excluded.home",
+                (m.account, home),
+            )
+
+    def _targets(self, m: Op, devices: Mapping[str, str]) -> list[str]:
+        if m.kind is Kind.XFER:
+            return [m.counterpart] if m.counterpart in devices else []
+        if m.kind in (Kind.SET, Kind.INC):
+            return self.audience(m.account, devices)
+        return []  # the cloud's own debits: the snapshots carry their effect on values
