@@ -355,6 +355,12 @@ class TapPipeline:
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)
+        if member_id and decision.remaining:
+            # What is left, from what is known now the ops are written (the cloud's answer to a
+            # rights request brought its newest signed values with it).
+            known = {p: b.value for p, b in self._balances(member_id).items()}
+            left = {p: known.get(p, v) for p, v in decision.remaining.items()}
+            decision = replace(decision, remaining=left)
         outcome = Outcome(
             decision, tap_id, ref, started, durable, gate, as_of_ms=self._as_of(member_id)
         )

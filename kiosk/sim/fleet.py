@@ -138,6 +138,16 @@ def _versus(pop: population.Population, base: Record, other: Record) -> dict[str
     }
 
 
+def _false_refusals(base: Record, other: Record) -> int:
+    """Taps refused by a kiosk that was online, which the always-online server approved (an
+    injected RPC timeout is the only excuse: it shows as HELD_ELSEWHERE after the retry)."""
+    return sum(
+        1
+        for n, mine in other.outcomes.items()
+        if mine and base.outcomes.get(n) == "" and n not in other.offline_taps
+    )
+
+
 def _report(
     scenario: Scenario, pop: population.Population, runs: dict[str, PolicyRun]
 ) -> dict[str, Any]:
@@ -149,6 +159,17 @@ def _report(
     if "online" in runs:
         for name, r in runs.items():
             policies[name]["vs_online_taps"] = _versus(pop, runs["online"].record, r.record)
+            if name in ("strict", "risk"):
+                false = _false_refusals(runs["online"].record, r.record)
+                policies[name]["false_refusals_online"] = false
+                checks.append(
+                    metrics.Check(
+                        name,
+                        "online, no refusal the always-online server would not make",
+                        false == 0,
+                        f"{false} false refusals",
+                    )
+                )
     return {
         "scenario": scenario.model_dump(mode="json"),
         "fleet": {

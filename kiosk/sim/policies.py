@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_sync.agent import SyncAgent
@@ -38,7 +38,7 @@ from cloud_sync.reconciler import Outgoing, Reconciler
 from cloud_sync.settings import AgentSettings
 from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
-from edge.ledger import Intent, Kind, Ledger, RiskLimit, RiskPolicy, SpendRefused
+from edge.ledger import Intent, Kind, Ledger, Op, RiskLimit, RiskPolicy, SpendRefused
 from edge.ledger import records as rec
 from edge.taps.members import intents_for, read_card, read_member
 from edge.taps.pipeline import Outcome, TapPipeline
@@ -59,6 +59,16 @@ SWEEP_MS = 5 * 60_000
 CENTRAL_TIMEOUT_MS = 2_000  # an always-online terminal waits this long for its server
 NO_SERVER = "NO_SERVER"  # online policy: the server could not be reached
 OFFLINE_CAP = "OFFLINE_CAP"  # common practice: above the offline per-tap cap
+
+
+def _own_value(ledger: Ledger, replica: str, account: str) -> int:
+    """A replica's own net cash on an account (its credits less its debits)."""
+    (v,) = ledger.conn.execute(
+        "SELECT COALESCE(SUM(inc - dec), 0) FROM shares"
+        " WHERE account = ? AND purse = 'cash' AND replica = ?",
+        (account, replica),
+    ).fetchone()
+    return int(v)
 
 
 class NoFeedback:
@@ -86,6 +96,7 @@ class Result:
     kiosks: dict[str, Ledger]  # empty for the central policies
     lost: int
     risk_total: int  # per kiosk cash allowance (0: strict)
+    streams: dict[str, list[Op]] = field(default_factory=dict)  # kiosk -> its stream, cloud-side
 
 
 class Run(abc.ABC):
@@ -105,6 +116,8 @@ class Run(abc.ABC):
         self.specs = {k.id: k for k in pop.kiosks}
         self.configs = {k.id: k.config() for k in pop.kiosks}
         self.horizon = int(scenario.fleet.hours * 3_600_000)
+        self.last_outcome = Outcome(Decision(approved=False), "")
+        self.record.extra["hours"] = scenario.fleet.hours
 
     # -- members at kiosks -----------------------------------------------------------------
 
@@ -123,10 +136,11 @@ class Run(abc.ABC):
                     self.loop.mono_offset_ms = 4_000 * (i + 1)
                     await kiosk.coin(coin)
                 self.loop.mono_offset_ms = 4_000 * (len(tap.coins) + 2)
-                await kiosk.card(tok)  # closes the session (bonus)
+                out = await kiosk.card(tok)  # closes the session (bonus): the balance shown
                 self.loop.mono_offset_ms = 0
         else:
             out = await kiosk.card(tok)
+        self.last_outcome = out
         d = out.decision
         return d.approved, (d.reason.name if d.reason else "")
 
@@ -223,10 +237,13 @@ class SimTransport:
         budget = run.agents[self.device].settings.rights_budget_ms
         answer_topic = run.topics[self.device].rpc_res
         in_time = rtt <= budget
+        mine = run.topics[self.device].base + "/"
         for o in outs:
-            if o.topic == answer_topic and in_time:
+            # The answer, and what the cloud sent this kiosk with it (its snapshot, its stream),
+            # arrive together within the round trip.
+            if o.topic.startswith(mine) and in_time:
                 rec_.bytes_down += len(o.payload)
-                rec_.messages["answer"] += 1
+                rec_.messages["answer" if o.topic == answer_topic else "grants"] += 1
                 run.agents[self.device].handle(o.topic, o.payload)
             else:
                 run.send_down(o, now + d1)
@@ -258,6 +275,7 @@ class EscrowRun(Run):
         self.topics: dict[str, Topics] = {}
         self.sent: dict[str, int] = {}
         self.upload_due: set[str] = set()
+        self.own_cash: dict[tuple[str, str], int] = {}  # (kiosk, member) -> its own net cash
         self.pending: dict[str, tuple[list[str], dict[str, int], int]] = {}  # convergence
         for k in pop.kiosks:
             led = seed.open_kiosk(folder / f"{k.id}.db", k.id, clock, policy or RiskPolicy())
@@ -389,7 +407,24 @@ class EscrowRun(Run):
     # -- taps ------------------------------------------------------------------------------
 
     async def attempt(self, tap: Tap, member: MemberSpec) -> tuple[bool, str]:
-        return await self.drive(self.kiosks[tap.kiosk], member, tap)
+        online = self.agents[tap.kiosk].online
+        if not online:
+            self.record.offline_taps.add(tap.n)
+        result = await self.drive(self.kiosks[tap.kiosk], member, tap)
+        self._compare_balance(tap.kiosk, member.id, online)
+        return result
+
+    def _compare_balance(self, kiosk: str, member: str, online: bool) -> None:
+        """The cash balance the member was shown against the true one at that instant: every
+        replica's own credits less its own debits (the cloud's and every kiosk's chain)."""
+        shown = self.last_outcome.decision.remaining.get("cash")
+        self.own_cash[(kiosk, member)] = _own_value(self.ledgers[kiosk], kiosk, member)
+        d = self.last_outcome.decision
+        if shown is None or d.repeated or not d.approved:  # a refusal shows only its reason
+            return
+        true = _own_value(self.store.ledger, CLOUD, member)
+        true += sum(v for (_, m), v in self.own_cash.items() if m == member)
+        self.record.balance_errors.append((online, shown - true))
 
     def after_tap(self, kiosk: str) -> None:
         self.want_upload(kiosk)
@@ -432,7 +467,13 @@ class EscrowRun(Run):
             self.loop.at(30_000, self.resend_check)
         await self.loop.run(self.horizon)
         await self.reconcile()
-        return Result(self.record, self.store.ledger, self.ledgers, self.lost(), self.risk_total)
+        for led in self.ledgers.values():
+            (n,) = led.conn.execute("SELECT COUNT(*) FROM ops").fetchone()
+            self.record.kiosk_ledger_ops.append(int(n))
+        streams = {d: self.reconciler.streams.ops(d, 0, 10**9) for d in self.ledgers}
+        return Result(
+            self.record, self.store.ledger, self.ledgers, self.lost(), self.risk_total, streams
+        )
 
     async def reconcile(self) -> None:
         """The end of the day: every link back, sync until every chain is at the cloud and
@@ -450,11 +491,11 @@ class EscrowRun(Run):
         self.record.extra["final_sync_s"] = (self.loop.now - self.horizon) / 1000
 
     def settled(self) -> bool:
-        cloud_head = self.store.head(CLOUD)[0]
+        streams = self.reconciler.streams
         return all(
             self.store.head(d)[0] == led.head()[0]
             and self.agents[d].acked == led.head()[0]
-            and led.head(CLOUD)[0] == cloud_head
+            and led.head(CLOUD)[0] == streams.head(d)[0]
             for d, led in self.ledgers.items()
         )
 
