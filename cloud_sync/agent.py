@@ -34,6 +34,7 @@ from cloud_sync.protocol import (
     DenyDelta,
     DenySince,
     Hello,
+    Lookup,
     Message,
     OpsUpload,
     Recall,
@@ -367,7 +368,9 @@ class SyncAgent:
             # Only now, with its effects durable (or it refused), may the broker forget it.
             client._client.ack(m.mid, m.qos)
 
-    async def _rpc_call(self, msg: Hello | RightsRequest | RecoverRequest | DenySince) -> Answer:
+    async def _rpc_call(
+        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince
+    ) -> Answer:
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rpc[msg.id] = fut
         try:
@@ -607,6 +610,22 @@ class SyncAgent:
                 q.put_nowait(delta)
 
     # -- online rights ---------------------------------------------------------------------
+
+    async def lookup(self, account: str) -> bool:
+        """Ask the cloud for an account this kiosk does not know (a card or code of another
+        scope): True once its registers and values are here; False offline, unknown or slow."""
+        if not self.online or self.ledger.recovering or self.forked:
+            return False
+        req = Lookup(
+            id=uuid.uuid4().hex, account=account, cloud_head=self.ledger.head(self.cloud)[0]
+        )
+        try:
+            async with asyncio.timeout(self.settings.rights_budget_ms / 1000):
+                answer = await self._rpc_call(req)
+        except (TimeoutError, aiomqtt.MqttError):
+            log.info("lookup of %s timed out or failed", account)
+            return False
+        return answer.ok
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
         """Get `amount` more rights on the purse than this kiosk holds now (the shortfall of a

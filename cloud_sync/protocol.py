@@ -195,6 +195,17 @@ class RightsRequest(Message):
     cloud_head: int
 
 
+class Lookup(Message):
+    """kiosk -> cloud on `rpc/req`: an account this kiosk does not know (a card or code of
+    another scope, tapped here while online). The answer's chain brings it into the kiosk's
+    stream (docs/knowledge-model.md)."""
+
+    type: Literal["lookup"] = "lookup"
+    id: str
+    account: str
+    cloud_head: int
+
+
 class RecoverRequest(Message):
     """kiosk -> cloud on `rpc/req`: send back my own ops after `after_seq` (restored image)."""
 
@@ -244,6 +255,7 @@ AnyMessage = Annotated[
     | DenyDelta
     | Hello
     | RightsRequest
+    | Lookup
     | RecoverRequest
     | DenySince
     | Answer
@@ -255,7 +267,7 @@ _any = TypeAdapter(AnyMessage)
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
 KIOSK_TO_CLOUD = {
     "ops": (OpsUpload,),
-    "rpc/req": (Hello, RightsRequest, RecoverRequest, DenySince),
+    "rpc/req": (Hello, RightsRequest, Lookup, RecoverRequest, DenySince),
     "status": (Status,),
 }
 CLOUD_TO_KIOSK = {

@@ -31,6 +31,7 @@ from cloud_sync.protocol import (
     DenyEntry,
     DenySince,
     Hello,
+    Lookup,
     Message,
     OpsUpload,
     Recall,
@@ -50,6 +51,7 @@ from cloud_sync.protocol import (
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
 from cloud_sync.streams import StreamBook
+from edge.ledger import records as rec
 from edge.ledger.op import SPENDING, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
@@ -134,6 +136,8 @@ class Reconciler:
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
             return self._on_rights(t, msg)
+        if isinstance(msg, Lookup):
+            return self._on_lookup(t, msg)
         if isinstance(msg, RecoverRequest):
             return self._on_recover(t, msg)
         if isinstance(msg, DenySince):
@@ -243,6 +247,36 @@ class Reconciler:
             id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
         )
         return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+
+    def _on_lookup(self, t: Topics, msg: Lookup) -> list[Outgoing]:
+        """A kiosk met an account of another scope: make it a guest there (the account's ops and
+        snapshots reach it from now on) and send what the master chain holds of it."""
+        accounts = [msg.account]
+        if msg.account.startswith(rec.CARD_PREFIX):
+            member = self.store.register(msg.account, rec.CARD_MEMBER)
+            if member is None:
+                return [self.seal(t.rpc_res, Answer(id=msg.id, ok=False, reason="unknown"))]
+            accounts.append(member.value)
+        elif not self.store.purses(msg.account):
+            return [self.seal(t.rpc_res, Answer(id=msg.id, ok=False, reason="unknown"))]
+        self.route()  # the stream is current before the guest's history is added to it
+        history = sorted(
+            (
+                op
+                for a in accounts
+                for op in self.store.history(a, limit=10_000)
+                if op.replica == self.replica and op.kind in (Kind.SET, Kind.INC)
+            ),
+            key=lambda op: op.seq,
+        )
+        self.streams.add_guest(t.device, accounts, history)
+        chain = self.streams.ops(t.device, msg.cloud_head, self.chain_chunk * 5)
+        if chain:
+            self._sent_cloud[t.device] = chain[-1].seq
+        log.info("%s looked up %s (%d ops)", t.device, msg.account, len(history))
+        snaps = [self.snapshot(t, a) for a in accounts[1:] or accounts]
+        answer = Answer(id=msg.id, ok=True, chain=encode_ops(chain) if chain else b"")
+        return [*snaps, self.seal(t.rpc_res, answer)]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them

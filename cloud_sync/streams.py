@@ -51,6 +51,9 @@ class StreamBook:
             "CREATE TABLE IF NOT EXISTS scope (account TEXT PRIMARY KEY, home TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
             "CREATE TABLE IF NOT EXISTS known (device TEXT PRIMARY KEY);"
+            # Accounts of another scope a kiosk looked up online (a member visiting its venue).
+            "CREATE TABLE IF NOT EXISTS guest (account TEXT, device TEXT,"
+            " PRIMARY KEY (account, device)) WITHOUT ROWID;"
         )
 
     def close(self) -> None:
@@ -84,9 +87,64 @@ class StreamBook:
         return home is None or home == site or site in self.groups.get(home, ())
 
     def audience(self, account: str, devices: Mapping[str, str]) -> list[str]:
-        """The kiosks that know this account."""
+        """The kiosks that know this account: those of its scope, and its guests."""
         home = self.home(account)
-        return [d for d, site in devices.items() if self.in_scope(home, site)]
+        rows = self.conn.execute("SELECT device FROM guest WHERE account = ?", (account,))
+        guests = {r[0] for r in rows}
+        return [d for d, site in devices.items() if d in guests or self.in_scope(home, site)]
+
+    def knows(self, device: str, site: str, account: str) -> bool:
+        if self.in_scope(self.home(account), site):
+            return True
+        row = self.conn.execute(
+            "SELECT 1 FROM guest WHERE account = ? AND device = ?", (account, device)
+        ).fetchone()
+        return row is not None
+
+    def add_guest(self, device: str, accounts: Sequence[str], history: Sequence[Op]) -> int:
+        """A kiosk looked these accounts up: from now on it receives their ops, and now what
+        the master chain holds of them (`history`, in seq order). The number of ops added."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for account in accounts:
+                c.execute("INSERT OR IGNORE INTO guest VALUES (?, ?)", (account, device))
+            seq, prev = self.head(device)
+            for m in history:
+                seq, prev = self._put(device, seq, prev, m)
+            if history:
+                self._set_head(device, seq, prev)
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+        return len(history)
+
+    def _put(self, device: str, seq: int, prev: bytes, m: Op) -> tuple[int, bytes]:
+        """Append master op `m` re-signed as the device's stream op after (seq, prev)."""
+        s = Op(
+            replica=self.replica,
+            seq=seq + 1,
+            wall_ms=m.wall_ms,
+            mono_ms=m.mono_ms,
+            kind=m.kind,
+            account=m.account,
+            purse=m.purse,
+            amount=m.amount,
+            counterpart=m.counterpart,
+            ref=m.ref,
+            data=m.data,
+            prev=prev,
+        ).signed(self.key)
+        self.conn.execute("INSERT INTO stream VALUES (?, ?, ?)", (device, s.seq, opcodec.encode(s)))
+        return s.seq, s.hash()
+
+    def _set_head(self, device: str, seq: int, digest: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO head VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE"
+            " SET seq = excluded.seq, hash = excluded.hash",
+            (device, seq, digest),
+        )
 
     def unknown(self, devices: Iterable[str]) -> list[str]:
         """Devices whose stream has not been started yet (enrolled since the last routing)."""
@@ -128,31 +186,10 @@ class StreamBook:
                     break
                 for device in self._targets(m, devices):
                     seq, prev = heads.get(device) or self.head(device)
-                    s = Op(
-                        replica=self.replica,
-                        seq=seq + 1,
-                        wall_ms=m.wall_ms,
-                        mono_ms=m.mono_ms,
-                        kind=m.kind,
-                        account=m.account,
-                        purse=m.purse,
-                        amount=m.amount,
-                        counterpart=m.counterpart,
-                        ref=m.ref,
-                        data=m.data,
-                        prev=prev,
-                    ).signed(self.key)
-                    c.execute(
-                        "INSERT INTO stream VALUES (?, ?, ?)", (device, s.seq, opcodec.encode(s))
-                    )
-                    heads[device] = (s.seq, s.hash())
+                    heads[device] = self._put(device, seq, prev, m)
                     added[device] = added.get(device, 0) + 1
             for device, (seq, digest) in heads.items():
-                c.execute(
-                    "INSERT INTO head VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE"
-                    " SET seq = excluded.seq, hash = excluded.hash",
-                    (device, seq, digest),
-                )
+                self._set_head(device, seq, digest)
             c.execute(
                 "INSERT INTO meta VALUES ('routed', ?) ON CONFLICT (key)"
                 " DO UPDATE SET value = excluded.value",

@@ -104,6 +104,11 @@ class RightsSource(Protocol):
         and the cloud time of that snapshot; None when the cloud has sent none."""
         ...
 
+    async def lookup(self, account: str) -> bool:
+        """Fetch an account of another scope online (within the rights budget); True once this
+        kiosk knows it."""
+        ...
+
 
 @dataclass
 class _PendingPin:
@@ -212,6 +217,8 @@ class TapPipeline:
                 return await self._finish_denied(deny(DenyReason.UNKNOWN_CARD), tap_id, "", started)
             member = read_member(self.ledger, session.member)
         balances = self._balances(account)
+        if purse not in balances and await self._looked_up(account):
+            balances = self._balances(account)
         decision = decide_single_use(what, account, balances.get(purse), member, purse)
         target = member.id if member else ""
         outcome = await self._commit(decision, target, tap_id, "", started)
@@ -295,6 +302,8 @@ class TapPipeline:
     ) -> Outcome:
         now = self.clock_ms()
         state = self._state(ref)
+        if state.card is None and await self._looked_up(rec.card_account(ref)):
+            state = self._state(ref)  # a member of another venue of the chain
         member, card = state.member, state.card
         if member and member.role == "tech" and card and card.status is CardStatus.ACTIVE:
             if self.in_service:
@@ -367,6 +376,15 @@ class TapPipeline:
         self._remember(ref, outcome)
         await self.feedback.show(outcome)
         return outcome
+
+    async def _looked_up(self, account: str) -> bool:
+        if self.rights is None or not self.rights.online:
+            return False
+        try:
+            return await self.rights.lookup(account)
+        except Exception as err:  # the cloud link must never break a tap
+            log.warning("lookup failed: %s", err)
+            return False
 
     def _balances(self, account: str) -> dict[str, Balance]:
         """The account's purses as this kiosk best knows them (docs/knowledge-model.md): rights
