@@ -18,6 +18,7 @@ from cloud_sync.errors import SyncError
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
 from cloud_sync.store import open_store
+from cloud_sync.streams import StreamBook
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
@@ -49,7 +50,11 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     except (LedgerError, SyncError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        yield cfg, Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk)
+        streams = StreamBook(s.streams_file, s.replica, key, groups=s.scopes)
+        yield (
+            cfg,
+            Reconciler(store, key, escrow=s.escrow, chain_chunk=s.chain_chunk, streams=streams),
+        )
     except (LedgerError, SyncError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -52,13 +52,16 @@ from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
 from cloud_sync.store import CloudStore
 from cloud_sync.streams import StreamBook
 from edge.ledger import records as rec
-from edge.ledger.op import SPENDING, Kind, Op
+from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
     from cloud_sync.enroll import Enroller
 
 log = logging.getLogger(__name__)
+
+# Kiosk-written registers that hold across the scope (docs/knowledge-model.md).
+RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, "last_entry"})
 
 
 def wall_ms() -> int:
@@ -177,6 +180,7 @@ class Reconciler:
         out = [self.ack(t)]
         if counts["applied"]:
             self._floats(t, ops)
+            self._relay(t, ops)
             out.extend(self.publish_new(exclude=t.device))
             out.extend(self.push_chain(t))
             accounts = sorted({op.account for op in ops if op.kind is not Kind.SET})
@@ -195,6 +199,18 @@ class Reconciler:
                 continue
             ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
             self.store.grant(account, purse, t.device, want, 1, ref)
+
+    def _relay(self, t: Topics, ops: Sequence[Op]) -> None:
+        """Registers a kiosk writes that every kiosk of the scope must honour (a PIN lockout,
+        an entry for anti-passback): re-written on the master chain at the same version, so
+        they travel in the scope's streams."""
+        relayed = [
+            Intent(Kind.SET, op.account, op.purse, op.amount, data=op.data)
+            for op in ops
+            if op.kind is Kind.SET and op.purse in RELAYED_REGISTERS
+        ]
+        if relayed:
+            self.store.append(relayed, ref=f"relay:{t.device}:{ops[-1].seq}")
 
     def _float_target(self, state: PurseState, device: str) -> int:
         pool = max(0, state.rights(self.replica) - state.credit_limit) + max(
@@ -259,7 +275,7 @@ class Reconciler:
             accounts.append(member.value)
         elif not self.store.purses(msg.account):
             return [self.seal(t.rpc_res, Answer(id=msg.id, ok=False, reason="unknown"))]
-        self.route()  # the stream is current before the guest's history is added to it
+        out = self.publish_new(exclude=t.device)  # the stream is current before the guest's
         history = sorted(
             (
                 op
@@ -276,7 +292,7 @@ class Reconciler:
         log.info("%s looked up %s (%d ops)", t.device, msg.account, len(history))
         snaps = [self.snapshot(t, a) for a in accounts[1:] or accounts]
         answer = Answer(id=msg.id, ok=True, chain=encode_ops(chain) if chain else b"")
-        return [*snaps, self.seal(t.rpc_res, answer)]
+        return [*snaps, self.seal(t.rpc_res, answer), *out]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them
@@ -320,8 +336,9 @@ class Reconciler:
     def _devices(self) -> dict[str, str]:
         return {d.device: d.site for d in self.store.devices()}
 
-    def route(self) -> set[str]:
-        """Bring every kiosk's stream up to the master chain; the kiosks with new stream ops."""
+    def route(self) -> tuple[set[str], set[str]]:
+        """Bring every kiosk's stream up to the master chain: the kiosks with new stream ops,
+        and the accounts whose value the new master ops changed."""
         devices = self._devices()
         book = self.streams
         for device in book.unknown(devices):
@@ -335,20 +352,27 @@ class Reconciler:
                 after = chunk[-1].seq
             book.start(device, devices[device], prefix)
         changed: set[str] = set()
+        valued: set[str] = set()
         while True:
             ops = self.store.ops(self.replica, book.routed, limit=1000)
             if not ops:
-                return changed
+                return changed, valued
             changed.update(book.route(ops, devices))
+            valued.update(o.account for o in ops if o.kind is Kind.INC)
 
     def publish_new(self, exclude: str = "") -> list[Outgoing]:
         """Route the master chain's new ops and push each kiosk's new stream ops (operator
         actions reach every online kiosk of the scope within a sweep tick)."""
         out: list[Outgoing] = []
         devices = self._devices()
-        for device in sorted(self.route()):
+        changed, valued = self.route()
+        for device in sorted(changed):
             if device != exclude and device in self._sent_cloud:
                 out.extend(self.push_chain(Topics(devices[device], device)))
+        for account in sorted(valued):  # a counter top-up: every kiosk that knows it sees it
+            for device in self.streams.audience(account, devices):
+                if device in self._sent_cloud:
+                    out.append(self.snapshot(Topics(devices[device], device), account))
         return out
 
     def push_chain(self, t: Topics) -> list[Outgoing]:
@@ -471,6 +495,7 @@ class ReconcilerService:
                     log.info("reconciler %s connected", ident)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._sweeper(), name="reconciler-sweep")
+                        tg.create_task(self._streams(), name="reconciler-streams")
                         tg.create_task(self._consume(client), name="reconciler-consume")
             except* aiomqtt.MqttError as group:
                 log.warning("reconciler link lost: %s", group.exceptions[0])
@@ -506,6 +531,18 @@ class ReconcilerService:
             # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
+
+    async def _streams(self) -> None:
+        """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the
+        store by another process: route them into the kiosks' streams within a tick."""
+        while True:
+            await asyncio.sleep(self.settings.stream_interval_s)
+            try:
+                outs = self.reconciler.publish_new()
+            except Exception:  # a store hiccup must not take the consumer down with it
+                log.exception("stream routing failed")
+                continue
+            await self.publish(outs)
 
     async def _sweeper(self) -> None:
         while True:

@@ -138,6 +138,12 @@ class ReconcilerSettings(Settings):
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
+    # Each kiosk's stream (docs/knowledge-model.md): kept here, and pushed this often.
+    streams_file: Path = Path("streams.db")
+    stream_interval_s: float = Field(default=0.25, gt=0)
+    # Scope groups: home "chain-a" = these sites; a member whose home is the group is known at
+    # every kiosk of its sites.
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class CloudConfig(Settings):
@@ -155,7 +161,8 @@ def load_config(path: Path) -> CloudConfig:
     data.setdefault("kind", "kiosk-edge-cloud")
     base = path.parent
     rec = data.get("reconciler", {})
-    for k in ("key_file", "site_key_file"):
+    rec.setdefault("streams_file", "streams.db")
+    for k in ("key_file", "site_key_file", "streams_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
     enroll = rec.get("enroll")

@@ -191,6 +191,8 @@ async def test_forged_grant_with_a_valid_tls_cert_is_refused(tmp_path):
         await w.online("k1")
         k1 = w.ledgers["k1"]
         await eventually(lambda: k1.purse("m1", "cash").rights("k1") == 500, what="seed")
+        streams = w.reconciler.streams
+        await eventually(lambda: k1.head("cloud") == streams.head("k1"), what="stream in")
         before = (k1.heads(), k1.purse("m1", "cash"))
         # An attacker with the cloud's id but not its key mints a big grant to k1.
         rogue = Ledger(tmp_path / "rogue.db", replica="cloud", key=generate_key(), role="cloud")

@@ -41,6 +41,7 @@ REFUSAL_REASON = {
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
 }
 PIN_TIMEOUT_S = 30.0
+LAST_ENTRY = "last_entry"  # register of a card account: ms of its last entry at a gate
 MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
 
@@ -292,7 +293,7 @@ class TapPipeline:
             card=card,
             member=member,
             balances=balances,
-            last_entry_ms=self._last_entry.get(ref, 0),
+            last_entry_ms=self._last_entry_ms(ref),
             denylist_age_ms=age,
             clock_trusted=self.clock_trusted(),
         )
@@ -346,6 +347,7 @@ class TapPipeline:
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
         intents = intents_for(decision, member_id, self.clock_ms())
+        intents += self._entry_register(decision, ref)
         # Online, rights come from the cloud before any offline allowance is touched; the
         # ledger still makes the decision that counts, in its own transaction.
         for intent in intents:
@@ -364,11 +366,12 @@ class TapPipeline:
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)
-        if member_id and decision.remaining:
+        known = self.rights.known_values(member_id) if self.rights and member_id else None
+        if known is not None and decision.remaining:
             # What is left, from what is known now the ops are written (the cloud's answer to a
             # rights request brought its newest signed values with it).
-            known = {p: b.value for p, b in self._balances(member_id).items()}
-            left = {p: known.get(p, v) for p, v in decision.remaining.items()}
+            now = {p: b.value for p, b in self._balances(member_id).items()}
+            left = {p: now.get(p, v) for p, v in decision.remaining.items()}
             decision = replace(decision, remaining=left)
         outcome = Outcome(
             decision, tap_id, ref, started, durable, gate, as_of_ms=self._as_of(member_id)
@@ -552,6 +555,28 @@ class TapPipeline:
         self._recent.move_to_end(ref)
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
+
+    def _last_entry_ms(self, ref: str) -> int:
+        """When the card last went in, here or (by its register, relayed by the cloud within
+        the scope) at any gate of the scope; survives a restart."""
+        reg = self.ledger.register(rec.card_account(ref), LAST_ENTRY)
+        try:
+            shared = int(reg.value) if reg is not None else 0
+        except ValueError:
+            shared = 0
+        return max(self._last_entry.get(ref, 0), shared)
+
+    def _entry_register(self, decision: Decision, ref: str) -> list[Intent]:
+        """With anti-passback on, an entry (or an exit) is a register write in the tap's own
+        transaction, so other gates of the scope learn it and a restart does not forget it."""
+        kiosk = self.cfg.kiosk
+        if not ref or kiosk.role is not Role.GATE or not decision.opens_gate:
+            return []
+        if not self.cfg.rules.passback_minutes:
+            return []
+        now = self.clock_ms()
+        value = "0" if kiosk.direction == "out" else str(now)
+        return [Intent(Kind.SET, rec.card_account(ref), LAST_ENTRY, now, data=value)]
 
     def _remember_entry(self, ref: str) -> None:
         if self.cfg.kiosk.direction == "out":
