@@ -98,6 +98,10 @@ class Reconciler:
         # Each kiosk's own stream (docs/knowledge-model.md), not the whole master chain.
         self.streams = streams or StreamBook(":memory:", self.replica, key)
         self._sent_cloud: dict[str, int] = {}  # device -> newest stream seq it has or was sent
+        # Rights requests waiting for recalled rights: (account, purse) -> [(topics, req, until)]
+        self._waiting: dict[tuple[str, str], list[tuple[Topics, RightsRequest, int]]] = {}
+        # Purse unit -> kiosks seen taking payment in it (where standing floats go).
+        self._payees: dict[str, set[str]] = {}
 
     # -- sealing ---------------------------------------------------------------------------
 
@@ -179,7 +183,9 @@ class Reconciler:
         log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
         if counts["applied"]:
+            out.extend(self._answer_waiting(ops))
             self._floats(t, ops)
+            self._standing_after(t, ops)
             self._relay(t, ops)
             out.extend(self.publish_new(exclude=t.device))
             out.extend(self.push_chain(t))
@@ -199,6 +205,43 @@ class Reconciler:
                 continue
             ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
             self.store.grant(account, purse, t.device, want, 1, ref)
+
+    def _answer_waiting(self, ops: Sequence[Op]) -> list[Outgoing]:
+        """Rights came back (a recall answered): grant the requests that waited for them."""
+        out: list[Outgoing] = []
+        back = {(o.account, o.purse) for o in ops if o.kind is Kind.XFER}
+        for key in sorted(back & self._waiting.keys()):
+            still = []
+            for t, msg, until in self._waiting.pop(key):
+                ref = f"rq:{t.device}:{msg.id}"
+                granted = self.store.grant(
+                    msg.account, msg.purse, t.device, msg.amount, msg.amount, ref
+                )
+                if granted:
+                    out.extend(self._granted(t, msg, granted))
+                else:
+                    still.append((t, msg, until))
+            if still:
+                self._waiting[key] = still
+        return out
+
+    def expire_waiting(self) -> list[Outgoing]:
+        """Requests whose recalled rights did not come back in time: refused, held elsewhere."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        for key in list(self._waiting):
+            keep = []
+            for t, msg, until in self._waiting[key]:
+                if until > now:
+                    keep.append((t, msg, until))
+                    continue
+                answer = Answer(id=msg.id, ok=False, reason="held by an offline kiosk")
+                out.append(self.seal(t.rpc_res, answer))
+            if keep:
+                self._waiting[key] = keep
+            else:
+                del self._waiting[key]
+        return out
 
     def _relay(self, t: Topics, ops: Sequence[Op]) -> None:
         """Registers a kiosk writes that every kiosk of the scope must honour (a PIN lockout,
@@ -249,10 +292,22 @@ class Reconciler:
         if not ops:
             out = self._recall_for(t, msg)
             state = self.store.purse(msg.account, msg.purse)
+            free = state.rights(self.replica) + max(0, state.rights(t.device))
+            recallable = sum(max(0, state.rights(s.replica)) for s in state.shares) - free
+            if out and free + recallable >= msg.amount:
+                # The member has the money; kiosks hold it. Answer when their rights are back
+                # (within the kiosk's budget), not with a refusal an always-online server
+                # would never give.
+                deadline = self.clock() + self.escrow.recall_wait_ms
+                self._waiting.setdefault((msg.account, msg.purse), []).append((t, msg, deadline))
+                return [self.snapshot(t, msg.account), *out]
             reason = "nothing left" if state.value <= 0 else "not enough balance"
             answer = Answer(id=msg.id, ok=False, reason=reason)
             # The snapshot first: the kiosk shows the true reason with the true balance.
             return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+        return self._granted(t, msg, ops)
+
+    def _granted(self, t: Topics, msg: RightsRequest, ops: Sequence[Op]) -> list[Outgoing]:
         out = self.publish_new(exclude=t.device)
         chain = self.streams.ops(t.device, msg.cloud_head, self.chain_chunk * 5)
         granted = sum(o.amount for o in ops)
@@ -363,7 +418,7 @@ class Reconciler:
     def publish_new(self, exclude: str = "") -> list[Outgoing]:
         """Route the master chain's new ops and push each kiosk's new stream ops (operator
         actions reach every online kiosk of the scope within a sweep tick)."""
-        out: list[Outgoing] = []
+        out: list[Outgoing] = self.expire_waiting()
         devices = self._devices()
         changed, valued = self.route()
         for device in sorted(changed):
@@ -422,9 +477,14 @@ class Reconciler:
         """Recall rights that kiosks have held without using for `idle_recall_s`."""
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
-        for account, purse, device, rights in self.store.idle_rights(cutoff):
+        for account, purse, device, held in self.store.idle_rights(cutoff):
             dev = self.store.device(device)
             if dev is None:
+                continue
+            rights = held
+            if self.streams.in_scope(self.streams.home(account), dev.site):
+                rights -= self.escrow.standing.get(purse_unit(purse), 0)
+            if rights <= 0:
                 continue
             # Unique per purse: the kiosk answers a recall once per id (its xfer's ref), so one
             # id for all of a kiosk's idle purses would recall only the first of them.
@@ -432,6 +492,48 @@ class Reconciler:
             rid = f"idle:{heads}:{account}:{purse}"
             out.append(self._recall(dev.site, device, rid, account, purse, rights))
         return out
+
+    def _place_standing(self, site: str, accounts: Sequence[str], payees: Sequence[str]) -> None:
+        """Useful offline: each member of a scope gets `standing` rights at the kiosks of the
+        scope that take payment in that unit, while the cloud keeps at least as much free for
+        online use anywhere (docs/escrow-policy.md)."""
+        devices = self._devices()
+        kiosks = [d for d in payees if devices.get(d) == site]
+        for account in accounts:
+            for state in self.store.purses(account):
+                unit = purse_unit(state.purse)
+                amount = self.escrow.standing.get(unit, 0)
+                if not amount:
+                    continue
+                free = state.rights(self.replica) - state.credit_limit
+                for device in kiosks:
+                    if device not in self._payees.get(unit, ()):
+                        continue
+                    want = amount - max(0, state.rights(device))
+                    if want <= 0 or free - want < amount:
+                        continue
+                    ref = f"standing:{device}:{account}:{state.purse}:{state.value}"
+                    if self.store.grant(account, state.purse, device, want, want, ref):
+                        free -= want
+
+    def _standing_after(self, t: Topics, ops: Sequence[Op]) -> None:
+        """A kiosk that takes payment for the first time gets the standing floats of its
+        scope's members; the members of a batch get theirs back at every payee."""
+        if not self.escrow.standing:
+            return
+        new_payee = False
+        for op in ops:
+            if op.kind in SPENDING and not op.account.startswith(rec.COUPON_PREFIX):
+                unit = purse_unit(op.purse)
+                if t.device not in self._payees.setdefault(unit, set()):
+                    self._payees[unit].add(t.device)
+                    new_payee = True
+        if new_payee:
+            self._place_standing(t.site, self.streams.members_of(t.site), [t.device])
+        accounts = sorted({op.account for op in ops if self.streams.home(op.account) == t.site})
+        if accounts:
+            everyone = sorted(set().union(*self._payees.values()))
+            self._place_standing(t.site, accounts, everyone)
 
     def deny_delta(self, site: str, entries: Sequence[DenyEntry]) -> Outgoing:
         """Store a deny-list delta and return it sealed for the site's retained head."""

@@ -107,6 +107,12 @@ class EscrowPolicy(Settings):
     float_max: dict[str, int] = Field(default_factory=dict)  # per purse unit, e.g. {"cash": 5000}
     request_headroom: bool = True
     idle_recall_s: float = Field(default=3600.0, gt=0)
+    # A request the free rights cannot cover, while kiosks hold enough: recall and answer when
+    # the rights are back, or refuse after this long (the kiosk's rights budget is 300 ms).
+    recall_wait_ms: int = Field(default=1000, ge=0)
+    # Per purse unit: rights an idle recall leaves at a kiosk of the member's own scope, so a
+    # member can still pay at their usual venue when it is cut off (docs/escrow-policy.md).
+    standing: dict[str, int] = Field(default_factory=lambda: {"cash": 3000, "visits": 1})
 
 
 class EnrollSettings(Settings):

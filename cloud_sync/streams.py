@@ -93,6 +93,17 @@ class StreamBook:
         guests = {r[0] for r in rows}
         return [d for d, site in devices.items() if d in guests or self.in_scope(home, site)]
 
+    def members_of(self, site: str) -> list[str]:
+        """Accounts whose home is this site or a group containing it (not its cards)."""
+        homes = [site, *(g for g, sites in self.groups.items() if site in sites)]
+        marks = ",".join("?" * len(homes))
+        rows = self.conn.execute(
+            f"SELECT account FROM scope WHERE home IN ({marks})"
+            f" AND substr(account, 1, {len(rec.CARD_PREFIX)}) != ? ORDER BY account",
+            (*homes, rec.CARD_PREFIX),
+        )
+        return [r[0] for r in rows]
+
     def knows(self, device: str, site: str, account: str) -> bool:
         if self.in_scope(self.home(account), site):
             return True

@@ -135,6 +135,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[int, str] = field(default_factory=dict)  # tap n -> "" approved, or reason
     offline_taps: set[int] = field(default_factory=set)  # tap n made while the kiosk was offline
+    timeout_taps: set[int] = field(default_factory=set)  # tap n during which an RPC timed out
     # What members saw: (online?, shown cash balance - true global cash balance) per tap that
     # showed one.
     balance_errors: list[tuple[bool, int]] = field(default_factory=list)

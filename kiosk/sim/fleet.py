@@ -138,14 +138,16 @@ def _versus(pop: population.Population, base: Record, other: Record) -> dict[str
     }
 
 
-def _false_refusals(base: Record, other: Record) -> int:
-    """Taps refused by a kiosk that was online, which the always-online server approved (an
-    injected RPC timeout is the only excuse: it shows as HELD_ELSEWHERE after the retry)."""
-    return sum(
-        1
+def _false_refusals(base: Record, other: Record) -> tuple[int, int]:
+    """Taps refused by a kiosk that was online, which the always-online server approved: (those
+    with no excuse, those during which a rights request timed out on the simulated network)."""
+    refused = [
+        n
         for n, mine in other.outcomes.items()
         if mine and base.outcomes.get(n) == "" and n not in other.offline_taps
-    )
+    ]
+    timed_out = sum(1 for n in refused if n in other.timeout_taps)
+    return len(refused) - timed_out, timed_out
 
 
 def _report(
@@ -160,8 +162,9 @@ def _report(
         for name, r in runs.items():
             policies[name]["vs_online_taps"] = _versus(pop, runs["online"].record, r.record)
             if name in ("strict", "risk"):
-                false = _false_refusals(runs["online"].record, r.record)
+                false, timed_out = _false_refusals(runs["online"].record, r.record)
                 policies[name]["false_refusals_online"] = false
+                policies[name]["refusals_after_rpc_timeout"] = timed_out
                 checks.append(
                     metrics.Check(
                         name,

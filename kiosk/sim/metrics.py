@@ -124,12 +124,16 @@ def invariants(result: Result, spent: dict[str, Any]) -> list[Check]:
             Check(policy, "every kiosk holds its own stream", not behind, ", ".join(behind))
         )
         wrong = [e for online, e in result.record.balance_errors if online and e != 0]
+        # With messages lost on the simulated network a lost snapshot leaves a kiosk behind
+        # until the account's next one: then it is reported, not a broken invariant.
+        lossy = bool(result.record.extra.get("lossy"))
         checks.append(
             Check(
                 policy,
                 "online, the balance shown is the true balance",
-                not wrong,
-                f"{len(wrong)} taps off (worst {max(wrong, key=abs) if wrong else 0})",
+                not wrong or lossy,
+                f"{len(wrong)} taps off (worst {max(wrong, key=abs) if wrong else 0})"
+                + (" with messages lost on the network" if lossy and wrong else ""),
             )
         )
         disagree = [d for d, led in result.kiosks.items() if _shares(led, d) != _shares(store, d)]
@@ -206,6 +210,13 @@ def policy_report(result: Result, spent: dict[str, Any]) -> dict[str, Any]:
         },
         "offline": {"queued": r.offline_queued, "posted": r.offline_posted},
         "balance_shown": balance_table(r.balance_errors),
+        "offline_taps": {
+            "attempts": len(r.offline_taps),
+            "approved": sum(1 for n in r.offline_taps if r.outcomes.get(n) == ""),
+            "refused_held_elsewhere": sum(
+                1 for n in r.offline_taps if r.outcomes.get(n) == "HELD_ELSEWHERE"
+            ),
+        },
         "per_kiosk": per_kiosk(result),
         "final_sync_s": r.extra.get("final_sync_s", 0.0),
     }
@@ -237,6 +248,13 @@ def per_kiosk(result: Result) -> dict[str, float]:
     }
 
 
+def _false(p: dict[str, Any]) -> str:
+    """False refusals online, and in brackets those after a rights request timed out."""
+    if "false_refusals_online" not in p:
+        return "-"
+    return f"{p['false_refusals_online']} (+{p['refusals_after_rpc_timeout']} t/o)"
+
+
 def balance_text(report: dict[str, Any]) -> str:
     """The balance error table and the per-kiosk load, printed after the comparison."""
     lines = [
@@ -251,7 +269,7 @@ def balance_text(report: dict[str, Any]) -> str:
                 continue
             lines.append(
                 f"{name:<8}{where:<9}{b['taps']:>7}{b['exact']:>7}{b['mean_abs_error']:>10}"
-                f"{b['max_abs_error']:>9}{p.get('false_refusals_online', '-')!s:>16}"
+                f"{b['max_abs_error']:>9}{_false(p):>16}"
                 f"{p['per_kiosk']['downlink_bytes_per_day']:>18}{p['per_kiosk']['ledger_ops']:>18}"
             )
     return "\n".join(lines)

@@ -117,7 +117,9 @@ class Run(abc.ABC):
         self.configs = {k.id: k.config() for k in pop.kiosks}
         self.horizon = int(scenario.fleet.hours * 3_600_000)
         self.last_outcome = Outcome(Decision(approved=False), "")
+        self.current_tap = -1  # the tap being decided (RPC timeouts are counted against it)
         self.record.extra["hours"] = scenario.fleet.hours
+        self.record.extra["lossy"] = scenario.network.loss > 0
 
     # -- members at kiosks -----------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Run(abc.ABC):
         return event
 
     async def on_tap(self, tap: Tap, retry: bool) -> None:
+        self.current_tap = tap.n
         member = self.pop.members[tap.member]
         self.record.taps += 1
         approved, reason = await self.attempt(tap, member)
@@ -225,6 +228,7 @@ class SimTransport:
         rec_.rpc_requests += 1
         if run.links.copies() == 0:
             rec_.rpc_timeouts += 1
+            rec_.timeout_taps.add(run.current_tap)
             raise TimeoutError("request lost (simulated)")
         d1, d2 = run.links.delay(), run.links.delay()
         now = run.loop.now
@@ -233,9 +237,13 @@ class SimTransport:
             outs = run.reconciler.handle(topic, payload)
         finally:
             run.loop.now = now
+        answer_topic = run.topics[self.device].rpc_res
+        if not any(o.topic == answer_topic for o in outs):
+            # The cloud is recalling the rights from the kiosks holding them: those that are
+            # online answer at once (one more round trip), and the answer follows.
+            d1, outs = self._recalled(now, d1, outs)
         rtt = d1 + d2
         budget = run.agents[self.device].settings.rights_budget_ms
-        answer_topic = run.topics[self.device].rpc_res
         in_time = rtt <= budget
         mine = run.topics[self.device].base + "/"
         for o in outs:
@@ -250,7 +258,41 @@ class SimTransport:
         rec_.rpc_rtts.append(rtt)
         if not in_time:
             rec_.rpc_timeouts += 1
+            rec_.timeout_taps.add(run.current_tap)
             raise TimeoutError("answer too late (simulated)")
+
+    def _recalled(self, now: int, d1: int, outs: list[Outgoing]) -> tuple[int, list[Outgoing]]:
+        """Deliver the recalls among `outs` to online kiosks, upload their transfers back, and
+        return the time that took (from the request) and what the cloud sent meanwhile."""
+        run = self.run
+        later: list[Outgoing] = []
+        spent = d1
+        for o in outs:
+            parsed = parse_device_topic(o.topic)
+            holder = parsed[1] if parsed else ""
+            if not o.topic.endswith("/grants") or holder == self.device or holder not in run.agents:
+                later.append(o)
+                continue
+            if not run.links.up(holder, now + spent):
+                later.append(o)
+                continue
+            there, back = run.links.delay(), run.links.delay()
+            run.record.bytes_down += len(o.payload)
+            run.agents[holder].handle(o.topic, o.payload)
+            led, t = run.ledgers[holder], run.topics[holder]
+            if led.head()[0] <= run.sent[holder]:
+                continue  # a snapshot, or nothing to give back
+            ops = list(led.ops(holder, run.sent[holder]))
+            payload = run.agents[holder].seal(t.ops, OpsUpload(batch=encode_ops(ops)))
+            run.record.bytes_up += len(payload)
+            run.sent[holder] = ops[-1].seq
+            spent += there + back
+            run.loop.now = now + spent
+            try:
+                later.extend(run.reconciler.handle(t.ops, payload))
+            finally:
+                run.loop.now = now
+        return spent, later
 
 
 class EscrowRun(Run):
