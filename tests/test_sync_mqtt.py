@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
@@ -353,3 +354,24 @@ async def test_restored_kiosk_refuses_to_spend_until_it_recovers_its_chain(tmp_p
         await w.settled()
         assert w.store.purse("m1", "cash").value == 20_000 - 1_000
         assert_converged(w)
+
+
+async def test_each_op_is_uploaded_once_after_an_idle_spell(tmp_path, caplog):
+    async with world(tmp_path, ["k1"]) as w:
+        w.cloud()
+        w.kiosk("k1")
+        seed(w, floats=("k1",), each=4_000)
+        w.start_reconciler()
+        w.start_agent("k1")
+        await w.online("k1")
+        k1 = w.ledgers["k1"]
+        await eventually(lambda: k1.purse("m1", "cash").rights("k1") == 4_000, what="seed")
+        await asyncio.sleep(1.5)  # idle for longer than the ack timeout (1 s)
+        caplog.clear()
+        for i in range(3):
+            k1.append([Intent(Kind.DEC, "m1", "cash", 100)], ref=f"tap-{i}")
+            w.agents["k1"].notify()
+            await w.settled()
+            await asyncio.sleep(1.2)
+        assert not [r for r in caplog.records if "resending" in r.getMessage()]
+        assert w.store.purse("m1", "cash").value == 20_000 - 300
