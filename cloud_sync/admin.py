@@ -13,6 +13,7 @@ from cloud_sync.protocol import DenyEntry
 from cloud_sync.reconciler import Outgoing, Reconciler
 from cloud_sync.settings import BrokerSettings
 from cloud_sync.store import CloudStore
+from cloud_sync.streams import HOME
 from edge.ledger import Intent, Kind, Op
 from edge.ledger import records as rec
 from edge.ledger.sitekey import SiteSecrets
@@ -46,10 +47,14 @@ def set_member(
     pin_hash: str | None = None,
     pass_product: str | None = None,
     pass_window_ms: tuple[int, int] | None = None,
+    home: str | None = None,
 ) -> None:
-    """Versioned register writes the kiosks apply: tier, PIN hash, a time pass."""
+    """Versioned register writes the kiosks apply: tier, PIN hash, a time pass, the home scope
+    (the site or site group whose kiosks know the member)."""
     if store.register(account, rec.MEMBER_NAME) is None:
         raise ConfigError(f"no member {account}; register it first")
+    if home is not None:
+        _set(store, account, HOME, home)
     if tier is not None:
         _set(store, account, rec.MEMBER_TIER, tier)
     if pin_hash is not None:

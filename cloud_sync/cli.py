@@ -270,6 +270,11 @@ def member_register(config: Path, account: str, name: str) -> None:
 @click.option("--pin", default=None, help="New PIN (stored as a salted PBKDF2 hash only).")
 @click.option("--pass", "pass_product", default=None, help="Product of a time pass to grant.")
 @click.option("--days", default=30, show_default=True, help="Time pass length from now.")
+@click.option(
+    "--home",
+    default=None,
+    help="Site or scope group whose kiosks know the member (docs/knowledge-model.md).",
+)
 def member_set(
     config: Path,
     account: str,
@@ -277,8 +282,10 @@ def member_set(
     pin: str | None,
     pass_product: str | None,
     days: int,
+    home: str | None,
 ) -> None:
-    """Set a member's tier, PIN or a time pass (versioned registers every kiosk applies)."""
+    """Set a member's tier, PIN, a time pass or home scope (versioned registers the kiosks of
+    the member's scope apply)."""
     import os
     import time
 
@@ -298,6 +305,7 @@ def member_set(
                 pin_hash=pin_hash,
                 pass_product=pass_product,
                 pass_window_ms=window,
+                home=home,
             )
         except SyncError as exc:
             raise click.ClickException(str(exc)) from exc
