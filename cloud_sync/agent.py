@@ -85,28 +85,6 @@ class DenyList:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
-        # The newest signed snapshot of each account of the scope (survives a restart).
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS snapshot (account TEXT PRIMARY KEY, body BLOB NOT NULL)"
-        )
-
-    def keep_snapshot(self, snap: Snapshot) -> bool:
-        """Keep a snapshot unless a newer one of the account is held; True if kept."""
-        old = self.snapshot(snap.account)
-        if old is not None and (old.own_head, old.as_of_ms) > (snap.own_head, snap.as_of_ms):
-            return False
-        self.conn.execute(
-            "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
-            " DO UPDATE SET body = excluded.body",
-            (snap.account, snap.model_dump_json().encode()),
-        )
-        return True
-
-    def snapshot(self, account: str) -> Snapshot | None:
-        row = self.conn.execute(
-            "SELECT body FROM snapshot WHERE account = ?", (account,)
-        ).fetchone()
-        return None if row is None else Snapshot.model_validate_json(bytes(row[0]))
 
     @property
     def version(self) -> int:
@@ -151,6 +129,40 @@ class DenyList:
         self.conn.close()
 
 
+class Snapshots:
+    """The newest signed snapshot of each account of the kiosk's scope, in the agent's state
+    file beside the deny list (survives a restart: offline after a reboot, the screen still
+    shows the best knowledge)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot (account TEXT PRIMARY KEY, body BLOB NOT NULL)"
+        )
+
+    def keep(self, snap: Snapshot) -> bool:
+        """Keep a snapshot unless a newer one of the account is held; True if kept."""
+        old = self.get(snap.account)
+        if old is not None and (old.own_head, old.as_of_ms) > (snap.own_head, snap.as_of_ms):
+            return False
+        self.conn.execute(
+            "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
+            " DO UPDATE SET body = excluded.body",
+            (snap.account, snap.model_dump_json().encode()),
+        )
+        return True
+
+    def get(self, account: str) -> Snapshot | None:
+        row = self.conn.execute(
+            "SELECT body FROM snapshot WHERE account = ?", (account,)
+        ).fetchone()
+        return None if row is None else Snapshot.model_validate_json(bytes(row[0]))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class SyncAgent:
     """The kiosk side of sync. Reusable across connections, not reentrant."""
 
@@ -181,6 +193,7 @@ class SyncAgent:
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
         self.denylist = DenyList(settings.state_file)
+        self.snapshots = Snapshots(settings.state_file)
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
         self.forked = False
@@ -209,6 +222,7 @@ class SyncAgent:
     ) -> None:
         self.online = False
         self.denylist.close()
+        self.snapshots.close()
 
     # -- what the daemon reads -------------------------------------------------------------
 
@@ -228,7 +242,7 @@ class SyncAgent:
 
     def snapshot(self, account: str) -> Snapshot | None:
         """The newest snapshot the cloud signed for this kiosk of an account."""
-        return self.denylist.snapshot(account)
+        return self.snapshots.get(account)
 
     def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
         """The account's purse values as this kiosk best knows them, and as of when (cloud ms):
@@ -501,7 +515,7 @@ class SyncAgent:
         elif isinstance(msg, Recall):
             self._on_recall(msg)
         elif isinstance(msg, Snapshot):
-            self.denylist.keep_snapshot(msg)
+            self.snapshots.keep(msg)
         elif isinstance(msg, DenyDelta):
             if msg.site != self.settings.site:
                 raise MessageRefused(topic, f"deny delta of site {msg.site!r}")

@@ -482,7 +482,8 @@ class Reconciler:
             if dev is None:
                 continue
             rights = held
-            if self.streams.in_scope(self.streams.home(account), dev.site):
+            home = self.streams.home(account)
+            if home is not None and self.streams.in_scope(home, dev.site):  # the usual venue
                 rights -= self.escrow.standing.get(purse_unit(purse), 0)
             if rights <= 0:
                 continue
