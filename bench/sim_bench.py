@@ -55,7 +55,7 @@ def run() -> list[Row]:
     sc = scenario.load(None).with_fleet(kiosks=KIOSKS, members=MEMBERS)
     report = fleet.simulate(sc, None, plots=False, jobs=2)
     # Money invariants stop the bench; false refusals are a row of their own (below).
-    broken = [c for c in report["invariants"] if not c["ok"] and "refusal" not in c["name"]]
+    broken = [c for c in report["invariants"] if not c["ok"] and "refusal" not in c["check"]]
     if broken:
         raise AssertionError(f"fleet simulation broke invariants: {broken}")
     p = report["policies"]
