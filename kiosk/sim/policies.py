@@ -317,7 +317,7 @@ class EscrowRun(Run):
         self.topics: dict[str, Topics] = {}
         self.sent: dict[str, int] = {}
         self.upload_due: set[str] = set()
-        self.own_cash: dict[tuple[str, str], int] = {}  # (kiosk, member) -> its own net cash
+        self.own_cash: dict[str, dict[str, int]] = {}  # member -> kiosk -> its own net cash
         self.pending: dict[str, tuple[list[str], dict[str, int], int]] = {}  # convergence
         for k in pop.kiosks:
             led = seed.open_kiosk(folder / f"{k.id}.db", k.id, clock, policy or RiskPolicy())
@@ -460,12 +460,12 @@ class EscrowRun(Run):
         """The cash balance the member was shown against the true one at that instant: every
         replica's own credits less its own debits (the cloud's and every kiosk's chain)."""
         shown = self.last_outcome.decision.remaining.get("cash")
-        self.own_cash[(kiosk, member)] = _own_value(self.ledgers[kiosk], kiosk, member)
+        self.own_cash.setdefault(member, {})[kiosk] = _own_value(self.ledgers[kiosk], kiosk, member)
         d = self.last_outcome.decision
         if shown is None or d.repeated or not d.approved:  # a refusal shows only its reason
             return
         true = _own_value(self.store.ledger, CLOUD, member)
-        true += sum(v for (_, m), v in self.own_cash.items() if m == member)
+        true += sum(self.own_cash[member].values())
         self.record.balance_errors.append((online, shown - true))
 
     def after_tap(self, kiosk: str) -> None:
