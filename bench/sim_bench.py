@@ -14,8 +14,9 @@ KIOSKS = int(os.environ.get("KIOSK_BENCH_SIM_KIOSKS", "20"))
 MEMBERS = int(os.environ.get("KIOSK_BENCH_SIM_MEMBERS", "2000"))
 
 
-# Per-kiosk load at growing fleets, same load per kiosk (100 members and 1/5 of a site each).
+# Per-kiosk load at growing fleets, same load per kiosk (members per kiosk, 5 kiosks a site).
 SCALE = [int(n) for n in os.environ.get("KIOSK_BENCH_SIM_SCALE", "10,40,160").split(",")]
+MEMBERS_PER_KIOSK = int(os.environ.get("KIOSK_BENCH_SIM_MEMBERS_PER_KIOSK", "25"))
 
 
 def per_kiosk_at(kiosks: int) -> dict[str, float]:
@@ -24,7 +25,11 @@ def per_kiosk_at(kiosks: int) -> dict[str, float]:
     sc = base.model_copy(
         update={
             "fleet": base.fleet.model_copy(
-                update={"kiosks": kiosks, "members": 100 * kiosks, "sites": max(1, kiosks // 5)}
+                update={
+                    "kiosks": kiosks,
+                    "members": MEMBERS_PER_KIOSK * kiosks,
+                    "sites": max(1, kiosks // 5),
+                }
             )
         }
     )
