@@ -137,7 +137,7 @@ class Record:
     offline_taps: set[int] = field(default_factory=set)  # tap n made while the kiosk was offline
     timeout_taps: set[int] = field(default_factory=set)  # tap n during which an RPC timed out
     # What members saw: (online?, shown cash balance - true global cash balance) per tap that
-    # showed one.
+    # showed one; "online" excludes taps right after an op elsewhere still on its way up.
     balance_errors: list[tuple[bool, int]] = field(default_factory=list)
     kiosk_ledger_ops: list[int] = field(default_factory=list)  # ops held per kiosk at the end
 

@@ -210,6 +210,7 @@ def policy_report(result: Result, spent: dict[str, Any]) -> dict[str, Any]:
         },
         "offline": {"queued": r.offline_queued, "posted": r.offline_posted},
         "balance_shown": balance_table(r.balance_errors),
+        "balance_online_with_an_op_in_flight": int(r.extra.get("balance_in_flight", 0)),
         "offline_taps": {
             "attempts": len(r.offline_taps),
             "approved": sum(1 for n in r.offline_taps if r.outcomes.get(n) == ""),

@@ -466,7 +466,18 @@ class EscrowRun(Run):
             return
         true = _own_value(self.store.ledger, CLOUD, member)
         true += sum(self.own_cash[member].values())
-        self.record.balance_errors.append((online, shown - true))
+        # An op of the member's at another kiosk that the cloud has not stored yet (written a
+        # moment ago, still in the upload): no kiosk could show it; counted apart.
+        in_flight = any(
+            v != _own_value(self.store.ledger, k, member)
+            for k, v in self.own_cash[member].items()
+            if k != kiosk
+        )
+        self.record.balance_errors.append((online and not in_flight, shown - true))
+        if online and in_flight:
+            self.record.extra["balance_in_flight"] = (
+                self.record.extra.get("balance_in_flight", 0) + 1
+            )
 
     def after_tap(self, kiosk: str) -> None:
         self.want_upload(kiosk)
