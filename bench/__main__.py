@@ -16,6 +16,7 @@ SUITES = [
     "bench.sync_bench",
     "bench.nfc_bench",
     "bench.sim_bench",
+    "bench.report_bench",
 ]
 
 

@@ -82,8 +82,7 @@ def append_latency(n: int = 3000, block: int = 100) -> list[Row]:
 def verify_rate(n: int = 3000) -> list[Row]:
     key = generate_key()
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
-        led = Ledger(Path(tmp) / "k.db", replica="k1", key=key)
-        led.conn.execute("PRAGMA synchronous=OFF")  # building the fixture only
+        led = Ledger(Path(tmp) / "k.db", replica="k1", key=key, durable=False)  # a fixture
         led.append([Intent(Kind.INC, "m1", "cash", 10**12)])
         for i in range(n - 1):
             led.append([Intent(Kind.DEC, "m1", "cash", 1)], ref=f"t{i}")

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.report import Row, percentile, row
 from cloud_sync.agent import SyncAgent
@@ -29,14 +30,14 @@ SCRATCH = "/var/tmp"
 PG_DSN = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _kiosk_ops(root: Path, n: int) -> tuple[Ledger, list[Op]]:
-    led = Ledger(root / "k1.db", replica="k1", key=generate_key())
-    led.conn.execute("PRAGMA synchronous=OFF")  # building the fixture only
+def _kiosk_ops(root: Path, n: int) -> tuple[Ledger, Ed25519PrivateKey, list[Op]]:
+    key = generate_key()
+    led = Ledger(root / "k1.db", replica="k1", key=key, durable=False)  # a fixture
     for i in range(n):
         kind = Kind.INC if i < 50 else Kind.DEC
         amount = 10**9 if i < 50 else 1 + i % 7
         led.append([Intent(kind, f"m{i % 50:06d}", "cash", amount)], ref=f"tap-{i:08d}")
-    return led, list(led.ops("k1"))
+    return led, key, list(led.ops("k1"))
 
 
 def _raw_verify_rate(ops: list[Op], key: object) -> float:
@@ -48,10 +49,12 @@ def _raw_verify_rate(ops: list[Op], key: object) -> float:
     return len(bodies) / (time.perf_counter() - t0)
 
 
-def _ingest_rate(store: CloudStore, cloud_key: object, led: Ledger, ops: list[Op]) -> float:
+def _ingest_rate(
+    store: CloudStore, cloud_key: object, kiosk_key: Ed25519PrivateKey, ops: list[Op]
+) -> float:
     """Ops per second through Reconciler.handle: envelope check, batch decode, per-op verify,
     durable store, signed ack."""
-    store.trust("k1", public_bytes(led._key), "kiosk")  # type: ignore[arg-type]
+    store.trust("k1", public_bytes(kiosk_key), "kiosk")
     store.enroll("k1", "s1")
     rec = Reconciler(store, cloud_key, escrow=EscrowPolicy(float_fraction=0))  # type: ignore[arg-type]
     t = Topics("s1", "k1")
@@ -60,7 +63,7 @@ def _ingest_rate(store: CloudStore, cloud_key: object, led: Ledger, ops: list[Op
             OpsUpload(batch=encode_ops(ops[i : i + 100])),
             topic=t.ops,
             sender="k1",
-            key=led._key,  # type: ignore[arg-type]
+            key=kiosk_key,
             ts_ms=0,
         )
         for i in range(0, len(ops), 100)
@@ -76,13 +79,13 @@ def _ingest_rate(store: CloudStore, cloud_key: object, led: Ledger, ops: list[Op
 def ingest(n: int = 3000) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
-        led, ops = _kiosk_ops(Path(tmp), n)
-        raw = _raw_verify_rate(ops, led._key)
+        led, kiosk_key, ops = _kiosk_ops(Path(tmp), n)
+        raw = _raw_verify_rate(ops, kiosk_key)
         cloud_key = generate_key()
         store = SqliteCloudStore(Path(tmp) / "cloud.db", replica="cloud", key=cloud_key)
-        ours = _ingest_rate(store, cloud_key, led, ops)
+        ours = _ingest_rate(store, cloud_key, kiosk_key, ops)
         store.close()
-        raw = max(raw, _raw_verify_rate(ops, led._key))
+        raw = max(raw, _raw_verify_rate(ops, kiosk_key))
         rows.append(row("reconciler_ingest_sqlite", "op/s", ours, "ed25519_verify", raw, ">= 0.5"))
         try:
             import psycopg
@@ -96,7 +99,7 @@ def ingest(n: int = 3000) -> list[Row]:
                 pg = PgCloudStore(
                     f"{PG_DSN.rsplit('/', 1)[0]}/{name}", replica="cloud", key=cloud_key
                 )
-                ours = _ingest_rate(pg, cloud_key, led, ops)
+                ours = _ingest_rate(pg, cloud_key, kiosk_key, ops)
                 pg.close()
                 rows.append(
                     row("reconciler_ingest_pg", "op/s", ours, "ed25519_verify", raw, ">= 0.5")
@@ -112,7 +115,7 @@ def ingest(n: int = 3000) -> list[Row]:
             OpsUpload(batch=encode_ops(batch)),
             topic=Topics("s1", "k1").ops,
             sender="k1",
-            key=led._key,  # type: ignore[arg-type]
+            key=kiosk_key,
             ts_ms=0,
         )
         js = sum(len(json.dumps(o.to_json(), separators=(",", ":"))) for o in batch)

@@ -66,8 +66,7 @@ def prepare_site(root: Path, members: int = MEMBERS) -> tuple[KioskConfig, list[
     kiosk_key, cloud_key = generate_key(), generate_key()
     save_private_key(cfg.kiosk.key_file, kiosk_key)
     cfg.kiosk.state_dir.mkdir(parents=True)
-    cloud = Ledger(root / "cloud.db", replica="cloud", key=cloud_key, role="cloud")
-    cloud.conn.execute("PRAGMA synchronous=OFF")  # building the fixture only
+    cloud = Ledger(root / "cloud.db", replica="cloud", key=cloud_key, role="cloud", durable=False)
     cloud.trust("gate-1", public_bytes(kiosk_key), "kiosk")
     uids = []
     for i in range(members):
@@ -82,8 +81,7 @@ def prepare_site(root: Path, members: int = MEMBERS) -> tuple[KioskConfig, list[
             ]
         )
         uids.append(uid)
-    led = Ledger(cfg.kiosk.state_dir / "ledger.db", replica="gate-1", key=kiosk_key)
-    led.conn.execute("PRAGMA synchronous=OFF")
+    led = Ledger(cfg.kiosk.state_dir / "ledger.db", replica="gate-1", key=kiosk_key, durable=False)
     led.trust("cloud", public_bytes(cloud_key), "cloud")
     led.apply_many(list(cloud.ops("cloud")))
     led.close()

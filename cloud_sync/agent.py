@@ -17,12 +17,13 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 import aiomqtt
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync.errors import BatchError, MessageRefused, SyncError
@@ -31,8 +32,10 @@ from cloud_sync.protocol import (
     Ack,
     Answer,
     ChainOps,
+    ChainWanted,
     DenyDelta,
     DenySince,
+    Health,
     Hello,
     Lookup,
     Message,
@@ -51,10 +54,14 @@ from cloud_sync.protocol import (
 from cloud_sync.settings import AgentSettings
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
 from edge.ledger.op import SPENDING
+from edge.ledger.private_files import prepare_private
 
 log = logging.getLogger(__name__)
 
 DenyListener = Callable[[DenyDelta], None]
+HealthSource = Callable[[], Mapping[str, object]]
+# How long a clean stop waits for the broker to take the retained offline status.
+OFFLINE_STATUS_TIMEOUT_S = 0.4
 
 
 class Transport(Protocol):
@@ -75,6 +82,8 @@ class DenyList:
     restart (a kiosk that boots offline still knows every card reported lost)."""
 
     def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            prepare_private(path)
         self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
@@ -149,7 +158,7 @@ class Snapshots:
         self.conn.execute(
             "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
             " DO UPDATE SET body = excluded.body",
-            (snap.account, snap.model_dump_json().encode()),
+            (snap.account, msgspec.msgpack.encode(snap)),
         )
         return True
 
@@ -157,7 +166,7 @@ class Snapshots:
         row = self.conn.execute(
             "SELECT body FROM snapshot WHERE account = ?", (account,)
         ).fetchone()
-        return None if row is None else Snapshot.model_validate_json(bytes(row[0]))
+        return None if row is None else msgspec.msgpack.decode(bytes(row[0]), type=Snapshot)
 
     def close(self) -> None:
         self.conn.close()
@@ -213,6 +222,8 @@ class SyncAgent:
         self._deny_listeners: list[DenyListener] = []
         self._deny_queues: list[asyncio.Queue[DenyDelta]] = []
         self._deny_gap = False
+        self._chain_wanted: int | None = None  # a restored cloud asks for its chain after this
+        self._health: HealthSource | None = None
 
     async def __aenter__(self) -> SyncAgent:
         return self
@@ -283,6 +294,10 @@ class SyncAgent:
         """Tell the uploader the ledger has new ops (it also polls)."""
         self._progress.set()
 
+    def report_health(self, source: HealthSource) -> None:
+        """Send what `source()` returns (the fields of `protocol.Health`) in every status."""
+        self._health = source
+
     # -- sealing and publishing ------------------------------------------------------------
 
     def _seal(self, topic: str, msg: Message) -> bytes:
@@ -311,6 +326,12 @@ class SyncAgent:
 
     def _status(self, online: bool) -> Status:
         head = self.ledger.head()[0]
+        health = None
+        if self._health is not None:
+            try:
+                health = msgspec.convert({**self._health(), "forked": self.forked}, type=Health)
+            except Exception:  # a broken gauge must not stop the status itself
+                log.exception("agent %s: health report failed", self.settings.device)
         return Status(
             online=online,
             head=head,
@@ -318,7 +339,19 @@ class SyncAgent:
             queue_depth=max(0, head - self.acked),
             recovering=self.ledger.recovering,
             wall_ms=self.clock(),
+            health=health,
         )
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """A clean stop: the retained status says offline before we disconnect (the broker
+        sends the last will only for a connection that dies, not for one that says goodbye)."""
+        topic = self.topics.status
+        try:
+            async with asyncio.timeout(OFFLINE_STATUS_TIMEOUT_S):
+                await client.publish(topic, self._seal(topic, self._status(False)), 1, True)
+            log.info("agent %s: offline status sent", self.settings.device)
+        except (TimeoutError, aiomqtt.MqttError) as exc:
+            log.warning("agent %s: offline status not sent: %s", self.settings.device, exc)
 
     # -- the connection --------------------------------------------------------------------
 
@@ -350,10 +383,14 @@ class SyncAgent:
                     self.online = True
                     backoff = s.backoff_min_s
                     log.info("agent %s online", s.device)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name="agent-receive")
-                        tg.create_task(self._sync(), name="agent-sync")
-                        tg.create_task(self._upload(), name="agent-upload")
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._receive(client), name="agent-receive")
+                            tg.create_task(self._sync(), name="agent-sync")
+                            tg.create_task(self._upload(), name="agent-upload")
+                    except asyncio.CancelledError:
+                        await self._say_offline(client)
+                        raise
             except* (aiomqtt.MqttError, OSError) as group:
                 reason = str(group.exceptions[0]) or type(group.exceptions[0]).__name__
                 if "timed out" in reason.lower() and s.broker.tls is not None:
@@ -448,6 +485,9 @@ class SyncAgent:
         await self._synced.wait()
         last_ack, last_move = self.acked, time.monotonic()
         while True:
+            if self._chain_wanted is not None:
+                await self._return_cloud_chain(self._chain_wanted)
+                continue
             head = self.ledger.head()[0]
             if self.acked != last_ack:
                 last_ack, last_move = self.acked, time.monotonic()
@@ -478,6 +518,20 @@ class SyncAgent:
             except TimeoutError:
                 pass
 
+    async def _return_cloud_chain(self, after: int) -> None:
+        """Hand a restored cloud the run of its own chain we hold after `after`, in batches."""
+        ops = list(self.ledger.ops(self.cloud, after, self.settings.batch_size))
+        if ops:
+            await self._publish(self.topics.ops, ChainOps(batch=encode_ops(ops)))
+            log.warning(
+                "agent %s: returned cloud ops #%d..%d to the restored cloud",
+                self.settings.device,
+                ops[0].seq,
+                ops[-1].seq,
+            )
+        full = len(ops) == self.settings.batch_size
+        self._chain_wanted = ops[-1].seq if full else None
+
     # -- inbound ---------------------------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> None:
@@ -487,7 +541,12 @@ class SyncAgent:
             self._on_message(topic, payload)
         except (MessageRefused, BatchError) as exc:
             self.refused += 1
-            log.warning("%s", exc)
+            log.warning("refused from the cloud link: %s", exc)
+        except Exception:
+            # A message that reaches a fault past the decoder must not stop the kiosk, nor be
+            # redelivered forever (a retained one would stop it at every start).
+            self.refused += 1
+            log.exception("message on %s failed; dropped", topic)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.denylist:
@@ -507,13 +566,20 @@ class SyncAgent:
             sender=self.cloud,
         )
         msg = opened.message
-        self.last_contact_ms = self.clock()
+        # How fresh our copy of the cloud's state is goes by the time the cloud signed, never
+        # by when a message arrived: a days-old retained deny list is days old. Not later
+        # than our own clock, so a cloud clock running ahead cannot extend it either.
+        fresh = min(opened.ts_ms, self.clock())
+        self.last_contact_ms = max(self.last_contact_ms, fresh)
         if isinstance(msg, Ack):
             self._on_ack(msg)
         elif isinstance(msg, ChainOps):
             self._on_chain(msg, topic)
         elif isinstance(msg, Recall):
             self._on_recall(msg)
+        elif isinstance(msg, ChainWanted):
+            self._chain_wanted = msg.after_seq
+            self._progress.set()
         elif isinstance(msg, Snapshot):
             self.snapshots.keep(msg)
         elif isinstance(msg, DenyDelta):
@@ -556,7 +622,20 @@ class SyncAgent:
                     ack.seq,
                 )
                 return
+        if ack.seq < self.acked:
+            # The cloud holds less of our chain than it acked before: restored from a backup.
+            # Send again from what it holds, or our lag would never come down.
+            log.warning(
+                "agent %s: the cloud now holds our chain to #%d, not #%d (restored): resending",
+                self.settings.device,
+                ack.seq,
+                self.acked,
+            )
+            self.acked = self._sent = ack.seq
+            self._progress.set()
         if ack.seq > self.acked or not self._synced.is_set():
+            if ack.seq > self.acked:
+                log.info("agent %s: cloud stored our ops to #%d", self.settings.device, ack.seq)
             self.acked = max(self.acked, min(ack.seq, head))
             self._synced.set()
             self._progress.set()
@@ -567,7 +646,7 @@ class SyncAgent:
         counts = self.ledger.apply_many(ops)
         if counts["refused"]:
             self.refused += counts["refused"]
-        log.debug("applied cloud ops #%d..%d: %s", ops[0].seq, ops[-1].seq, counts)
+        log.info("applied cloud ops #%d..%d: %s", ops[0].seq, ops[-1].seq, counts)
 
     def _on_chain(self, msg: ChainOps, topic: str) -> None:
         ops = decode_ops(msg.batch)

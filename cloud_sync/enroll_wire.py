@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -116,42 +116,49 @@ def fingerprint(public_key: bytes) -> str:
 # -- wire format -----------------------------------------------------------------------------
 
 
+MAX_REQUEST = 16 * 1024  # bytes of a request (a P-256 CSR in PEM is about 500)
+MAX_ANSWER = 512 * 1024  # bytes of an answer (site config, certificates)
+
+_Small = Annotated[bytes, msgspec.Meta(max_length=64)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class Request(msgspec.Struct, array_like=True, frozen=True):
     """device -> cloud on `.../req`."""
 
-    v: int
-    device: str
-    csr: bytes  # PEM
-    ledger_key: bytes  # raw Ed25519 public key
-    nonce: bytes
-    ts_ms: int
+    v: _Count
+    device: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=DEVICE_ID.pattern)]
+    csr: Annotated[bytes, msgspec.Meta(max_length=8192)]  # PEM
+    ledger_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]  # raw Ed25519
+    nonce: _Small
+    ts_ms: _Count
     reenroll: bool
-    mac: bytes = b""  # HMAC-SHA256(claim MAC key, signed bytes)
-    sig: bytes = b""  # Ed25519 of the ledger key over the same bytes + mac
+    mac: _Small = b""  # HMAC-SHA256(claim MAC key, signed bytes)
+    sig: _Small = b""  # Ed25519 of the ledger key over the same bytes + mac
 
 
 class Grant(msgspec.Struct, array_like=True, frozen=True):
     """Inside the encrypted answer: the enrollment document (a signed bundle), the device
     certificate and the CA certificate, for the request with this digest."""
 
-    request: bytes
-    document: bytes
-    certificate: bytes
-    ca: bytes
-    sig: bytes = b""  # the cloud's Ed25519 signature
+    request: _Small
+    document: Annotated[bytes, msgspec.Meta(max_length=MAX_ANSWER)]
+    certificate: Annotated[bytes, msgspec.Meta(max_length=16384)]
+    ca: Annotated[bytes, msgspec.Meta(max_length=16384)]
+    sig: _Small = b""  # the cloud's Ed25519 signature
 
 
 class Answer(msgspec.Struct, array_like=True, frozen=True):
     """cloud -> device on `.../res`: `box` = AES-GCM(claim key) of a Grant when ok; else a
     reason, MACed with the claim key when the claim is known."""
 
-    v: int
-    request: bytes  # digest of the request answered
+    v: _Count
+    request: _Small  # digest of the request answered
     ok: bool
-    reason: str = ""
-    iv: bytes = b""
-    box: bytes = b""
-    mac: bytes = b""
+    reason: Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[^\x00]*$")] = ""
+    iv: _Small = b""
+    box: Annotated[bytes, msgspec.Meta(max_length=MAX_ANSWER)] = b""
+    mac: _Small = b""
 
 
 ENCODER = msgspec.msgpack.Encoder()
@@ -211,6 +218,8 @@ def seal_request(
 
 def open_request(payload: bytes, topic: str, key: bytes) -> Request:
     """Decode a request and check its claim MAC and its ledger-key signature."""
+    if len(payload) > MAX_REQUEST:
+        raise EnrollError(f"request of {len(payload)} bytes is more than {MAX_REQUEST}")
     try:
         r = msgspec.msgpack.decode(payload, type=Request)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -235,6 +244,9 @@ def open_answer(
     None when the answer is for another request (ignore it). A refusal raises EnrollError,
     saying whether the claim key vouches for it."""
     topic = answer_topic(keys.claim_id)
+    if len(payload) > MAX_ANSWER:
+        log.warning("oversized enrollment answer on %s ignored", topic)
+        return None
     try:
         a = msgspec.msgpack.decode(payload, type=Answer)
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -26,3 +26,8 @@ class StoreError(SyncError):
 
 class ConfigError(SyncError):
     """A settings file is missing, unreadable or invalid."""
+
+
+class ActionRefused(SyncError):
+    """An operator action was refused (unknown account, receipt used elsewhere, a move a card
+    may not make...): nothing was written."""

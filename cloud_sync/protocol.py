@@ -12,12 +12,11 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cloud_sync.errors import BatchError, MessageRefused
 from edge.ledger.op import Kind, Op
@@ -100,157 +99,197 @@ def reconciler_filters(shared: bool) -> list[str]:
 
 
 # -- messages -------------------------------------------------------------------------------
+#
+# Every message is decoded into typed msgspec Structs, never into Any: the schema bounds what a
+# payload can be (nesting depth, sizes, integer ranges, string contents, field sets) before any
+# of it reaches the ledger or a store. SQLite and PostgreSQL hold signed 64-bit integers and
+# PostgreSQL text holds no NUL, so neither ever arrives from the wire.
+
+MAX_PAYLOAD = 1 << 20  # bytes of one MQTT payload (the broker's message_size_limit is the same)
+MAX_BATCH = 5000  # ops in one batch (the reconciler sends at most 1000 at a time)
+MAX_ENTRIES = 10_000  # deny entries of one delta, purses of one snapshot
+MAX_TEXT = 256  # characters of one id, account, purse, ref or reason
+I64_MAX = (1 << 63) - 1
+I64_MIN = -(1 << 63)
+
+_NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT, pattern=_NO_NUL)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT, pattern=_NO_NUL)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=I64_MAX)]
+Positive = Annotated[int, msgspec.Meta(gt=0, le=I64_MAX)]
+Int64 = Annotated[int, msgspec.Meta(ge=I64_MIN, le=I64_MAX)]
+Blob = Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD)]
+Digest = Annotated[bytes, msgspec.Meta(max_length=64)]
 
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Message(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    """A message: its `type` (the struct's tag) names it on the wire and picks its schema."""
+
+    @property
+    def type(self) -> str:
+        return str(type(self).__struct_config__.tag)
 
 
-class Message(Frozen):
-    """A message: its `type` names it on the wire and picks its schema."""
-
-    type: str
-
-
-class OpsUpload(Message):
+class OpsUpload(Message, frozen=True, tag="ops"):
     """kiosk -> cloud on `ops`: a compact batch of the kiosk's own signed ops, in seq order."""
 
-    type: Literal["ops"] = "ops"
-    batch: bytes
+    batch: Blob
 
 
-class Ack(Message):
+class Ack(Message, frozen=True, tag="ack"):
     """cloud -> kiosk on `ack`: the highest contiguous seq of the kiosk's chain stored durably."""
 
-    type: Literal["ack"] = "ack"
-    seq: int = Field(ge=0)
-    hash: bytes
+    seq: Count
+    hash: Digest
 
 
-class ChainOps(Message):
+class ChainOps(Message, frozen=True, tag="chain"):
     """cloud -> kiosk on `grants`: a run of this kiosk's stream, the cloud-signed chain of what
     concerns it (its xfers are the grants; docs/knowledge-model.md), or, with `own`, the kiosk's
-    own ops sent back for recovery."""
+    own ops sent back for recovery. kiosk -> cloud on `ops`: the kiosk's stream handed back to a
+    cloud restored from a backup (`ChainWanted`)."""
 
-    type: Literal["chain"] = "chain"
-    batch: bytes
+    batch: Blob
     own: bool = False
 
 
-class Recall(Message):
+class Recall(Message, frozen=True, tag="recall"):
     """cloud -> kiosk on `grants`: please transfer idle rights back; answered with an xfer op."""
 
-    type: Literal["recall"] = "recall"
-    id: str
-    account: str
-    purse: str
-    amount: int = Field(gt=0)
+    id: Name
+    account: Name
+    purse: Name
+    amount: Positive
 
 
-class Snapshot(Message):
+class ChainWanted(Message, frozen=True, tag="chain_wanted"):
+    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the run of its own
+    chain after `after_seq` that the kiosk holds, before it writes anything new."""
+
+    after_seq: Count
+
+
+class Snapshot(Message, frozen=True, tag="snapshot"):
     """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them, including
     the kiosk's own ops up to `own_head` (the kiosk adds what it wrote after: the true value)."""
 
-    type: Literal["snapshot"] = "snapshot"
-    account: str
-    values: dict[str, int]
-    rights: dict[str, int]
-    as_of_ms: int
-    own_head: int = Field(ge=0)
+    account: Name
+    values: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
+    rights: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
+    as_of_ms: Count
+    own_head: Count
 
 
-class DenyEntry(Frozen):
-    token: str  # HMAC of the card number with the site key, never the number
-    status: str  # lost, frozen, cancelled, replaced; "active" lifts an entry
+class DenyEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token: Name  # HMAC of the card number with the site key, never the number
+    status: Name  # lost, frozen, cancelled, replaced; "active" lifts an entry
 
 
-class DenyDelta(Message):
+class DenyDelta(Message, frozen=True, tag="deny"):
     """cloud -> kiosks on `<site>/denylist` (retained head): one versioned change set."""
 
-    type: Literal["deny"] = "deny"
-    site: str
-    version: int = Field(ge=1)
-    entries: list[DenyEntry]
+    site: Name
+    version: Positive
+    entries: Annotated[list[DenyEntry], msgspec.Meta(max_length=MAX_ENTRIES)]
 
 
-class Hello(Message):
+class Hello(Message, frozen=True, tag="hello"):
     """kiosk -> cloud on `rpc/req` at every connect: where the kiosk stands, so the cloud can
     send back its ack, the cloud chain it misses and the deny-list deltas it misses."""
 
-    type: Literal["hello"] = "hello"
-    id: str
-    head: int
-    cloud_head: int
-    deny_version: int
+    id: Name
+    head: Count
+    cloud_head: Count
+    deny_version: Count
 
 
-class RightsRequest(Message):
+class RightsRequest(Message, frozen=True, tag="rights"):
     """kiosk -> cloud on `rpc/req`: a tap needs `amount` more rights than the kiosk holds."""
 
-    type: Literal["rights"] = "rights"
-    id: str
-    account: str
-    purse: str
-    amount: int = Field(gt=0)
-    cloud_head: int
+    id: Name
+    account: Name
+    purse: Name
+    amount: Positive
+    cloud_head: Count
 
 
-class Lookup(Message):
+class Lookup(Message, frozen=True, tag="lookup"):
     """kiosk -> cloud on `rpc/req`: an account this kiosk does not know (a card or code of
     another scope, tapped here while online). The answer's chain brings it into the kiosk's
     stream (docs/knowledge-model.md)."""
 
-    type: Literal["lookup"] = "lookup"
-    id: str
-    account: str
-    cloud_head: int
+    id: Name
+    account: Name
+    cloud_head: Count
 
 
-class RecoverRequest(Message):
+class RecoverRequest(Message, frozen=True, tag="recover"):
     """kiosk -> cloud on `rpc/req`: send back my own ops after `after_seq` (restored image)."""
 
-    type: Literal["recover"] = "recover"
-    id: str
-    after_seq: int = Field(ge=0)
+    id: Name
+    after_seq: Count
 
 
-class DenySince(Message):
+class DenySince(Message, frozen=True, tag="deny_since"):
     """kiosk -> cloud on `rpc/req`: the deny-list deltas after `since` (a gap was seen)."""
 
-    type: Literal["deny_since"] = "deny_since"
-    id: str
-    since: int = Field(ge=0)
+    id: Name
+    since: Count
 
 
-class Answer(Message):
+class Answer(Message, frozen=True, tag="answer"):
     """cloud -> kiosk on `rpc/res`: the answer to a request, by id."""
 
-    type: Literal["answer"] = "answer"
-    id: str
+    id: Name
     ok: bool
-    reason: str = ""
-    granted: int = 0
-    chain: bytes = b""  # cloud ops the kiosk needs to apply (the grant and what precedes it)
-    deny: list[DenyDelta] = Field(default_factory=list)
+    reason: Text = ""
+    granted: Count = 0
+    chain: Blob = b""  # cloud ops the kiosk needs to apply (the grant and what precedes it)
+    deny: Annotated[list[DenyDelta], msgspec.Meta(max_length=1000)] = msgspec.field(
+        default_factory=list
+    )
 
 
-class Status(Message):
-    """kiosk -> cloud on `status` (retained; the last will says offline)."""
+class Health(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a kiosk measures of itself, sent in its status (the fleet view, metrics, alerts)."""
 
-    type: Literal["status"] = "status"
+    version: Text = ""
+    clock_trusted: bool = True
+    clock_source: Text = ""
+    reader_ok: bool = True  # every configured reader (NFC, wedge) present
+    display_ok: bool = True  # the display present (True when none is fitted)
+    disk_free_bytes: Count = 0
+    taps: Count = 0  # decisions since start
+    # reason name -> count since start
+    refusals: Annotated[dict[Name, Count], msgspec.Meta(max_length=64)] = msgspec.field(
+        default_factory=dict
+    )
+    tap_p50_ms: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    tap_p95_ms: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    forked: bool = False  # the kiosk's chain differs from what the cloud stored: spending stopped
+
+
+class Status(Message, frozen=True, tag="status"):
+    """kiosk -> cloud on `status` (retained; the last will says offline, and so does a kiosk
+    that stops cleanly, before it disconnects)."""
+
     online: bool
-    head: int = 0
-    acked: int = 0
-    queue_depth: int = 0
-    recovering: int = 0
-    wall_ms: int = 0
+    head: Count = 0
+    acked: Count = 0
+    queue_depth: Count = 0
+    recovering: Count = 0
+    wall_ms: Count = 0
+    health: Health | None = None
 
 
-AnyMessage = Annotated[
+AnyMessage = (
     OpsUpload
     | Ack
     | ChainOps
     | Recall
+    | ChainWanted
     | Snapshot
     | DenyDelta
     | Hello
@@ -259,34 +298,40 @@ AnyMessage = Annotated[
     | RecoverRequest
     | DenySince
     | Answer
-    | Status,
-    Field(discriminator="type"),
-]
-_any = TypeAdapter(AnyMessage)
+    | Status
+)
+_body_dec = msgspec.msgpack.Decoder(AnyMessage)
 
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
-KIOSK_TO_CLOUD = {
-    "ops": (OpsUpload,),
+KIOSK_TO_CLOUD: dict[str, tuple[type[Message], ...]] = {
+    "ops": (OpsUpload, ChainOps),
     "rpc/req": (Hello, RightsRequest, Lookup, RecoverRequest, DenySince),
     "status": (Status,),
 }
-CLOUD_TO_KIOSK = {
+CLOUD_TO_KIOSK: dict[str, tuple[type[Message], ...]] = {
     "ack": (Ack,),
-    "grants": (ChainOps, Recall, Snapshot),
+    "grants": (ChainOps, ChainWanted, Recall, Snapshot),
     "rpc/res": (Answer,),
     "denylist": (DenyDelta,),
 }
+
+
+def decode_body(data: bytes) -> Message:
+    """A message body (inside a verified envelope) -> its typed message; raises
+    msgspec.DecodeError / ValidationError for anything outside the schema."""
+    msg: Message = _body_dec.decode(data)
+    return msg
 
 
 # -- envelope -------------------------------------------------------------------------------
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
-    v: int
-    sender: str
-    ts_ms: int
-    body: bytes
-    sig: bytes = b""
+    v: Count
+    sender: Name
+    ts_ms: Count  # the sender's wall clock at sealing, covered by the signature
+    body: Blob
+    sig: Annotated[bytes, msgspec.Meta(max_length=64)] = b""
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -300,7 +345,7 @@ def _signed_bytes(topic: str, env: Envelope) -> bytes:
 
 def seal(msg: Message, *, topic: str, sender: str, key: Ed25519PrivateKey, ts_ms: int) -> bytes:
     """The bytes to publish: the message in an envelope signed for this topic."""
-    body = _enc.encode(msg.model_dump())
+    body = _enc.encode(msg)
     env = Envelope(PROTOCOL_VERSION, sender, ts_ms, body)
     sig = key.sign(_signed_bytes(topic, env))
     return _enc.encode(msgspec.structs.replace(env, sig=sig))
@@ -326,18 +371,16 @@ def open_envelope(
 ) -> Opened:
     """Check and decode a message: version, signature by a known key (and by `sender`, when
     given), and a type allowed on this topic. Raises MessageRefused with the reason."""
-    try:
-        raw = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError as exc:
-        raise MessageRefused(topic, f"not msgpack: {exc}") from exc
-    if not isinstance(raw, list) or not raw or not isinstance(raw[0], int):
-        raise MessageRefused(topic, "not an envelope")
-    if raw[0] != PROTOCOL_VERSION:
-        raise MessageRefused(topic, f"unknown protocol version {raw[0]}")
+    if len(data) > MAX_PAYLOAD:
+        raise MessageRefused(topic, f"{len(data)} bytes is more than {MAX_PAYLOAD}")
     try:
         env = _env_dec.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:
         raise MessageRefused(topic, f"malformed envelope: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise MessageRefused(topic, f"not msgpack: {exc}") from exc
+    if env.v != PROTOCOL_VERSION:
+        raise MessageRefused(topic, f"unknown protocol version {env.v}")
     if sender is not None and env.sender != sender:
         raise MessageRefused(topic, f"signed by {env.sender!r}, expected {sender!r}")
     key = keys(env.sender)
@@ -348,8 +391,8 @@ def open_envelope(
     except InvalidSignature as exc:
         raise MessageRefused(topic, f"bad signature (sender {env.sender!r})") from exc
     try:
-        msg = _any.validate_python(msgspec.msgpack.decode(env.body))
-    except (msgspec.DecodeError, ValidationError) as exc:
+        msg = decode_body(env.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MessageRefused(topic, f"malformed body: {exc}") from exc
     if not isinstance(msg, tuple(allowed)):
         raise MessageRefused(topic, f"{msg.type!r} is not allowed on this topic")
@@ -358,12 +401,34 @@ def open_envelope(
 
 def as_json(msg: Message) -> dict[str, Any]:
     """A readable form for logs and the CLI (bytes as hex)."""
-    return msg.model_dump(mode="json")
+    out: dict[str, Any] = msgspec.to_builtins(msg, builtin_types=(bytes,), enc_hook=None)
+
+    def hexed(v: Any) -> Any:
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, dict):
+            return {k: hexed(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [hexed(x) for x in v]
+        return v
+
+    return {k: hexed(v) for k, v in out.items()}
 
 
 # -- compact op batches ---------------------------------------------------------------------
 
-_Row = tuple[int, int, int, str, str, int, str, str, str, bytes]
+_Row = tuple[
+    Int64,  # wall ms, as a delta from the previous op
+    Int64,  # monotonic ms, as a delta
+    Annotated[int, msgspec.Meta(ge=0, le=255)],  # kind
+    Text,  # account
+    Text,  # purse
+    Int64,  # amount
+    Text,  # counterpart
+    Text,  # ref
+    Annotated[str, msgspec.Meta(max_length=65536, pattern=_NO_NUL)],  # data
+    Annotated[bytes, msgspec.Meta(max_length=64)],  # sig
+]
 
 
 class WireBatch(msgspec.Struct, array_like=True, frozen=True):
@@ -371,10 +436,10 @@ class WireBatch(msgspec.Struct, array_like=True, frozen=True):
     deltas from the previous op, kind, account, purse, amount, counterpart, ref, data, sig.
     Replica, seq and prev come from the batch head and the previous op's hash."""
 
-    replica: str
-    first_seq: int
-    prev: bytes
-    rows: list[_Row]
+    replica: Name
+    first_seq: Positive
+    prev: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    rows: Annotated[list[_Row], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 _batch_dec = msgspec.msgpack.Decoder(WireBatch)
@@ -411,13 +476,16 @@ def encode_ops(ops: Sequence[Op]) -> bytes:
 
 
 def decode_ops(data: bytes) -> list[Op]:
-    """Rebuild the ops of a batch (signatures are checked by whoever applies them)."""
+    """Rebuild the ops of a batch (signatures are checked by whoever applies them). Raises
+    BatchError for anything outside the schema: empty, oversized, out-of-range numbers."""
+    if len(data) > MAX_PAYLOAD:
+        raise BatchError(f"op batch of {len(data)} bytes is more than {MAX_PAYLOAD}")
     try:
         batch = _batch_dec.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BatchError(f"malformed op batch: {exc}") from exc
-    if batch.first_seq < 1 or len(batch.prev) != 32:
-        raise BatchError("malformed op batch head")
+    if batch.first_seq + len(batch.rows) > I64_MAX:
+        raise BatchError("op batch seq out of range")
     ops: list[Op] = []
     prev = batch.prev
     wall = mono = 0
@@ -426,6 +494,8 @@ def decode_ops(data: bytes) -> list[Op]:
     ):
         wall += dw
         mono += dm
+        if not (0 <= wall <= I64_MAX and 0 <= mono <= I64_MAX):
+            raise BatchError(f"op #{batch.first_seq + i}: time out of range")
         try:
             k = Kind(kind)
         except ValueError as exc:

@@ -12,21 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     Ack,
     Answer,
     ChainOps,
+    ChainWanted,
     DenyDelta,
     DenyEntry,
     DenySince,
@@ -48,24 +52,35 @@ from cloud_sync.protocol import (
     reconciler_filters,
     seal,
 )
-from cloud_sync.settings import EscrowPolicy, ReconcilerSettings
-from cloud_sync.store import CloudStore
-from cloud_sync.streams import StreamBook
+from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
+from cloud_sync.store import CloudStore, Device
+from cloud_sync.streams import StreamBook, content
+from cloud_sync.trust import DAY_MS, screen
+from cloud_sync.upkeep import due_upkeep
 from edge.ledger import records as rec
 from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
     from cloud_sync.enroll import Enroller
+    from cloud_sync.fleet import FleetRecords
 
 log = logging.getLogger(__name__)
 
 # Kiosk-written registers that hold across the scope (docs/knowledge-model.md).
-RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, "last_entry"})
+RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY})
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Observer(Protocol):
+    """Where the reconciler reports what it does (cloud_sync.metrics counts it)."""
+
+    def ingested(self, counts: dict[str, int]) -> None: ...
+
+    def rights(self, granted: bool, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +99,26 @@ class Reconciler:
         key: Ed25519PrivateKey,
         *,
         escrow: EscrowPolicy | None = None,
+        trust: TrustPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
         streams: StreamBook | None = None,
+        membership: MembershipSettings | None = None,
+        max_skew_ms: int = 600_000,
+        fleet: FleetRecords | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.membership = membership  # the tier review and points lapsing run in the sweep
+        self.fleet = fleet  # health reports, alerts and the restore state (kiosk cloud serve)
+        self.observer = observer
         self.key = key
         self.replica = store.replica
         self.escrow = escrow or EscrowPolicy()
+        self.trust = trust or TrustPolicy()
         self.chain_chunk = chain_chunk
         self.clock = clock
+        self.max_skew_ms = max_skew_ms
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
         # Each kiosk's own stream (docs/knowledge-model.md), not the whole master chain.
         self.streams = streams or StreamBook(":memory:", self.replica, key)
@@ -112,8 +137,9 @@ class Reconciler:
     # -- inbound ---------------------------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> list[Outgoing]:
-        """One inbound message -> what to publish. Anything not trustworthy changes nothing
-        and is logged with its reason."""
+        """One inbound message -> what to publish. Anything not trustworthy or outside the
+        protocol's limits changes nothing, is logged with its sender and reason and counted
+        for that sender (`kiosk cloud kiosks`); it never raises for what a sender sent."""
         parsed = parse_device_topic(topic)
         if parsed is None or parsed[2] not in KIOSK_TO_CLOUD:
             return self._refuse(topic, "not a kiosk uplink topic")
@@ -122,7 +148,9 @@ class Reconciler:
         if dev is None:
             return self._refuse(topic, f"device {device!r} is not enrolled")
         if dev.site != site:
-            return self._refuse(topic, f"device {device!r} is enrolled at site {dev.site!r}")
+            return self._refuse(
+                topic, f"device {device!r} is enrolled at site {dev.site!r}", device
+            )
         try:
             opened = open_envelope(
                 payload,
@@ -132,16 +160,20 @@ class Reconciler:
                 sender=device,
             )
         except MessageRefused as exc:
-            self.refused += 1
-            log.warning("%s", exc)
-            return []
+            return self._refuse(topic, exc.reason, device)
         t = Topics(site, device)
+        self._check_clock(device, "message", opened.ts_ms, both_ways=True)
         msg = opened.message
         if isinstance(msg, OpsUpload):
-            return self._on_ops(t, msg, topic)
+            return self._on_ops(t, dev, msg, topic)
+        if isinstance(msg, ChainOps):
+            return self._on_chain_back(t, msg, topic)
         if isinstance(msg, Hello):
             return self._on_hello(t, msg)
         if isinstance(msg, RightsRequest):
+            if dev.trust != "ok":  # a quarantined or revoked kiosk gets no more rights
+                answer = Answer(id=msg.id, ok=False, reason=f"device {dev.trust}")
+                return [self.seal(t.rpc_res, answer)]
             return self._on_rights(t, msg)
         if isinstance(msg, Lookup):
             return self._on_lookup(t, msg)
@@ -158,29 +190,72 @@ class Reconciler:
                 recovering=msg.recovering,
                 last_seen_ms=self.clock(),
             )
+            if self.fleet is not None and msg.health is not None:
+                self.fleet.record_health(device, msg.health, self.clock())
             return []
-        return self._refuse(topic, f"unexpected {msg.type!r}")  # pragma: no cover
+        return self._refuse(topic, f"unexpected {msg.type!r}", device)  # pragma: no cover
 
-    def _refuse(self, topic: str, reason: str) -> list[Outgoing]:
+    def _refuse(self, topic: str, reason: str, sender: str | None = None) -> list[Outgoing]:
         self.refused += 1
-        log.warning("%s", MessageRefused(topic, reason))
+        who = sender or "unknown sender"
+        log.warning("refused from %s: %s", who, MessageRefused(topic, reason))
+        if sender is not None:
+            self.store.flag(sender, "refused", reason)
         return []
+
+    def _check_clock(self, device: str, what: str, stamp_ms: int, both_ways: bool) -> None:
+        """Flag a time stamped far from our clock: ahead always (ops made up for later, or a
+        kiosk clock that runs fast), behind only for live messages (ops uploaded after an
+        offline spell are old by nature)."""
+        skew = stamp_ms - self.clock()
+        if skew > self.max_skew_ms or (both_ways and -skew > self.max_skew_ms):
+            detail = f"{what} stamped {skew / 1000:+.0f} s from the cloud's clock"
+            log.warning("device %s: %s", device, detail)
+            self.store.flag(device, "skewed", detail)
 
     def ack(self, t: Topics) -> Outgoing:
         seq, digest = self.store.head(t.device)
         return self.seal(t.ack, Ack(seq=seq, hash=digest))
 
-    def _on_ops(self, t: Topics, msg: OpsUpload, topic: str) -> list[Outgoing]:
+    def _on_ops(self, t: Topics, dev: Device, msg: OpsUpload, topic: str) -> list[Outgoing]:
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
-            return self._refuse(topic, str(exc))
-        if ops[0].replica != t.device:
-            return self._refuse(topic, f"ops of {ops[0].replica!r} on the topic of {t.device!r}")
+            return self._refuse(topic, str(exc), t.device)
+        if any(op.replica != t.device for op in ops):
+            reason = f"ops of another replica on the topic of {t.device!r}"
+            return self._refuse(topic, reason, t.device)
+        if self.restoring:
+            # Restored from a backup: a kiosk op may spend rights granted by cloud ops we are
+            # still getting back from the kiosks. Judge it once the cloud chain is whole again
+            # (the kiosk resends from our ack), never quarantine a kiosk for our own loss.
+            return [self.ack(t)]
+        newest = max(ops, key=lambda o: o.wall_ms)
+        self._check_clock(t.device, f"op #{newest.seq}", newest.wall_ms, both_ways=False)
+        now = self.clock()
+        screened = screen(self.store, dev, ops, self.trust, now)
+        if screened.held:
+            self.store.hold(t.device, screened.held, screened.reason, now)
+            if dev.trust == "ok":
+                self.store.set_trust(t.device, "quarantined", screened.reason)
+                log.error(
+                    "device %s quarantined, its ops held for review (kiosk cloud device"
+                    " review): %s",
+                    t.device,
+                    screened.reason,
+                )
+        ops = screened.accept
+        if not ops:
+            return [self.ack(t)]
         counts = self.store.ingest(ops)
+        if screened.credited:
+            self.store.add_credit(t.device, now // DAY_MS, screened.credited)
         if counts["refused"]:
             self.refused += counts["refused"]
-        log.debug("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
+            self.store.flag(t.device, "refused", f"{counts['refused']} ops refused by the ledger")
+        if self.observer is not None:
+            self.observer.ingested(counts)
+        log.info("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
         if counts["applied"]:
             out.extend(self._answer_waiting(ops))
@@ -192,6 +267,91 @@ class Reconciler:
             accounts = sorted({op.account for op in ops if op.kind is not Kind.SET})
             out.extend(self.snapshots(accounts, t.device))
         return out
+
+    # -- after a restore from backup -------------------------------------------------------
+
+    @property
+    def restoring(self) -> bool:
+        """Restored from a backup and not yet recovered from the kiosks: write nothing new."""
+        return self.fleet is not None and self.fleet.restore_state() is not None
+
+    def _restore_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
+        """A kiosk reports the stream it holds: ask for what our copy lacks, note it heard."""
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None:
+            return []
+        if t.device in state.waiting:
+            state.waiting.remove(t.device)
+            self.fleet.set_restore_state(state)
+        have = self.streams.head(t.device)[0]
+        if msg.cloud_head <= have:
+            return []
+        log.warning("restore: asking %s for its stream after #%d", t.device, have)
+        return [self.seal(t.grants, ChainWanted(after_seq=have))]
+
+    def _on_chain_back(self, t: Topics, msg: ChainOps, topic: str) -> list[Outgoing]:
+        """A kiosk's stream handed back after a restore (our own signatures): kept in our copy
+        of its stream, and what its ops copy re-appended to the master chain if it lacks it."""
+        try:
+            ops = decode_ops(msg.batch)
+        except BatchError as exc:
+            return self._refuse(topic, str(exc), t.device)
+        if ops[0].replica != self.replica or msg.own:
+            reason = f"ops of {ops[0].replica!r} handed back as the cloud's"
+            return self._refuse(topic, reason, t.device)
+        if not self.restoring:
+            return []  # a late hand-back: the streams are whole already
+        kept = self.streams.put_back(t.device, ops)
+        added = self._remaster(kept)
+        log.warning(
+            "restore: stream ops #%d..%d back from %s: %d kept, %d master ops recovered",
+            ops[0].seq,
+            ops[-1].seq,
+            t.device,
+            len(kept),
+            added,
+        )
+        return self._restore_done()
+
+    def _remaster(self, copies: Sequence[Op]) -> int:
+        """Re-append to the master chain, as new master ops, what these stream ops copy and the
+        master chain lacks (a stream op is a master op re-signed: `streams.content`)."""
+        if not copies:
+            return 0
+        have = {content(o) for o in self.store.ops(self.replica, self.streams.routed)}
+        added = 0
+        for c in copies:
+            if content(c) in have:
+                continue
+            seq, prev = self.store.head(self.replica)
+            m = msgspec.structs.replace(c, seq=seq + 1, prev=prev, sig=b"").signed(self.key)
+            counts = self.store.ingest([m])
+            if counts["applied"]:
+                have.add(content(c))
+                added += 1
+            else:
+                log.error(
+                    "restore: master op %s of %s not re-appended: %s", c.ref, c.account, counts
+                )
+        return added
+
+    def _restore_done(self) -> list[Outgoing]:
+        """Every kiosk heard from and every stream whole again: the restore ends, and the
+        master ops the streams lack (recovered from another kiosk) are routed to them."""
+        assert self.fleet is not None
+        state = self.fleet.restore_state()
+        if state is None or state.waiting:
+            return []
+        for d in self.store.devices():
+            if d.device not in state.released and self.streams.head(d.device)[0] < d.cloud_head:
+                return []
+        self.fleet.set_restore_state(None)
+        log.warning(
+            "restore complete: the master chain is whole again at #%d",
+            self.store.head(self.replica)[0],
+        )
+        return self.publish_new()
 
     def _floats(self, t: Topics, ops: Sequence[Op]) -> None:
         """The member is active at this kiosk: top its working float up on what was spent (the
@@ -271,17 +431,31 @@ class Reconciler:
             cloud_head=msg.cloud_head,
             last_seen_ms=self.clock(),
         )
+        restore: list[Outgoing] = []
+        if self.restoring:
+            restore = self._restore_hello(t, msg) + self._restore_done()
         self._sent_cloud[t.device] = msg.cloud_head
         out = [self.ack(t), *self.publish_new(exclude=t.device), *self.push_chain(t)]
         out.append(
             self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
         )
-        return out
+        return out + restore
 
     def _deny(self, t: Topics, since: int) -> list[DenyDelta]:
         return self.store.deny_since(t.site, since)
 
     def _on_rights(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
+        started = time.perf_counter()
+        ok, out = self._answer_rights(t, msg)
+        if self.observer is not None and ok is not None:
+            self.observer.rights(ok, time.perf_counter() - started)
+        return out
+
+    def _answer_rights(self, t: Topics, msg: RightsRequest) -> tuple[bool | None, list[Outgoing]]:
+        """Granted (True), refused (False) or waiting for a recall (None), and what to send."""
+        if self.restoring:
+            answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
+            return False, [self.seal(t.rpc_res, answer)]
         self._sent_cloud[t.device] = msg.cloud_head
         ref = f"rq:{t.device}:{msg.id}"
         want = msg.amount
@@ -300,12 +474,12 @@ class Reconciler:
                 # would never give.
                 deadline = self.clock() + self.escrow.recall_wait_ms
                 self._waiting.setdefault((msg.account, msg.purse), []).append((t, msg, deadline))
-                return [self.snapshot(t, msg.account), *out]
+                return None, [self.snapshot(t, msg.account), *out]
             reason = "nothing left" if state.value <= 0 else "not enough balance"
             answer = Answer(id=msg.id, ok=False, reason=reason)
             # The snapshot first: the kiosk shows the true reason with the true balance.
-            return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
-        return self._granted(t, msg, ops)
+            return False, [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+        return True, self._granted(t, msg, ops)
 
     def _granted(self, t: Topics, msg: RightsRequest, ops: Sequence[Op]) -> list[Outgoing]:
         out = self.publish_new(exclude=t.device)
@@ -322,6 +496,9 @@ class Reconciler:
     def _on_lookup(self, t: Topics, msg: Lookup) -> list[Outgoing]:
         """A kiosk met an account of another scope: make it a guest there (the account's ops and
         snapshots reach it from now on) and send what the master chain holds of it."""
+        if self.restoring:
+            answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
+            return [self.seal(t.rpc_res, answer)]
         accounts = [msg.account]
         if msg.account.startswith(rec.CARD_PREFIX):
             member = self.store.register(msg.account, rec.CARD_MEMBER)
@@ -393,9 +570,18 @@ class Reconciler:
 
     def route(self) -> tuple[set[str], set[str]]:
         """Bring every kiosk's stream up to the master chain: the kiosks with new stream ops,
-        and the accounts whose value the new master ops changed."""
+        and the accounts whose value the new master ops changed. Nothing while a restore is
+        recovering (`_restore_done` routes then)."""
+        if self.restoring:
+            return set(), set()
         devices = self._devices()
         book = self.streams
+        changed: set[str] = set()
+        valued: set[str] = set()
+        if book.restored:  # the first routing after a restore: not twice to any kiosk
+            master = self.store.ops(self.replica, book.routed)
+            changed.update(book.reroute(master, devices))
+            valued.update(o.account for o in master if o.kind is Kind.INC)
         for device in book.unknown(devices):
             after = 0
             prefix: list[Op] = []
@@ -406,8 +592,6 @@ class Reconciler:
                 prefix.extend(o for o in chunk if o.seq <= book.routed)
                 after = chunk[-1].seq
             book.start(device, devices[device], prefix)
-        changed: set[str] = set()
-        valued: set[str] = set()
         while True:
             ops = self.store.ops(self.replica, book.routed, limit=1000)
             if not ops:
@@ -474,7 +658,10 @@ class Reconciler:
         return out
 
     def sweep(self) -> list[Outgoing]:
-        """Recall rights that kiosks have held without using for `idle_recall_s`."""
+        """Recall rights that kiosks have held without using for `idle_recall_s`; run the
+        membership upkeep when due (tier review, points lapsing: cloud_sync.upkeep)."""
+        if self.membership is not None:
+            due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
         for account, purse, device, held in self.store.idle_rights(cutoff):
@@ -579,7 +766,8 @@ class ReconcilerService:
 
     async def run(self) -> None:
         backoff = 0.2
-        ident = self.settings.client_id or f"reconciler-{random.getrandbits(32):08x}"
+        # Unpredictable: a client that guesses a connected client's id takes its session.
+        ident = self.settings.client_id or f"reconciler-{secrets.token_hex(16)}"
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
             client = aiomqtt.Client(
@@ -616,17 +804,43 @@ class ReconcilerService:
             filters += enroll_filters(self.settings.shared)
         return filters
 
-    def _handle(self, topic: str, payload: bytes) -> list[Outgoing]:
+    def _handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Outgoing]:
         if self.enroller is not None and topic.startswith(ENROLL_ROOT + "/"):
-            return self.enroller.handle(topic, payload)
+            if not payload:
+                return []  # our own clearing (below) coming back
+            outs = self.enroller.handle(topic, payload)
+            # The enrollment listener is anonymous: nobody may park a retained message there.
+            # A live message does not show its retain flag, so every request topic is cleared.
+            if retained:
+                log.warning("retained enrollment request on %s cleared", topic)
+            outs.append(Outgoing(topic, b"", retain=True))
+            return outs
         return self.reconciler.handle(topic, payload)
+
+    def _handle_safely(self, topic: str, payload: bytes, retained: bool) -> list[Outgoing]:
+        """`_handle`, where a fault on one message (a bug that hostile input reaches, a store
+        that refuses a value) is logged and counted, and the message is acked: the sender
+        resends what matters (a kiosk's ops stay in its outbox until acked), while a poison
+        message redelivered forever would stop every reconciler at each start."""
+        try:
+            return self._handle(topic, payload, retained)
+        except Exception as exc:
+            parsed = parse_device_topic(topic)
+            sender = parsed[1] if parsed else topic
+            log.exception("message on %s from %s failed; dropped", topic, sender)
+            self.reconciler.refused += 1
+            try:
+                self.reconciler.store.flag(sender, "refused", f"failed: {exc!r}"[:300])
+            except Exception:
+                log.exception("could not count the failure of %s", sender)
+            return []
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
-                outs = self._handle(str(message.topic), bytes(payload))
+                outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
                 await self.publish(outs)
             self.handled += 1
             client._client.ack(message.mid, message.qos)

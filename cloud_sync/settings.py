@@ -12,7 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_sync.errors import ConfigError
+from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import check_name
+from edge.ledger.chain import KioskAuthority
 
 
 class Settings(BaseModel):
@@ -115,6 +117,32 @@ class EscrowPolicy(Settings):
     standing: dict[str, int] = Field(default_factory=lambda: {"cash": 3000, "visits": 1})
 
 
+class TrustPolicy(Settings):
+    """What the cloud accepts from each kiosk (`[reconciler.trust]`), beyond the chain rules.
+    An op outside these bounds quarantines its kiosk: the op and the kiosk's later ops are held
+    for an operator's review (`kiosk cloud device review`) and applied only once released.
+    A gate or point of sale never credits cash; points only within what the same tap paid.
+    A top-up kiosk credits cash up to `credit_per_op` per op and `credit_per_day` per cloud day
+    (UTC; 0 = no day bound). Debits beyond the kiosk's rights only within `debt_per_op` (the
+    offline risk allowance the kiosks are configured with; 0 = strict)."""
+
+    credit_per_op: int = Field(default=100_000, ge=0)
+    credit_per_day: int = Field(default=1_000_000, ge=0)
+    points_per_100: int = Field(default=100, ge=0)
+    debt_per_op: int = Field(default=0, ge=0)
+    version_ahead_s: int = Field(default=86_400, ge=0)
+
+    def authority(self, role: str) -> KioskAuthority:
+        return KioskAuthority(
+            role=role,
+            credit_per_op=self.credit_per_op,
+            credit_per_day=self.credit_per_day or None,
+            points_per_100=self.points_per_100,
+            debt_per_op=self.debt_per_op,
+            version_ahead_ms=self.version_ahead_s * 1000,
+        )
+
+
 class EnrollSettings(Settings):
     """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
     site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
@@ -129,6 +157,16 @@ class EnrollSettings(Settings):
     answer_ttl_s: int = Field(default=900, ge=60)  # the enrollment document's validity
 
 
+class AlertSettings(Settings):
+    """`[reconciler.alerts]`: when the reconciler marks a kiosk offline and raises alerts."""
+
+    offline_after_s: float = Field(default=90.0, gt=0)  # no status or hello: marked offline
+    offline_alert_s: float = Field(default=300.0, ge=0)  # offline this long: alert
+    disk_low_bytes: int = Field(default=200_000_000, ge=0)
+    refusals_per_min: int = Field(default=10, ge=1)  # messages the reconciler refused
+    check_interval_s: float = Field(default=5.0, gt=0)
+
+
 class ReconcilerSettings(Settings):
     """The cloud reconciler."""
 
@@ -140,9 +178,13 @@ class ReconcilerSettings(Settings):
     client_id: str = ""  # stable per process: its broker session survives a reconnect
     session_expiry_s: int = Field(default=3600, ge=0)
     escrow: EscrowPolicy = EscrowPolicy()
+    trust: TrustPolicy = TrustPolicy()
     sweep_interval_s: float = Field(default=60.0, gt=0)
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
     chain_chunk: int = Field(default=200, ge=1)
+    # An op or message stamped further than this from the cloud's clock is flagged (log and
+    # `kiosk cloud kiosks`): a kiosk clock that is wrong, or ops made up for later.
+    max_skew_s: int = Field(default=600, gt=0)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
     # Each kiosk's stream (docs/knowledge-model.md): kept here, and pushed this often.
     streams_file: Path = Path("streams.db")
@@ -150,13 +192,100 @@ class ReconcilerSettings(Settings):
     # Scope groups: home "chain-a" = these sites; a member whose home is the group is known at
     # every kiosk of its sites.
     scopes: dict[str, list[str]] = Field(default_factory=dict)
+    alerts: AlertSettings = AlertSettings()
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus endpoint
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("store")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unknown store backend {scheme!r}: use sqlite:///PATH or postgresql://..."
+            )
+        return v
+
+
+class ConsoleSettings(Settings):
+    """The operators' web console (`[console]`, package `backoffice`): its own database (default
+    `console.db` beside a SQLite cloud store; `postgresql://...` at scale), the file holding its
+    session-signing secret (default `console.secret` beside the database or config), and the
+    lockout after wrong passwords. The CLI records its actions in the same audit trail when the
+    console's database exists."""
+
+    database: str | None = None
+    secret_key_file: Path | None = None
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    sites: list[str] = Field(default_factory=list)  # venues offered in forms (else from kiosks)
+
+
+class SiteLocale(Settings):
+    """How a venue reads its reports: currency sign and time zone (its days start at local
+    midnight)."""
+
+    currency: str = Field(default="", max_length=3)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known time zone (e.g. Asia/Shanghai)") from None
+        return v
+
+
+class ReportSettings(SiteLocale):
+    """`[reports]`: the chain's currency and time zone, and per venue overrides
+    (`[reports.sites.<site>]`)."""
+
+    sites: dict[str, SiteLocale] = Field(default_factory=dict)
+
+    def locale(self, site: str | None) -> SiteLocale:
+        return self.sites.get(site or "", self)
+
+
+class WebhookSettings(Settings):
+    """`[webhooks]`: delivery of events to integrations (`backoffice.webhooks`)."""
+
+    attempts: int = Field(default=8, ge=1, le=30)  # then the delivery is marked failed
+    backoff_s: float = Field(default=2.0, gt=0)  # first retry; doubles each time
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    poll_s: float = Field(default=1.0, gt=0)  # how often the worker looks for new ops
+    low_balance: int = Field(default=1000, ge=0)  # cash at or below this after a tap: an event
+    worker: bool = True  # run the delivery worker inside `kiosk cloud console`
 
 
 class CloudConfig(Settings):
-    """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk)."""
+    """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk, and
+    `[console]` for the back office)."""
 
     kind: Literal["kiosk-edge-cloud"] = "kiosk-edge-cloud"
     reconciler: ReconcilerSettings
+    membership: MembershipSettings = MembershipSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    reports: ReportSettings = ReportSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    path: Path | None = Field(default=None, exclude=True)  # the file it came from (load_config)
+
+    def console_database(self) -> str:
+        """Where the console's own tables live: `[console] database`, else `console.db`
+        beside a SQLite cloud store (or beside this config when the store is PostgreSQL)."""
+        if self.console.database:
+            return self.console.database
+        store = self.reconciler.store
+        if store.startswith(("postgresql://", "postgres://")):
+            base = self.path.parent if self.path else Path.cwd()
+            return f"sqlite:///{base / 'console.db'}"
+        # Relative like the store's own path (both to the working directory).
+        sqlite_path = Path(store.removeprefix("sqlite:///"))
+        return f"sqlite:///{sqlite_path.parent / 'console.db'}"
 
 
 def load_config(path: Path) -> CloudConfig:
@@ -171,12 +300,23 @@ def load_config(path: Path) -> CloudConfig:
     for k in ("key_file", "site_key_file", "streams_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
+    console = data.get("console")
+    if isinstance(console, dict) and not Path(console.get("secret_key_file", "/")).is_absolute():
+        console["secret_key_file"] = str(base / console["secret_key_file"])
+    tls = rec.get("broker", {}).get("tls") if isinstance(rec.get("broker"), dict) else None
+    if isinstance(tls, dict):
+        for k in ("ca", "cert", "key"):
+            if isinstance(tls.get(k), str) and not Path(tls[k]).is_absolute():
+                tls[k] = str(base / tls[k])
     enroll = rec.get("enroll")
     if isinstance(enroll, dict):
         for k in ("ca_dir", "sites_dir"):
             if k in enroll and not Path(enroll[k]).is_absolute():
                 enroll[k] = str(base / enroll[k])
     try:
-        return CloudConfig.model_validate(data)
+        return CloudConfig.model_validate(data).model_copy(update={"path": path})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config: {exc}") from exc
+        faults = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {faults}") from None

@@ -7,18 +7,24 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Sequence
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database, Migrations
 
 from cloud_sync.errors import StoreError
+from cloud_sync.fleet import prepare_sqlite, refuse_while_restoring
 from cloud_sync.protocol import DenyDelta, DenyEntry
-from edge.ledger import Intent, Kind, Ledger, PurseState, Register, SpendRefused
+from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
+from edge.ledger import op as opcodec
+from edge.ledger.chain import Role
 from edge.ledger.op import Op
-from edge.ledger.store import _OP_COLUMNS, Role, op_from_row
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +42,43 @@ class Device:
     recovering: int
     cloud_head: int  # newest seq of the cloud's chain the kiosk reported holding
     last_seen_ms: int
+    role: str = "gate"  # gate | pos | topup: what the cloud lets it credit (chain.KioskAuthority)
+    trust: str = "ok"  # ok | quarantined | revoked: the later ops of a device not ok are held
+    trust_reason: str = ""
+    credit_day: int = 0  # the cloud's day number (UTC) of `credit_today`
+    credit_today: int = 0  # cash this kiosk credited that day
 
     @property
     def lag(self) -> int:
         return max(0, self.head - self.stored)
+
+
+ROLES = ("gate", "pos", "topup")
+TRUST_STATES = ("ok", "quarantined", "revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOp:
+    """A kiosk op held for an operator's review, never applied to balances until released."""
+
+    device: str
+    op: Op
+    reason: str
+    held_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFlags:
+    """What the cloud noticed about a sender: messages refused (malformed, forged, outside the
+    limits) and ops stamped far from the cloud's clock, each with the last reason."""
+
+    refused: int = 0
+    last_refusal: str = ""
+    skewed: int = 0
+    last_skew: str = ""
+
+
+FLAG_KINDS = ("refused", "skewed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +100,32 @@ class Claim:
 
     def __repr__(self) -> str:
         return f"Claim({self.claim_id}, site={self.site!r}, used_by={self.used_by!r})"
+
+
+DEVICE_COLUMNS = (
+    "device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms, role, trust,"
+    " trust_reason, credit_day, credit_today"
+)
+
+
+def device_from_row(row: Sequence[object], stored: int) -> Device:
+    device, site, online, head, qd, rec, ch, seen, role, trust, why, day, today = row
+    return Device(
+        device=str(device),
+        site=str(site),
+        online=bool(online),
+        head=int(str(head)),
+        stored=stored,
+        queue_depth=int(str(qd)),
+        recovering=int(str(rec)),
+        cloud_head=int(str(ch)),
+        last_seen_ms=int(str(seen)),
+        role=str(role),
+        trust=str(trust),
+        trust_reason=str(why),
+        credit_day=int(str(day)),
+        credit_today=int(str(today)),
+    )
 
 
 _CLAIM_COLUMNS = (
@@ -107,10 +172,15 @@ class CloudStore(abc.ABC):
 
     @abc.abstractmethod
     def ingest(self, ops: Sequence[Op]) -> dict[str, int]:
-        """Verify and store ops exactly once; counts of applied/duplicate/pending/refused."""
+        """Verify and store ops exactly once; counts of applied/duplicate/pending/refused as
+        `edge.ledger.chain` defines them (`applied` includes pending ops let through)."""
 
     @abc.abstractmethod
     def head(self, replica: str) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
+    def pending_count(self) -> int:
+        """Ops held for a missing predecessor (0 once every gap has filled)."""
 
     @abc.abstractmethod
     def heads(self) -> dict[str, int]: ...
@@ -144,7 +214,18 @@ class CloudStore(abc.ABC):
         """The account holding a register (e.g. `card:<token>`), if any."""
 
     @abc.abstractmethod
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        """(account, value) of every account holding this register (e.g. every member name)."""
+
+    @abc.abstractmethod
     def history(self, account: str, limit: int = 50) -> list[Op]: ...
+
+    def ops_with_ref(self, ref: str, account: str | None = None) -> list[Op]:
+        """Every replica's ops written with `ref` (a tap id), for refunds. With the account,
+        only its recent history is read; without, every chain (slow on a big store)."""
+        if account is not None:
+            return [o for o in self.history(account, 100_000) if o.ref == ref]
+        return [o for r in self.heads() for o in self.ops(r) if o.ref == ref]
 
     @abc.abstractmethod
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
@@ -165,14 +246,39 @@ class CloudStore(abc.ABC):
                 return []
             try:
                 return self.append([Intent(Kind.XFER, account, purse, amount, counterpart=to)], ref)
-            except SpendRefused:
-                continue
+            except SpendRefused as exc:
+                if exc.reason is not Refusal.INSUFFICIENT_RIGHTS:  # a retry cannot help
+                    log.warning("grant to %s refused: %s", to, exc)
+                    return []
         return []
 
     # -- directory and deny list -----------------------------------------------------------
 
     @abc.abstractmethod
-    def enroll(self, device: str, site: str) -> None: ...
+    def enroll(self, device: str, site: str, role: str = "gate") -> None: ...
+
+    @abc.abstractmethod
+    def set_trust(self, device: str, trust: str, reason: str) -> None:
+        """Quarantine, revoke or release a device (`TRUST_STATES`)."""
+
+    @abc.abstractmethod
+    def set_role(self, device: str, role: str) -> None: ...
+
+    @abc.abstractmethod
+    def add_credit(self, device: str, day: int, amount: int) -> None:
+        """Count cash a kiosk credited on a cloud day (a new day starts from 0)."""
+
+    @abc.abstractmethod
+    def hold(self, device: str, ops: Sequence[Op], reason: str, now_ms: int) -> None:
+        """Keep a device's ops for review (a second copy of a held seq is ignored)."""
+
+    @abc.abstractmethod
+    def held(self, device: str | None = None) -> list[HeldOp]:
+        """Ops held for review, by device and seq."""
+
+    @abc.abstractmethod
+    def take_held(self, device: str) -> list[Op]:
+        """Remove and return a device's held ops (released by an operator)."""
 
     @abc.abstractmethod
     def device(self, device: str) -> Device | None: ...
@@ -183,6 +289,15 @@ class CloudStore(abc.ABC):
     @abc.abstractmethod
     def seen(self, device: str, **fields: int | bool) -> None:
         """Record what a device said (status, hello) and when."""
+
+    @abc.abstractmethod
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        """Count a refused message (`kind` "refused") or a skewed op ("skewed") of a sender,
+        keeping the reason; `sender` may be a device or a claim id."""
+
+    @abc.abstractmethod
+    def flags(self) -> dict[str, DeviceFlags]:
+        """Every sender's counters, for the fleet view."""
 
     @abc.abstractmethod
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
@@ -212,6 +327,13 @@ class CloudStore(abc.ABC):
         """Mark an unused, unexpired claim used by this request, atomically: True for exactly
         one caller, even with several reconcilers racing on the same claim."""
         raise StoreError(f"{type(self).__name__} holds no enrollment claims")
+
+    # -- reports (read-only SQL over the tables both backends share) ----------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query with `?` placeholders over `ops`, `shares`, `registers` and
+        `devices`, which both backends hold with the same columns (`cloud_sync.reports`)."""
+        raise StoreError(f"{type(self).__name__} answers no report queries")
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -277,16 +399,92 @@ def _m0002(db: Database) -> None:
     )
 
 
+@_cloud_migrations(name="0003_device_flags")
+def _m0003(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE device_flags (
+            sender TEXT PRIMARY KEY,
+            refused INTEGER NOT NULL DEFAULT 0,
+            last_refusal TEXT NOT NULL DEFAULT '',
+            skewed INTEGER NOT NULL DEFAULT 0,
+            last_skew TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+
+
+@_cloud_migrations(name="0004_device_trust")
+def _m0004(db: Database) -> None:
+    for column in (
+        "role TEXT NOT NULL DEFAULT 'gate'",
+        "trust TEXT NOT NULL DEFAULT 'ok'",
+        "trust_reason TEXT NOT NULL DEFAULT ''",
+        "credit_day INTEGER NOT NULL DEFAULT 0",
+        "credit_today INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(f"ALTER TABLE devices ADD COLUMN {column}")
+    db.execute(
+        """CREATE TABLE held (
+            device TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            op BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            held_ms INTEGER NOT NULL,
+            PRIMARY KEY (device, seq)
+        )"""
+    )
+
+
+def flag_sql(kind: str, mark: str) -> str:
+    """The upsert of one counter (the same SQL on both stores, `mark` their placeholder)."""
+    if kind not in FLAG_KINDS:
+        raise StoreError(f"unknown flag {kind!r}")
+    last = "last_refusal" if kind == "refused" else "last_skew"
+    return (
+        f"INSERT INTO device_flags (sender, {kind}, {last}) VALUES ({mark}, 1, {mark})"
+        f" ON CONFLICT (sender) DO UPDATE SET {kind} = device_flags.{kind} + 1,"
+        f" {last} = excluded.{last}"
+    )
+
+
+FLAGS_SQL = "SELECT sender, refused, last_refusal, skewed, last_skew FROM device_flags"
+
+
+def flags_of(rows: Sequence[Sequence[object]]) -> dict[str, DeviceFlags]:
+    return {
+        str(r[0]): DeviceFlags(int(str(r[1])), str(r[2]), int(str(r[3])), str(r[4])) for r in rows
+    }
+
+
 _DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "last_seen_ms")
 
 
 class SqliteCloudStore(CloudStore):
-    """The embedded default: the cloud replica's own Ledger file plus two tables. One process."""
+    """The embedded default: the cloud replica's own Ledger file plus the directory, deny list
+    and claims tables, which this store reaches on a connection of its own. One process."""
 
-    def __init__(self, path: Path | str, *, replica: str, key: Ed25519PrivateKey) -> None:
-        self.ledger = Ledger(path, replica=replica, key=key, role="cloud")
+    def __init__(
+        self, path: Path | str, *, replica: str, key: Ed25519PrivateKey, durable: bool = True
+    ) -> None:
+        """`durable=False`: no fsync per commit, for fixtures and simulations only."""
+        self.ledger = Ledger(path, replica=replica, key=key, role="cloud", durable=durable)
         self.replica = replica
-        _cloud_migrations.apply(Database(self.ledger.conn))
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        _cloud_migrations.apply(Database(self._conn))
+        prepare_sqlite(self._conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def trust(self, replica: str, public_key: bytes, role: Role) -> None:
         self.ledger.trust(replica, public_key, role)
@@ -303,19 +501,18 @@ class SqliteCloudStore(CloudStore):
     def heads(self) -> dict[str, int]:
         return self.ledger.heads()
 
+    def pending_count(self) -> int:
+        return self.ledger.pending_count()
+
     def ops(self, replica: str, after_seq: int = 0, limit: int | None = None) -> list[Op]:
         return list(self.ledger.ops(replica, after_seq, limit))
 
     def append(self, intents: Sequence[Intent], ref: str = "") -> list[Op]:
+        refuse_while_restoring(self._conn)
         return self.ledger.append(intents, ref)
 
     def by_ref(self, ref: str) -> list[Op]:
-        rows = self.ledger.conn.execute(
-            f"SELECT {_OP_COLUMNS} FROM ops INDEXED BY ops_ref WHERE replica = ? AND ref = ?"
-            " ORDER BY seq",
-            (self.replica, ref),
-        ).fetchall()
-        return [op_from_row(r) for r in rows]
+        return self.ledger.ops_with_ref(ref)
 
     def purse(self, account: str, purse: str) -> PurseState:
         return self.ledger.purse(account, purse)
@@ -327,96 +524,109 @@ class SqliteCloudStore(CloudStore):
         return self.ledger.register(account, name)
 
     def account_of(self, register_name: str) -> str | None:
-        row = self.ledger.conn.execute(
-            "SELECT account FROM registers WHERE name = ? LIMIT 1", (register_name,)
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return self.ledger.account_of(register_name)
+
+    def registers_named(self, name: str) -> list[tuple[str, str]]:
+        return self.ledger.registers_named(name)
 
     def history(self, account: str, limit: int = 50) -> list[Op]:
-        rows = self.ledger.conn.execute(
-            f"SELECT {_OP_COLUMNS} FROM ops WHERE account = ? ORDER BY wall_ms DESC, replica, seq"
-            " LIMIT ?",
-            (account, limit),
-        ).fetchall()
-        return [op_from_row(r) for r in rows]
+        return self.ledger.history(account, limit)
 
     def idle_rights(self, before_ms: int) -> list[tuple[str, str, str, int]]:
-        rows = self.ledger.conn.execute(
-            "SELECT s.account, s.purse, s.replica, s.inc + s.xin - s.xout - s.dec AS rights"
-            " FROM shares s JOIN replicas r ON r.replica = s.replica AND r.role = 'kiosk'"
-            " WHERE s.inc + s.xin - s.xout - s.dec > 0"
-            " AND COALESCE((SELECT MAX(o.wall_ms) FROM ops o WHERE o.account = s.account"
-            "   AND o.purse = s.purse AND (o.replica = s.replica"
-            "   OR (o.replica = ? AND o.counterpart = s.replica))), 0) < ?"
-            " ORDER BY s.account, s.purse, s.replica",
-            (self.replica, before_ms),
-        ).fetchall()
-        return [(str(a), str(p), str(r), int(n)) for a, p, r, n in rows]
+        return self.ledger.idle_rights(before_ms)
 
-    def enroll(self, device: str, site: str) -> None:
-        with self.ledger.conn:
-            self.ledger.conn.execute(
-                "INSERT INTO devices (device, site) VALUES (?, ?)"
-                " ON CONFLICT (device) DO UPDATE SET site = excluded.site",
-                (device, site),
+    def enroll(self, device: str, site: str, role: str = "gate") -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO devices (device, site, role) VALUES (?, ?, ?)"
+                " ON CONFLICT (device) DO UPDATE SET site = excluded.site, role = excluded.role",
+                (device, site, role),
             )
 
     def _device(self, row: Sequence[object]) -> Device:
-        device, site, online, head, qd, rec, ch, seen = row
-        return Device(
-            device=str(device),
-            site=str(site),
-            online=bool(online),
-            head=int(str(head)),
-            stored=self.head(str(device))[0],
-            queue_depth=int(str(qd)),
-            recovering=int(str(rec)),
-            cloud_head=int(str(ch)),
-            last_seen_ms=int(str(seen)),
-        )
+        return device_from_row(row, self.head(str(row[0]))[0])
 
     def device(self, device: str) -> Device | None:
-        row = self.ledger.conn.execute(
-            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
-            " FROM devices WHERE device = ?",
-            (device,),
+        row = self._conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,)
         ).fetchone()
         return None if row is None else self._device(row)
 
     def devices(self) -> list[Device]:
-        rows = self.ledger.conn.execute(
-            "SELECT device, site, online, head, queue_depth, recovering, cloud_head, last_seen_ms"
-            " FROM devices ORDER BY site, device"
+        rows = self._conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY site, device"
         ).fetchall()
         return [self._device(r) for r in rows]
+
+    def set_trust(self, device: str, trust: str, reason: str) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE devices SET trust = ?, trust_reason = ? WHERE device = ?",
+                (trust, reason, device),
+            )
+
+    def set_role(self, device: str, role: str) -> None:
+        with self._write() as c:
+            c.execute("UPDATE devices SET role = ? WHERE device = ?", (role, device))
+
+    def add_credit(self, device: str, day: int, amount: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE devices SET credit_today = CASE WHEN credit_day = ?"
+                " THEN credit_today + ? ELSE ? END, credit_day = ? WHERE device = ?",
+                (day, amount, amount, day, device),
+            )
+
+    def hold(self, device: str, ops: Sequence[Op], reason: str, now_ms: int) -> None:
+        with self._write() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO held VALUES (?, ?, ?, ?, ?)",
+                [(device, o.seq, opcodec.encode(o), reason, now_ms) for o in ops],
+            )
+
+    def held(self, device: str | None = None) -> list[HeldOp]:
+        rows = self._conn.execute(
+            "SELECT device, op, reason, held_ms FROM held WHERE ? IS NULL OR device = ?"
+            " ORDER BY device, seq",
+            (device, device),
+        ).fetchall()
+        return [HeldOp(str(d), opcodec.decode(_blob(o)), str(r), int(t)) for d, o, r, t in rows]
+
+    def take_held(self, device: str) -> list[Op]:
+        with self._write() as c:
+            rows = c.execute(
+                "DELETE FROM held WHERE device = ? RETURNING seq, op", (device,)
+            ).fetchall()
+        return [opcodec.decode(_blob(o)) for _, o in sorted(rows)]
 
     def seen(self, device: str, **fields: int | bool) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields if k in _DEVICE_FIELDS)
         args = [int(v) for k, v in fields.items() if k in _DEVICE_FIELDS]
         if not sets:
             return
-        with self.ledger.conn:
-            self.ledger.conn.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
+        with self._write() as c:
+            c.execute(f"UPDATE devices SET {sets} WHERE device = ?", (*args, device))
+
+    def flag(self, sender: str, kind: str, reason: str) -> None:
+        with self._write() as c:
+            c.execute(flag_sql(kind, "?"), (sender[:200], reason[:500]))
+
+    def flags(self) -> dict[str, DeviceFlags]:
+        return flags_of(self._conn.execute(FLAGS_SQL).fetchall())
 
     def deny(self, site: str, entries: Sequence[DenyEntry], wall_ms: int) -> DenyDelta:
-        conn = self.ledger.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (last,) = conn.execute(
+        body = entries_json(entries)
+        with self._write() as c:
+            (last,) = c.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM denylist WHERE site = ?", (site,)
             ).fetchone()
-            body = entries_json(entries)
-            conn.execute(
+            c.execute(
                 "INSERT INTO denylist VALUES (?, ?, ?, ?)", (site, int(last) + 1, body, wall_ms)
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return _delta(site, int(last) + 1, body)
 
     def deny_since(self, site: str, since: int, limit: int = 1000) -> list[DenyDelta]:
-        rows = self.ledger.conn.execute(
+        rows = self._conn.execute(
             "SELECT version, entries FROM denylist WHERE site = ? AND version > ?"
             " ORDER BY version LIMIT ?",
             (site, since, limit),
@@ -424,8 +634,8 @@ class SqliteCloudStore(CloudStore):
         return [_delta(site, int(v), str(e)) for v, e in rows]
 
     def add_claim(self, claim: Claim) -> None:
-        with self.ledger.conn:
-            self.ledger.conn.execute(
+        with self._write() as c:
+            c.execute(
                 f"INSERT INTO claims ({_CLAIM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     claim.claim_id,
@@ -443,7 +653,7 @@ class SqliteCloudStore(CloudStore):
             )
 
     def claim(self, claim_id: str) -> Claim | None:
-        row = self.ledger.conn.execute(
+        row = self._conn.execute(
             f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE claim_id = ?", (claim_id,)
         ).fetchone()
         return None if row is None else claim_from_row(row)
@@ -460,15 +670,20 @@ class SqliteCloudStore(CloudStore):
     ) -> bool:
         # One conditional UPDATE: SQLite takes the write lock for it, so of two processes on
         # the same file exactly one sees the row still unused.
-        with self.ledger.conn:
-            cur = self.ledger.conn.execute(
+        with self._write() as c:
+            cur = c.execute(
                 "UPDATE claims SET used_ms = ?, used_by = ?, request = ?, certificate = ?,"
                 " reenroll = ? WHERE claim_id = ? AND used_ms IS NULL AND expires_ms > ?",
                 (now_ms, device, request, certificate, int(reenroll), claim_id, now_ms),
             )
         return cur.rowcount == 1
 
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
     def close(self) -> None:
+        self._conn.close()
         self.ledger.close()
 
 

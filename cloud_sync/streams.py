@@ -26,6 +26,35 @@ HOME = "home"  # register of an account: the site or site group whose kiosks kno
 Devices = Callable[[], Mapping[str, str]]  # device -> site
 
 
+def content(op: Op) -> tuple[object, ...]:
+    """What a stream op copies of its master op: everything but replica, seq, prev and sig.
+    The same in every stream the op went to, and in the master op itself."""
+    return (
+        op.wall_ms,
+        op.mono_ms,
+        int(op.kind),
+        op.account,
+        op.purse,
+        op.amount,
+        op.counterpart,
+        op.ref,
+        op.data,
+    )
+
+
+def backup_streams(path: Path, out: Path) -> None:
+    """A consistent copy of a streams file (SQLite's backup API), safe while it is in use."""
+    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    dst = sqlite3.connect(out)
+    try:
+        src.execute("PRAGMA busy_timeout=5000")
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        dst.close()
+        src.close()
+
+
 class StreamBook:
     """The per-kiosk streams and the router's place in the master chain, in one SQLite file
     (":memory:" for none). One writer: the reconciler."""
@@ -156,6 +185,96 @@ class StreamBook:
             " SET seq = excluded.seq, hash = excluded.hash",
             (device, seq, digest),
         )
+
+    # -- after a restore from backup (docs/knowledge-model.md, README Operations) ------------
+
+    def put_back(self, device: str, ops: Sequence[Op]) -> list[Op]:
+        """Stream ops a kiosk handed back to a cloud restored from a backup: those that extend
+        our copy of its stream (our signature, next seq, linked by hash) are kept verbatim; the
+        ones newly kept are returned."""
+        pub = self.key.public_key()
+        seq, prev = self.head(device)
+        kept: list[Op] = []
+        for s in ops:
+            if s.seq <= seq:
+                continue
+            if s.replica != self.replica or s.seq != seq + 1 or s.prev != prev:
+                break
+            if not s.signature_ok(pub):
+                break
+            self.conn.execute(
+                "INSERT INTO stream VALUES (?, ?, ?)", (device, s.seq, opcodec.encode(s))
+            )
+            seq, prev = s.seq, s.hash()
+            kept.append(s)
+        if kept:
+            self._set_head(device, seq, prev)
+        return kept
+
+    def recent(self, device: str, since_wall_ms: int) -> set[tuple[object, ...]]:
+        """What the newest stream ops of a device copy (`content`), back to `since_wall_ms`."""
+        out: set[tuple[object, ...]] = set()
+        top = self.head(device)[0]
+        while top > 0:
+            rows = self.conn.execute(
+                "SELECT op FROM stream WHERE device = ? AND seq <= ? ORDER BY seq DESC LIMIT 500",
+                (device, top),
+            ).fetchall()
+            if not rows:
+                break
+            ops = [opcodec.decode(bytes(r[0])) for r in rows]
+            out.update(content(o) for o in ops)
+            top = ops[-1].seq - 1
+            if ops[-1].wall_ms < since_wall_ms:
+                break
+        return out
+
+    @property
+    def restored(self) -> bool:
+        """Put back from a backup and not yet rerouted (`reroute`)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'restored'").fetchone()
+        return row is not None and bool(row[0])
+
+    def mark_restored(self) -> None:
+        self.conn.execute(
+            "INSERT INTO meta VALUES ('restored', 1) ON CONFLICT (key) DO UPDATE SET value = 1"
+        )
+
+    def reroute(self, master: Sequence[Op], devices: Mapping[str, str]) -> dict[str, int]:
+        """After a restore: route master ops after `routed` like `route`, except to a stream
+        that already holds a copy (the kiosk had it before the cloud was lost)."""
+        if not master:
+            self.conn.execute("DELETE FROM meta WHERE key = 'restored'")
+            return {}
+        since = min(m.wall_ms for m in master)
+        held = {d: self.recent(d, since) for d in devices}
+        added: dict[str, int] = {}
+        last = self.routed
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for m in master:
+                if m.seq <= last:
+                    continue
+                last = m.seq
+                self._learn_scope(m)
+                for device in self._targets(m, devices):
+                    if content(m) in held[device]:
+                        continue
+                    seq, prev = self.head(device)
+                    self._set_head(device, *self._put(device, seq, prev, m))
+                    added[device] = added.get(device, 0) + 1
+            c.execute(
+                "INSERT INTO meta VALUES ('routed', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value",
+                (last,),
+            )
+            c.execute("DELETE FROM meta WHERE key = 'restored'")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+        return added
 
     def unknown(self, devices: Iterable[str]) -> list[str]:
         """Devices whose stream has not been started yet (enrolled since the last routing)."""

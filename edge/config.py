@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge.clock import ClockConfig
 from edge.drivers.config import (
@@ -18,7 +19,32 @@ from edge.drivers.config import (
     load_model,
 )
 
-Money = Annotated[int, Field(ge=0, description="minor units (cents, fen)")]
+_DECIMAL = re.compile(r"^(\d{1,9})(?:\.(\d{2}))?$")
+
+
+def parse_money(value: object) -> object:
+    """An amount in config: an integer of minor units (2500), or a decimal string with two
+    places ("25.00" -> 2500), parsed exactly. Floats and anything else are refused: "25.0" or
+    25.0 would be one typo from a price a hundred times off."""
+    if isinstance(value, bool):
+        raise ValueError('an amount is an integer of minor units or a string like "25.00"')
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _DECIMAL.match(value.strip())
+        if m and m.group(2) is not None:
+            return int(m.group(1)) * 100 + int(m.group(2))
+    raise ValueError(
+        f"{value!r} is not an amount: write minor units as an integer (2500) or a decimal"
+        ' string with two places ("25.00")'
+    )
+
+
+Money = Annotated[
+    int,
+    BeforeValidator(parse_money),
+    Field(ge=0, strict=True, description='minor units (cents, fen), or "25.00"'),
+]
 Percent = Annotated[int, Field(ge=0, le=100)]
 
 
@@ -45,16 +71,35 @@ class Product(Strict):
 
 class Tier(Strict):
     name: str
-    min_points: int = Field(ge=0, description="lifetime points earned to reach this tier")
+    min_points: int = Field(ge=0, description="points earned in the window to reach this tier")
+    min_spend: Money = Field(default=0, description="or cash spent in the window; 0 = points only")
     discount_pct: Percent = 0
     points_multiplier_pct: int = Field(default=100, ge=0, le=1000)
 
 
+TopupChannel = Literal["coins", "voucher"]
+
+
+def _coins_only() -> list[TopupChannel]:
+    return ["coins"]
+
+
 class BonusRule(Strict):
-    """Top up at least `min_amount`, get `bonus` extra."""
+    """Top up at least `min_amount` through one of `channels`, get `bonus` extra. Vouchers earn
+    no bonus unless a rule names them (counter top-ups: the cloud's [membership] topup_bonus)."""
 
     min_amount: Money
     bonus: Money
+    channels: list[TopupChannel] = Field(default_factory=_coins_only, min_length=1)
+
+
+class Category(Strict):
+    """A member category (会员类别) with its own price policy: a price per product (instead of
+    the list price) and a discount."""
+
+    name: str = ""
+    discount_pct: Percent = 0
+    prices: dict[str, Money] = Field(default_factory=dict)
 
 
 class OfflineMode(enum.StrEnum):
@@ -89,10 +134,19 @@ class Rules(Strict):
     debounce_seconds: float = Field(default=3.0, ge=0)
     low_balance: Money = 0
     pass_expiry_notice_days: int = Field(default=7, ge=0)
+    card_expiry_notice_days: int = Field(default=14, ge=0)
     near_tier_points: int = Field(default=0, ge=0)
     accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
     redeem_points: bool = False
     points_per_cash_unit: int = Field(default=100, gt=0, description="points worth 100 minor units")
+    # A member may decline to pay with points: the default, and the code keyed before a tap
+    # that turns it round for that tap.
+    redeem_points_default: bool = True
+    points_choice_code: str = Field(default="0", pattern=r"^[0-9]{1,4}$")
+    points_lifetime_days: int = Field(default=0, ge=0, description="0 = points never lapse")
+    points_expiry_notice_days: int = Field(default=30, ge=0)
+    categories: dict[str, Category] = Field(default_factory=dict)
+    lookup_seconds: float = Field(default=15.0, gt=0, description="lookup button: window to tap")
 
     def tier(self, name: str) -> Tier:
         for t in self.tiers:
@@ -117,6 +171,33 @@ class KioskSection(Strict):
     )  # pinned at enrollment
     cloud_replica: str = "cloud"  # the cloud's replica id in the ledger
     currency: str = Field(default="", max_length=3)  # shown before amounts, e.g. "¥"
+    timezone: str = "UTC"  # the site's clock on the screen, e.g. "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> KioskSection:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            fault = f"timezone {self.timezone!r} is not a known zone (e.g. Asia/Shanghai)"
+            raise ValueError(fault) from None
+        return self
+
+
+class LogConfig(Strict):
+    """`[log]`: how much `kiosk run` writes to its journal. INFO has one line per tap and per
+    sync event (never a card number or a PIN); WARNING only faults."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class MetricsConfig(Strict):
+    """`[metrics]`: the kiosk's own figures for node_exporter's textfile collector, written
+    atomically to `textfile` (e.g. /var/lib/node_exporter/textfile_collector/kiosk.prom)."""
+
+    textfile: Path
+    interval_s: float = Field(default=15.0, gt=0)
 
 
 class KioskConfig(Strict):
@@ -135,6 +216,8 @@ class KioskConfig(Strict):
     keypad: WedgeConfig | None = None  # PIN keypad (a wedge in mode = "pin")
     gpio: GpioConfig | None = None
     display: DisplayConfig | None = None
+    log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig | None = None
 
     @model_validator(mode="after")
     def _gate_sells_a_known_product(self) -> KioskConfig:
@@ -144,6 +227,13 @@ class KioskConfig(Strict):
             raise ValueError(
                 f"kiosk.product {k.product!r} is not in [rules.products] (known: {known})"
             )
+        for name, category in self.rules.categories.items():
+            unknown = sorted(set(category.prices) - set(self.rules.products))
+            if unknown:
+                raise ValueError(
+                    f"rules.categories.{name}.prices names products not in [rules.products]:"
+                    f" {', '.join(unknown)}"
+                )
         return self
 
 

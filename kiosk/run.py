@@ -3,6 +3,7 @@ cloud when its config has an `[agent]` section."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -29,6 +30,9 @@ def run(config_path: Path) -> None:
         cfg = load_kiosk_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    # `[log] level` (INFO by default: a line per tap and per sync event); -v goes further.
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.getLevelNamesMapping()[cfg.log.level]))
     try:
         run_cli(cfg, link_factory(cfg))
     except (KioskError, LedgerError) as exc:

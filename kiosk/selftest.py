@@ -12,6 +12,7 @@ from edge.checks.selftest import format_table, run_selftest
 from edge.checks.system import has_kiosk_section, system_checks
 from edge.drivers.base import Check
 from edge.drivers.config import ConfigError, load_drivers_config
+from kiosk.faults import one_line
 from kiosk.link import broker_address, load_kiosk_config
 
 
@@ -36,7 +37,7 @@ def selftest(config_path: Path, wait_card: float) -> None:
     try:
         cfg = load_drivers_config(config_path)
     except ConfigError as exc:
-        click.echo(f"config error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         raise SystemExit(2) from None
     checks: list[Check] = []
     if has_kiosk_section(config_path):

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
@@ -39,7 +40,6 @@ from edge.ledger.sitekey import SITE_SECRET_BYTES
 from provisioning.errors import AlreadyEnrolled, BundleRejected, ProvisionError
 from provisioning.files import Owner, write_atomic
 from provisioning.identity import ensure_device_key, ensure_site_secret, kiosk_owner
-from provisioning.tomlw import dumps
 
 __all__ = [
     "FORMAT",
@@ -48,6 +48,7 @@ __all__ = [
     "apply_bundle_file",
     "apply_enrollment",
     "apply_signed",
+    "config_toml",
     "create_bundle",
     "parse_duration",
     "verify_signed",
@@ -130,6 +131,18 @@ def _site_config(template: dict[str, Any], site: str, device: str) -> dict[str, 
     return config
 
 
+def config_toml(config: Mapping[str, Any]) -> str:
+    """The kiosk config as TOML text, checked to read back as the same data (tomli-w writes it;
+    a config that would read back differently is never written)."""
+    try:
+        text = tomli_w.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise ProvisionError(f"the config cannot be written as TOML: {exc}") from exc
+    if tomllib.loads(text) != config:
+        raise ProvisionError("internal: the config did not survive TOML writing")
+    return text
+
+
 def _validate(config: dict[str, Any], where: str) -> KioskConfig:
     try:
         return KioskConfig.model_validate(config)
@@ -174,13 +187,18 @@ def create_bundle(
     return json.dumps(signed, indent=1).encode() + b"\n"
 
 
+MAX_BUNDLE = 1 << 20  # bytes of a signed enrollment document (a site config and keys)
+
+
 def verify_signed(blob: bytes, cloud_key: Ed25519PublicKey) -> Enrollment:
     """The enrollment in a signed document, if `cloud_key` signed it; else BundleRejected."""
+    if len(blob) > MAX_BUNDLE:
+        raise BundleRejected("format", f"{len(blob)} bytes is more than {MAX_BUNDLE}")
     try:
         outer = json.loads(blob)
         payload = base64.b64decode(outer["payload"], validate=True)
         signature = bytes.fromhex(outer["signature"])
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error, RecursionError) as exc:
         raise BundleRejected("format", f"not a signed bundle: {exc}") from exc
     try:
         cloud_key.verify(signature, payload)
@@ -279,9 +297,7 @@ def apply_enrollment(
     kiosk["site_key_file"] = str(config_dir / "site.key")
     kiosk["cloud_public_key"] = enrollment.cloud_public_key.hex()
     _validate(config, "bundle config")
-    text = dumps(config)
-    if tomllib.loads(text) != config:  # never write a config that reads back differently
-        raise ProvisionError("internal: the config did not survive TOML writing")
+    text = config_toml(config)
 
     owner = owner if owner is not None else kiosk_owner()
     root_kiosk = Owner(0, owner.gid) if owner else None

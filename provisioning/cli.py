@@ -9,6 +9,7 @@ import click
 from edge.errors import KioskError
 from edge.ledger import LedgerError
 from provisioning.errors import ProvisionError
+from provisioning.secret_input import secret_option
 
 __all__ = ["provision"]
 
@@ -147,7 +148,9 @@ def keys_cmd(config_path: Path, force: bool) -> None:
 
 
 @provision.command("enroll")
-@click.option("--claim", required=True, help="The one-time claim code from the operator.")
+@secret_option(
+    "--claim", what="claim code", required=True, help="The one-time claim code from the operator"
+)
 @click.option(
     "--broker", required=True, help="The broker's enrollment listener: mqtts://HOST:PORT."
 )
@@ -337,5 +340,12 @@ def service(config_path: Path, minutes: int) -> None:
         cfg = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    path = request_service(cfg.kiosk.state_dir, minutes, f"console:{getpass.getuser()}")
+    state = cfg.kiosk.state_dir
+    if not state.is_dir():
+        raise click.ClickException(
+            f"the kiosk's state folder {state} does not exist: this is not an installed kiosk, or"
+            " the config is another kiosk's; install it (kiosk provision install) or give its"
+            " config"
+        )
+    path = request_service(state, minutes, f"console:{getpass.getuser()}")
     click.echo(f"service mode asked for {minutes} min ({path}); the kiosk opens it within 1 s")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +43,34 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     f = Fleet(tmp_path)
     yield f
     f.close()
+
+
+PG_DSN = os.environ.get("KIOSK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A uniquely named, empty PostgreSQL database for one test, dropped after it."""
+    with pg_database() as dsn:
+        yield dsn
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A uniquely named, empty PostgreSQL database, dropped after (skips without a server)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"kiosk_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {PG_DSN}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 @pytest.fixture

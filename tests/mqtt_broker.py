@@ -165,14 +165,16 @@ class World:
         _TASKS.append(task)
         self.tasks[task.get_name()] = task
 
-    def kiosk(self, device: str, risk: RiskPolicy = STRICT, **agent: object) -> SyncAgent:
+    def kiosk(
+        self, device: str, risk: RiskPolicy = STRICT, role: str = "topup", **agent: object
+    ) -> SyncAgent:
         assert self.store is not None
         key = generate_key()
         self.keys[device] = key
         led = Ledger(self.root / f"{device}.db", replica=device, key=key, risk=risk)
         led.trust("cloud", public_bytes(self.keys["cloud"]), "cloud")  # type: ignore[arg-type]
         self.store.trust(device, public_bytes(key), "kiosk")
-        self.store.enroll(device, self.site)
+        self.store.enroll(device, self.site, role)
         self.ledgers[device] = led
         settings = AgentSettings(
             site=self.site,

@@ -37,6 +37,11 @@ def test_demo_exits_zero(demo_run):
         "same result shown again (double tap: nothing debited)",
         "-- network outage: the broker is down --",
         "reconciled: all ops stored and acked",
+        "REFUND   20.00 back to m-alice",
+        "[tier upgraded at the tap: Blue -> Gold]",
+        "LOOKUP   tap your card to see your balance",
+        "BALANCE  cash 12.00, 0 points, nothing spent",
+        "screen (zh): 充值完成 | 已充¥110.00 | 余额: ¥115.00",
     ],
 )
 def test_the_day_shows_each_rule(demo_run, line):
@@ -72,3 +77,20 @@ def test_offline_kiosks_refuse_overspend_and_converge(tmp_path, capsys):
             assert verify(led).ok
             values.append([(p.account, p.purse, p.value) for p in led.purses()])
     assert values[0] == values[1] == values[2]
+
+
+def test_a_chinese_screen_with_yen_is_among_the_frames(demo_run):
+    """The top-up kiosk's frames hold the finished top-up in Chinese with ¥, drawn exactly as
+    the screen renders it (the status bar with its clock left out)."""
+    from edge.drivers.display_text import STATUS_BAR_HEIGHT
+    from edge.feedback.screens import Status, TopUpScreen
+
+    out, _ = demo_run
+    want = TopUpScreen("¥110.00", lang="zh", done=True, balance="¥115.00").render(
+        Status(now=None, lang="zh")
+    )
+    body = (0, STATUS_BAR_HEIGHT + 1, 128, 64)
+    frames = sorted((out / "day" / "frames" / "topup-1").glob("*.png"))
+    assert frames
+    got = [Image.open(f).convert("1").crop(body).tobytes() for f in frames]
+    assert want.convert("1").crop(body).tobytes() in got

@@ -401,3 +401,39 @@ def test_a_claim_is_used_exactly_once_on_postgres() -> None:
             s.close()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+async def test_a_malformed_csr_is_refused_and_the_claim_stays_usable(tmp_path: Path) -> None:
+    import ssl
+
+    from cloud_sync.enroll_wire import answer_topic, seal_request
+    from edge.ledger import generate_key
+
+    async with cloud(tmp_path) as c:
+        code = c.claim()
+        keys = ClaimKeys.from_code(code)
+        bad = seal_request(
+            keys,
+            device="gate-9",
+            csr_pem=b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
+            ledger_key=generate_key(),
+            reenroll=False,
+            ts_ms=1,
+        )
+        tls = ssl.create_default_context(cafile=str(c.broker.pki / ca.CA_CERT))
+        async with aiomqtt.Client(
+            "127.0.0.1", c.broker.enroll_port or 0, identifier=keys.claim_id, tls_context=tls
+        ) as client:
+            await client.subscribe(answer_topic(keys.claim_id), qos=1)
+            await client.publish(request_topic(keys.claim_id), bad, qos=1)
+            async with asyncio.timeout(10):
+                async for m in client.messages:
+                    assert isinstance(m.payload, bytes)
+                    assert b"certificate request refused" in m.payload
+                    break
+        assert not c.used(code)  # not spent: a correct retry works
+        svc = c.w.services[0]
+        assert not any(t.done() for t in c.w.tasks.values())  # the reconciler goes on
+        await c.enroll(code, tmp_path / "etc", "gate-9")
+        assert c.used(code)
+        assert svc.connected.is_set()

@@ -94,7 +94,7 @@ def test_damaged_file_is_refused_on_open(tmp_path):
     led = Ledger(db, replica="k1", key=generate_key())
     for i in range(200):
         led.append([Intent(Kind.INC, f"m{i}", "cash", 1)])
-    led.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    led.checkpoint()
     led.close()
     raw = bytearray(db.read_bytes())
     page = 4096

@@ -12,6 +12,13 @@ from edge.ledger import Intent, Kind, verify
 from kiosk.cli import cli
 
 
+def tamper(ledger, sql, *args):
+    """Edit the file behind the ledger's back, as an attacker with the SD card would."""
+    conn = sqlite3.connect(ledger.path, isolation_level=None)
+    conn.execute(sql, args)
+    conn.close()
+
+
 def history(cloud, k1):
     cloud.append([Intent(Kind.INC, "m1", "cash", 1000)], ref="topup-1")
     cloud.append([Intent(Kind.XFER, "m1", "cash", 400, counterpart="k1")])
@@ -33,7 +40,7 @@ def test_intact_ledger_verifies(cloud_and_kiosks):
 def test_changed_amount_is_named_with_replica_and_seq(cloud_and_kiosks):
     cloud, k1, _ = cloud_and_kiosks()
     history(cloud, k1)
-    k1.conn.execute("UPDATE ops SET amount = 5 WHERE replica = 'k1' AND seq = 3")
+    tamper(k1, "UPDATE ops SET amount = 5 WHERE replica = 'k1' AND seq = 3")
     report = verify(k1)
     first = report.problems[0]
     assert (first.replica, first.seq) == ("k1", 3)
@@ -44,7 +51,7 @@ def test_flipped_byte_in_the_file_is_found(cloud_and_kiosks, tmp_path):
     cloud, k1, _ = cloud_and_kiosks()
     history(cloud, k1)
     sig = next(o for o in k1.ops("k1") if o.seq == 4).sig
-    k1.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    k1.checkpoint()
     path = k1.path
     k1.close()
     raw = bytearray(Path(path).read_bytes())
@@ -60,7 +67,7 @@ def test_flipped_byte_in_the_file_is_found(cloud_and_kiosks, tmp_path):
 def test_deleted_op_is_a_seq_gap(cloud_and_kiosks):
     cloud, k1, _ = cloud_and_kiosks()
     history(cloud, k1)
-    k1.conn.execute("DELETE FROM ops WHERE replica = 'k1' AND seq = 2")
+    tamper(k1, "DELETE FROM ops WHERE replica = 'k1' AND seq = 2")
     problem = verify(k1).problems[0]
     assert (problem.replica, problem.seq) == ("k1", 3)
     assert "seq gap" in problem.what
@@ -69,7 +76,7 @@ def test_deleted_op_is_a_seq_gap(cloud_and_kiosks):
 def test_edited_purse_total_is_found(cloud_and_kiosks):
     cloud, k1, _ = cloud_and_kiosks()
     history(cloud, k1)
-    k1.conn.execute("UPDATE shares SET xin = 100000 WHERE replica = 'k1'")
+    tamper(k1, "UPDATE shares SET xin = 100000 WHERE replica = 'k1'")
     report = verify(k1)
     assert not report.ok
     assert any("purse total xin" in p.what and p.replica == "k1" for p in report.problems)
@@ -80,10 +87,8 @@ def test_replaced_key_in_the_keyring_is_found(cloud_and_kiosks, fleet):
     history(cloud, k1)
     from edge.ledger import generate_key, public_bytes
 
-    k1.conn.execute(
-        "UPDATE replicas SET public_key = ? WHERE replica = 'cloud'",
-        (public_bytes(generate_key()),),
-    )
+    other_key = public_bytes(generate_key())
+    tamper(k1, "UPDATE replicas SET public_key = ? WHERE replica = 'cloud'", other_key)
     path = k1.path
     k1.close()
     result = CliRunner().invoke(cli, ["ledger", "verify", "--db", path])

@@ -123,7 +123,7 @@ async def venue(tmp: Path, cable: str = "") -> AsyncIterator[tuple[Venue, Cable 
                 key = generate_key()
                 save_private_key(cfg.kiosk.key_file, key)
                 w.store.trust(kiosk, public_bytes(key), "kiosk")
-                w.store.enroll(kiosk, w.site)
+                w.store.enroll(kiosk, w.site, role=role)
                 d = KioskDaemon(cfg, notifier=Notifier({}), link=link_factory(cfg))
                 stop = asyncio.Event()
                 stops.append((stop, asyncio.create_task(d.run(stop), name=kiosk)))

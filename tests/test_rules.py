@@ -104,7 +104,9 @@ def test_valid_time_pass_enters_free_and_expired_one_does_not():
     d = decide(state(member=valid), tap(), config())
     assert d.approved
     assert d.debits == ()
-    assert decide(state(member=gone), tap(), config()).reason is DenyReason.INSUFFICIENT_BALANCE
+    assert (
+        decide(state(member=gone), tap(), config()).reason is DenyReason.PASS_EXPIRED
+    )  # told so, not "not enough"
 
 
 def test_time_pass_fails_closed_when_the_kiosk_has_not_heard_from_the_cloud():
@@ -218,7 +220,12 @@ def test_topup_bonus_takes_the_best_rule_reached():
             ]
         }
     )
-    assert [topup_bonus(a, cfg) for a in (9999, 10000, 49999, 50000)] == [0, 1000, 1000, 8000]
+    assert [topup_bonus(a, "coins", cfg) for a in (9999, 10000, 49999, 50000)] == [
+        0,
+        1000,
+        1000,
+        8000,
+    ]
 
 
 def test_single_use_coupon_moves_once():

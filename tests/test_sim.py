@@ -195,3 +195,48 @@ def test_invariants_hold_when_the_network_loses_and_duplicates_messages():
     strict = report["policies"]["strict"]
     assert strict["overspend"]["by_unit"] == {}
     assert strict["lost_ops"] == 0 and strict["double_applied"] == 0
+
+
+def _assert_pngs(out: Path, report: dict) -> None:
+    """Every plot the report names exists and is a PNG of a chart's size (960 x 540)."""
+    assert len(report["plots"]) == 4
+    for name in report["plots"]:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert (width, height) == (960, 540), name
+        assert 5_000 < len(data) < 500_000, (name, len(data))
+
+
+def _sim(tmp_path: Path, text: str, *extra: str) -> tuple[click.testing.Result, Path]:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    args = ["sim", "fleet", "--scenario", str(path), "--members", "30", "--out", str(out)]
+    result = click.testing.CliRunner().invoke(cli, [*args, "--policy", "strict", *extra])
+    assert result.exit_code == 0, result.output
+    return result, out
+
+
+def test_a_short_run_draws_its_plots(tmp_path: Path):
+    # 4 hours of the default day: the evening outage starts after the run has ended.
+    result, out = _sim(tmp_path, SMALL, "--hours", "4")
+    _assert_pngs(out, json.loads((out / "report.json").read_text()))
+
+
+def test_an_outage_past_the_end_of_the_run_is_drawn_clipped(tmp_path: Path):
+    late = SMALL.replace("start = 17.0\nhours = 2.0", "start = 23.0\nhours = 5.0")
+    result, out = _sim(tmp_path, late)
+    _assert_pngs(out, json.loads((out / "report.json").read_text()))
+
+
+def test_without_matplotlib_the_sim_runs_and_says_how_to_get_plots(tmp_path: Path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    monkeypatch.delitem(sys.modules, "kiosk.sim.plots", raising=False)
+    result, out = _sim(tmp_path, SMALL, "--hours", "4")
+    lines = [line for line in result.output.splitlines() if "plots" in line.split(":")[0]]
+    assert lines == [fleet.NO_MATPLOTLIB]
+    report = json.loads((out / "report.json").read_text())
+    assert "plots" not in report and not list(out.glob("*.png"))

@@ -78,6 +78,7 @@ def test_member_settings_coupons_and_vouchers(tmp_path):
     cfg.write_text(
         f'[reconciler]\nkey_file = "cloud.key"\nstore = "sqlite:///{tmp_path}/cloud.db"\n'
         "[reconciler.broker]\nport = 1\nconnect_timeout_s = 0.5\n"
+        '[[membership.tiers]]\nname = "Gold"\nmin_points = 500\n'
     )
     c = ("--config", str(cfg))
     run("cloud", "member", "register", *c, "--account", "m1", "--name", "Alice")

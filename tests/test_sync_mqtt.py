@@ -321,7 +321,7 @@ async def test_restored_kiosk_refuses_to_spend_until_it_recovers_its_chain(tmp_p
         spend(k1, "m1", 100, "t1")
         await w.settled()
         await w.stop_task("k1")
-        k1.conn.execute("PRAGMA wal_checkpoint(FULL)")
+        k1.checkpoint()
         image = tmp_path / "k1-image.db"
         shutil.copy(tmp_path / "k1.db", image)
         for i in range(5):

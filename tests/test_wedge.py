@@ -17,7 +17,7 @@ from edge.drivers.wedge import (
     WedgeReader,
     make_key_source,
 )
-from edge.drivers.wedge_decode import (
+from edge.drivers.wedge_events import (
     BankCardRefused,
     CouldNotRead,
     PinCleared,

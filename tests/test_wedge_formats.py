@@ -19,7 +19,9 @@ from edge.drivers.cardformats import (
     is_bank_card,
     luhn_valid,
 )
-from edge.drivers.wedge_decode import FrameDecoder
+from edge.drivers.wedge_decode import (
+    FrameDecoder,
+)
 
 
 def test_luhn_and_ean13() -> None:

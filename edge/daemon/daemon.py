@@ -8,29 +8,35 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from edge import __version__
 from edge.aio import cancel_and_wait
 from edge.clock import ClockTrust, TimeBeacon, assess_clock
 from edge.config import KioskConfig, OfflineMode
+from edge.daemon.health import TapRecorder, TapStats, disk_free_bytes, write_textfile
 from edge.daemon.sdnotify import Notifier
 from edge.daemon.service_mode import take_request
 from edge.drivers import gpio as gpio_events
 from edge.drivers import nfc as nfc_events
-from edge.drivers import wedge_decode as wedge_events
+from edge.drivers import wedge_events
 from edge.drivers.display import Display, open_display
 from edge.drivers.gpio import GpioBoard, open_gpio
 from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_nfc_reader
 from edge.drivers.ntag424 import SiteKeys
-from edge.drivers.wedge import WedgeReader, open_wedge
 from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.ledger.errors import sqlite_fault
 from edge.ledger.sitekey import load_site_secrets
 from edge.taps.pipeline import RightsSource, TapPipeline
 from edge.taps.reasons import DenyReason
+
+if TYPE_CHECKING:
+    from edge.drivers.wedge import WedgeReader
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,10 @@ class CloudLink(RightsSource, Protocol):
 
     def notify(self) -> None:
         """New ops are in the ledger's outbox: send them (never waits)."""
+        ...
+
+    def report_health(self, source: Callable[[], dict[str, object]]) -> None:
+        """Send `source()` (the kiosk's own figures) with every status."""
         ...
 
     async def run(self) -> None: ...
@@ -99,19 +109,21 @@ class KioskDaemon:
         self.clock = ClockTrust(False, "none", "not checked yet")
         self._last_screen = 0.0
         self._idle_shown = True
+        self.stats = TapStats()
+        self._tap_kind = "-"  # what the event being decided came from (for the tap's log line)
+        self._parts_down: set[str] = set()  # "Reader", "Display" while lost
 
     # -- the parts -----------------------------------------------------------------------------
 
     def open_ledger(self) -> Ledger:
         k = self.cfg.kiosk
         k.state_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(
-            k.state_dir / "ledger.db",
-            replica=k.id,
-            key=load_private_key(k.key_file),
-            role="kiosk",
-            risk=risk_policy(self.cfg),
-        )
+        path = k.state_dir / "ledger.db"
+        key = load_private_key(k.key_file)
+        try:
+            ledger = Ledger(path, replica=k.id, key=key, role="kiosk", risk=risk_policy(self.cfg))
+        except sqlite3.Error as exc:  # damaged, not a database, disk full: say which
+            raise sqlite_fault(str(path), exc) from exc
         if k.cloud_public_key:  # pinned at enrollment: the only cloud this kiosk believes
             ledger.trust(k.cloud_replica, bytes.fromhex(k.cloud_public_key), "cloud")
         return ledger
@@ -126,6 +138,9 @@ class KioskDaemon:
                 cfg.nfc.backend, verifier, reader_name=cfg.nfc.reader or None
             )
             self.nfc = await stack.enter_async_context(reader)
+        if cfg.wedge is not None or cfg.keypad is not None:
+            # python-evdev only where a wedge reader or keypad is fitted.
+            from edge.drivers.wedge import open_wedge
         if cfg.wedge is not None:
             self.wedge = await stack.enter_async_context(open_wedge(cfg.wedge))
         if cfg.keypad is not None:
@@ -139,7 +154,24 @@ class KioskDaemon:
         if self.open_link is None or self.rights is not None:
             return
         self.agent = await stack.enter_async_context(self.open_link(ledger))
+        self.agent.report_health(self.health)
         self.rights = self.agent
+
+    def health(self) -> dict[str, object]:
+        """The kiosk's own figures (the fields of cloud_sync's `Health`)."""
+        p50, p95 = self.stats.percentiles()
+        return {
+            "version": __version__,
+            "clock_trusted": self.clock.trusted,
+            "clock_source": self.clock.source,
+            "reader_ok": "Reader" not in self._parts_down,
+            "display_ok": "Display" not in self._parts_down,
+            "disk_free_bytes": disk_free_bytes(self.cfg.kiosk.state_dir),
+            "taps": self.stats.taps,
+            "refusals": dict(self.stats.refusals),
+            "tap_p50_ms": round(p50, 3),
+            "tap_p95_ms": round(p95, 3),
+        }
 
     def diagnostics(self) -> list[str]:
         k = self.cfg.kiosk
@@ -168,11 +200,12 @@ class KioskDaemon:
                 rights = self.rights
                 online: Callable[[], bool] = (lambda: rights.online) if rights else (lambda: False)
                 self.feedback = GateAndScreen(self.cfg, self.gpio, self.display, online=online)
+                recorder = TapRecorder(self.feedback, self.stats, lambda: self._tap_kind)
                 self.kiosk = TapPipeline(
                     self.cfg,
                     self.ledger,
                     secrets.card_ref_key,
-                    self.feedback,
+                    recorder,
                     rights=self.rights,
                     diagnostics=self.diagnostics,
                     clock_trusted=lambda: self.clock.trusted,
@@ -190,6 +223,8 @@ class KioskDaemon:
                     tasks.append(tg.create_task(self._service_watch(), name="service"))
                     if self.agent is not None:
                         tasks.append(tg.create_task(self.agent.run(), name="sync"))
+                    if self.cfg.metrics is not None:
+                        tasks.append(tg.create_task(self._metrics(), name="metrics"))
                     self.ready.set()
                     self.notifier.ready(f"serving as {self.cfg.kiosk.id}")
                     log.info("kiosk %s ready", self.cfg.kiosk.id)
@@ -241,6 +276,7 @@ class KioskDaemon:
         assert feedback is not None
         self._last_screen = time.monotonic()
         self._idle_shown = False
+        self._tap_kind = type(event).__name__
         match event:
             case nfc_events.CardPresented(token=token):
                 await kiosk.card(token)
@@ -270,17 +306,25 @@ class KioskDaemon:
                 await kiosk.refuse(DenyReason.BANK_CARD)
             case gpio_events.CoinInserted(amount_minor=amount):
                 await kiosk.coin(amount)
+            case gpio_events.LookupPressed():
+                await kiosk.lookup()
             case gpio_events.CoinRejected():
                 log.warning("coin acceptor: %s", event)
             case gpio_events.DoorHeldOpen(open_s=seconds):
                 self._error(f"door held open {seconds:.0f} s")
+                if self.feedback is not None:
+                    await self.feedback.door_alarm()
             case gpio_events.Passage():
                 log.debug("passage")
             case _:
                 # ReaderLost / ReaderBack / DisplayLost / DisplayBack: the drivers recover alone.
                 log.info("%s", event)
-                if type(event).__name__.endswith("Lost"):
-                    self._error(f"{type(event).__name__}")
+                name = type(event).__name__
+                if name.endswith("Lost"):
+                    self._error(name)
+                    self._parts_down.add(name.removesuffix("Lost"))
+                elif name.endswith("Back"):
+                    self._parts_down.discard(name.removesuffix("Back"))
 
     def _error(self, text: str) -> None:
         self.last_errors.append(text)
@@ -314,6 +358,23 @@ class KioskDaemon:
             if request is not None and not kiosk.in_service:
                 await kiosk.open_service(request.by, request.minutes)
             await kiosk.tick()
+
+    async def _metrics(self) -> None:
+        """`[metrics] textfile`: the figures for node_exporter, rewritten every interval."""
+        m = self.cfg.metrics
+        assert m is not None
+        while True:
+            status = {
+                "online": int(bool(self.rights and self.rights.online)),
+                "queue": self.agent.queue_depth if self.agent else 0,
+            }
+            try:
+                await asyncio.to_thread(
+                    write_textfile, m.textfile, self.cfg.kiosk.id, self.health(), status
+                )
+            except OSError as exc:
+                log.warning("metrics textfile %s not written: %s", m.textfile, exc)
+            await asyncio.sleep(m.interval_s)
 
     async def _clock_watch(self) -> None:
         while True:

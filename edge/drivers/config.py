@@ -67,7 +67,8 @@ class WedgeConfig(_Section):
 
 
 class GpioConfig(_Section):
-    """Gate relay, LEDs, buzzer, door sensor and coin acceptor on GPIO (BCM numbers)."""
+    """Gate relay, LEDs, buzzer, door sensor, coin acceptor and the balance lookup button on
+    GPIO (BCM numbers)."""
 
     backend: Backend = "real"
     pin_factory: str | None = Field(
@@ -90,6 +91,8 @@ class GpioConfig(_Section):
     coin_pulses: dict[int, int] = Field(
         default_factory=dict, description="pulse count -> amount in minor units"
     )
+    lookup_pin: int | None = None  # a push button: the next card shows its balance
+    lookup_pull_up: bool = True
 
     @model_validator(mode="after")
     def _coin_table(self) -> GpioConfig:
@@ -108,6 +111,7 @@ class GpioConfig(_Section):
                 self.buzzer_pin,
                 self.door_pin,
                 self.coin_pin,
+                self.lookup_pin,
             )
             if p is not None
         ]

@@ -28,6 +28,7 @@ __all__ = [
     "draw_status_bar",
     "fit_text",
     "has_cjk",
+    "needs_wide_font",
     "wrap",
 ]
 
@@ -53,6 +54,12 @@ STATUS_BAR_HEIGHT = 10
 def has_cjk(text: str) -> bool:
     """True if `text` has wide (CJK) characters."""
     return any(unicodedata.east_asian_width(ch) in "WF" for ch in text)
+
+
+def needs_wide_font(text: str) -> bool:
+    """True if `text` has a character beyond ASCII (CJK, but also ¥ and €): Pillow's built-in
+    Latin font has none of them and would draw an empty box."""
+    return any(ord(ch) > 0x7E for ch in text)
 
 
 class Fonts:
@@ -97,13 +104,13 @@ class Fonts:
 
     def sizes(self, text: str = "") -> list[int]:
         """The pixel sizes `text` can be drawn at, largest first."""
-        return self._cjk_sizes() if has_cjk(text) else sorted(self._latin, reverse=True)
+        return self._cjk_sizes() if needs_wide_font(text) else sorted(self._latin, reverse=True)
 
     def font(self, px: int, text: str = "") -> Font:
         """The largest font for `text` not taller than `px` (the smallest one if none is)."""
         sizes = self.sizes(text)
         size = next((s for s in sizes if s <= px), sizes[-1])
-        return self._cjk_font(size) if has_cjk(text) else self._latin[size]
+        return self._cjk_font(size) if needs_wide_font(text) else self._latin[size]
 
 
 @cache
@@ -212,7 +219,11 @@ def fit_text(
                 x = x0
                 if align == "center":
                     x = x0 + max(0, int((width - _width(font, line)) // 2))
-                draw.text((x, y), line, font=font, fill=fill)
+                # A font's ink can start below its origin and end past `px` (descenders): move
+                # the line up into its slot, never above the slot's top, so nothing is cut.
+                _, top, _, bottom = font.getbbox(line)
+                dy = max(min(0, px - int(bottom)), -int(top))
+                draw.text((x, y + dy), line, font=font, fill=fill)
             return Fitted(tuple(lines), px, complete)
     raise AssertionError("unreachable: the font ladder is never empty")
 
@@ -225,6 +236,7 @@ def draw_status_bar(
     width: int = 128,
     fonts: Fonts | None = None,
     label: str = "",
+    link_words: tuple[str, str] = ("online", "OFFLINE"),
 ) -> None:
     """Top row: a link icon (filled = online, hollow and struck = offline), a label, the clock."""
     fonts = fonts or default_fonts()
@@ -234,8 +246,9 @@ def draw_status_bar(
     else:
         draw.ellipse((1, 1, 7, 7), outline=1, fill=0)
         draw.line((1, 7, 7, 1), fill=1)
-    text = ("online" if online else "OFFLINE") + (f"  {label}" if label else "")
-    draw.text((11, -1), text, font=fonts.small, fill=1)
+    text = link_words[0 if online else 1] + (f"  {label}" if label else "")
+    font = fonts.font(10, text) if needs_wide_font(text) else fonts.small
+    draw.text((11, -1), text, font=font, fill=1)
     if now is not None:
         clock = now.strftime("%H:%M")
         draw.text((width - 1 - _width(fonts.small, clock), -1), clock, font=fonts.small, fill=1)

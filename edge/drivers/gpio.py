@@ -35,6 +35,7 @@ __all__ = [
     "DoorWatch",
     "GpioBoard",
     "GpioEvent",
+    "LookupPressed",
     "Passage",
     "PulseCounter",
     "SimulatedInputs",
@@ -90,7 +91,12 @@ class CoinRejected:
     pulses: int
 
 
-GpioEvent = Passage | DoorHeldOpen | CoinInserted | CoinRejected
+@dataclass(frozen=True, slots=True)
+class LookupPressed:
+    """The balance lookup button was pressed."""
+
+
+GpioEvent = Passage | DoorHeldOpen | CoinInserted | CoinRejected | LookupPressed
 
 
 # --------------------------------------------------------------------------- pure timing logic
@@ -286,6 +292,12 @@ class GpioBoard:
                 coin = DigitalInputDevice(cfg.coin_pin, pull_up=cfg.coin_pull_up, pin_factory=pf)
                 coin.when_activated = self._coin_edge
                 self._devices["coin"] = coin
+            if cfg.lookup_pin is not None:
+                button = DigitalInputDevice(
+                    cfg.lookup_pin, pull_up=cfg.lookup_pull_up, pin_factory=pf
+                )
+                button.when_activated = self._lookup_edge
+                self._devices["lookup"] = button
         except Exception as exc:
             self._close_devices()
             raise DriverError(f"gpio: cannot set up pins: {exc}") from exc
@@ -372,6 +384,11 @@ class GpioBoard:
         t = self._clock()
         self._loop.call_soon_threadsafe(self._coin_pulse, t)
 
+    def _lookup_edge(self, device: Any = None) -> None:
+        if self._loop is not None:
+            pressed: list[GpioEvent] = [LookupPressed()]
+            self._loop.call_soon_threadsafe(self._emit, pressed)
+
     def _coin_pulse(self, t: float) -> None:
         self._emit(self.coins.pulse(t))
 
@@ -437,6 +454,16 @@ class SimulatedInputs:
     def _wait(self, seconds: float) -> None:
         if self._advance is not None:
             self._advance(seconds)
+
+    def press_lookup(self) -> None:
+        """Press and release the balance lookup button."""
+        pin = self._pin("lookup")
+        if self.board.cfg.lookup_pull_up:  # the button pulls the line low
+            pin.drive_low()
+            pin.drive_high()
+        else:
+            pin.drive_high()
+            pin.drive_low()
 
     def door(self, is_open: bool) -> None:
         high = is_open == self.board.cfg.door_open_is_high

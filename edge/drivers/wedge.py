@@ -28,9 +28,11 @@ from edge.drivers import keymap
 from edge.drivers.base import Check, DeviceGone, DriverError, UnknownBackend
 from edge.drivers.config import WedgeConfig
 from edge.drivers.wedge_decode import (
+    FrameDecoder,
+)
+from edge.drivers.wedge_events import (
     BankCardRefused,
     CouldNotRead,
-    FrameDecoder,
     PinCleared,
     PinEntered,
     PinKeyed,

@@ -21,10 +21,12 @@ from edge.drivers.display_text import (
     draw_status_bar,
     fit_text,
 )
+from edge.feedback.catalog import Lang, tr
 
 __all__ = [
-    "LABELS",
+    "AlarmScreen",
     "ApprovedScreen",
+    "BalanceScreen",
     "DeniedScreen",
     "IdleScreen",
     "OutOfServiceScreen",
@@ -35,20 +37,6 @@ __all__ = [
     "TopUpScreen",
 ]
 
-Lang = Literal["en", "zh"]
-
-LABELS: dict[str, dict[Lang, str]] = {
-    "idle": {"en": "Tap card or scan code", "zh": "请刷卡或扫码"},
-    "approved": {"en": "Approved", "zh": "通过"},
-    "denied": {"en": "Denied", "zh": "拒绝"},
-    "left": {"en": "Left", "zh": "余额"},
-    "topup": {"en": "Top-up", "zh": "充值"},
-    "topup_hint": {"en": "Tap card when done", "zh": "投币后请刷卡"},
-    "pin": {"en": "Enter PIN", "zh": "请输入密码"},
-    "service": {"en": "Service", "zh": "维护"},
-    "out_of_service": {"en": "Out of service", "zh": "暂停服务"},
-}
-
 CONTENT_TOP = STATUS_BAR_HEIGHT + 2
 
 
@@ -58,6 +46,7 @@ class Status:
 
     online: bool = True
     now: datetime | None = None
+    lang: Lang = "en"
 
 
 class Screen(Protocol):
@@ -67,7 +56,10 @@ class Screen(Protocol):
 def _frame(status: Status, fonts: Fonts) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     image = blank()
     draw = ImageDraw.Draw(image)
-    draw_status_bar(draw, online=status.online, now=status.now, width=WIDTH, fonts=fonts)
+    words = (tr("online", status.lang), tr("OFFLINE", status.lang))
+    draw_status_bar(
+        draw, online=status.online, now=status.now, width=WIDTH, fonts=fonts, link_words=words
+    )
     return image, draw
 
 
@@ -104,7 +96,7 @@ class IdleScreen:
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        text = self.prompt or LABELS["idle"][self.lang]
+        text = self.prompt or tr("Tap card or scan code", self.lang)
         fit_text(draw, text, (0, CONTENT_TOP + 8, WIDTH, HEIGHT), fonts=fonts, align="center")
         return image
 
@@ -124,14 +116,35 @@ class ApprovedScreen:
         image, draw = _frame(status, fonts)
         # The check mark says approved; the title is the member's name, which they look for.
         y = _title(draw, self.name, fonts, inverse=True, icon="check")
-        left = f"{LABELS['left'][self.lang]}: {self.left}"
+        left = f"{tr('Left', self.lang)}: {self.left}"
         if not self.note:
             fit_text(draw, self.taken, (0, y, WIDTH, y + 16), fonts=fonts, max_px=16)
             fit_text(draw, left, (0, y + 17, WIDTH, HEIGHT), fonts=fonts, max_px=16)
             return image
-        fit_text(draw, self.taken, (0, y, WIDTH, y + 13), fonts=fonts, max_px=13)
-        fit_text(draw, left, (0, y + 13, WIDTH, y + 26), fonts=fonts, max_px=13)
-        fit_text(draw, self.note, (0, HEIGHT - 10, WIDTH, HEIGHT), fonts=fonts, max_px=10)
+        # Three lines of 12 px: the smallest CJK font still crisp at this size.
+        fit_text(draw, self.taken, (0, y, WIDTH, y + 12), fonts=fonts, max_px=12)
+        fit_text(draw, left, (0, y + 12, WIDTH, y + 24), fonts=fonts, max_px=12)
+        fit_text(draw, self.note, (0, HEIGHT - 12, WIDTH, HEIGHT), fonts=fonts, max_px=12)
+        return image
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceScreen:
+    """A balance lookup: the member's name, then three short lines the app has formatted
+    (balances, passes or visits, the last movements). Nothing was spent."""
+
+    name: str
+    lines: tuple[str, str, str]
+    lang: Lang = "en"
+
+    def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
+        fonts = fonts or default_fonts()
+        image, draw = _frame(status, fonts)
+        title = f"{tr('Balance', self.lang)} {self.name}"
+        y = _title(draw, title, fonts, inverse=True)
+        for i, line in enumerate(self.lines):
+            top = y + 12 * i if i < 2 else HEIGHT - 12
+            fit_text(draw, line, (0, top, WIDTH, top + 12), fonts=fonts, max_px=12)
         return image
 
 
@@ -141,27 +154,65 @@ class DeniedScreen:
 
     reason: str
     lang: Lang = "en"
+    detail: str = ""  # one more line: balance and price on "not enough balance"
 
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        y = _title(draw, LABELS["denied"][self.lang], fonts, inverse=True, icon="cross")
-        fit_text(draw, self.reason, (0, y, WIDTH, HEIGHT), fonts=fonts, align="center")
+        y = _title(draw, tr("Denied", self.lang), fonts, inverse=True, icon="cross")
+        if not self.detail:
+            fit_text(draw, self.reason, (0, y, WIDTH, HEIGHT), fonts=fonts, align="center")
+            return image
+        fit_text(draw, self.reason, (0, y, WIDTH, y + 12), fonts=fonts, max_px=12, align="center")
+        box = (0, y + 12, WIDTH, HEIGHT)
+        fit_text(draw, self.detail, box, fonts=fonts, max_px=12, align="center")
         return image
 
 
 @dataclass(frozen=True, slots=True)
 class TopUpScreen:
+    """While coins go in: the total so far and what to do next; once the card closed the
+    session: done, what was added and the balance now."""
+
     inserted: str  # e.g. "¥15.00"
+    lang: Lang = "en"
+    done: bool = False
+    balance: str = ""  # after a finished top-up
+
+    def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
+        fonts = fonts or default_fonts()
+        image, draw = _frame(status, fonts)
+        if self.done:
+            y = _title(draw, tr("Top-up done", self.lang), fonts, inverse=True, icon="check")
+            added = tr("Added {amount}", self.lang, amount=self.inserted)
+            fit_text(draw, added, (0, y, WIDTH, y + 17), fonts=fonts, align="center")
+            left = f"{tr('Left', self.lang)}: {self.balance}"
+            fit_text(draw, left, (0, y + 18, WIDTH, HEIGHT), fonts=fonts, max_px=13, align="center")
+            return image
+        y = _title(draw, tr("Top-up", self.lang), fonts, inverse=False)
+        fit_text(draw, self.inserted, (0, y, WIDTH, y + 17), fonts=fonts, align="center")
+        hint = tr("Insert coins, then tap card", self.lang)
+        fit_text(draw, hint, (0, y + 18, WIDTH, HEIGHT), fonts=fonts, max_px=12, align="center")
+        return image
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmScreen:
+    """The door has been held open past its limit."""
+
     lang: Lang = "en"
 
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        y = _title(draw, LABELS["topup"][self.lang], fonts, inverse=False)
-        fit_text(draw, self.inserted, (0, y, WIDTH, y + 17), fonts=fonts, align="center")
-        hint = LABELS["topup_hint"][self.lang]
-        fit_text(draw, hint, (0, y + 18, WIDTH, HEIGHT), fonts=fonts, max_px=12, align="center")
+        y = _title(draw, tr("Door open too long", self.lang), fonts, inverse=True, icon="cross")
+        fit_text(
+            draw,
+            tr("Close the door", self.lang),
+            (0, y, WIDTH, HEIGHT),
+            fonts=fonts,
+            align="center",
+        )
         return image
 
 
@@ -176,7 +227,7 @@ class PinScreen:
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        y = _title(draw, LABELS["pin"][self.lang], fonts, inverse=False)
+        y = _title(draw, tr("Enter PIN", self.lang), fonts, inverse=False)
         slots = max(self.slots, self.digits)
         box, gap = 10, 4
         total = slots * box + (slots - 1) * gap
@@ -202,7 +253,7 @@ class ServiceScreen:
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        y = _title(draw, LABELS["service"][self.lang], fonts, inverse=True)
+        y = _title(draw, tr("Service", self.lang), fonts, inverse=True)
         fit_text(draw, "\n".join(self.lines), (0, y, WIDTH, HEIGHT), fonts=fonts, max_px=12)
         return image
 
@@ -215,7 +266,7 @@ class OutOfServiceScreen:
     def render(self, status: Status, fonts: Fonts | None = None) -> Image.Image:
         fonts = fonts or default_fonts()
         image, draw = _frame(status, fonts)
-        title = LABELS["out_of_service"][self.lang]
+        title = tr("Out of service", self.lang)
         fit_text(
             draw, title, (0, CONTENT_TOP + 2, WIDTH, CONTENT_TOP + 19), fonts=fonts, align="center"
         )

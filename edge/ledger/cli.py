@@ -16,8 +16,9 @@ DbPath = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _open(db: Path) -> Ledger:
+    """The ledger for reading only: these commands never change the file they are shown."""
     try:
-        return Ledger(db)
+        return Ledger(db, read_only=True)
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import enum
+import shutil
+import sqlite3
+from pathlib import Path
+
+# Below this much free space an I/O error of SQLite is reported as a full disk: SQLite itself
+# often says only "disk I/O error" when it cannot grow its shared-memory file.
+LOW_DISK_BYTES = 1 << 20
 
 
 class LedgerError(Exception):
@@ -22,14 +29,66 @@ class SchemaTooNew(LedgerError):
 
 
 class DatabaseCorrupt(LedgerError):
-    """SQLite's own integrity check failed: the file is damaged (power cut, failing SD card)."""
+    """The file is damaged (power cut, failing SD card) or is not a database at all."""
 
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
-            f"{path}: SQLite integrity check failed: {detail}; restore the ledger from the cloud"
+            f"the ledger file {path} is damaged or is not a ledger (integrity check failed:"
+            f" {detail}); move it aside and start the kiosk again: an enrolled kiosk fetches its"
+            " own ops back from the cloud"
         )
         self.path = path
         self.detail = detail
+
+
+class NotALedger(LedgerError):
+    """A readable SQLite file (or an empty one) that holds no kiosk ledger."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is not a kiosk ledger (no ledger schema in it); give the path of a ledger"
+            " file, e.g. /var/lib/kiosk/ledger.db"
+        )
+        self.path = path
+
+
+class DiskFull(LedgerError):
+    """The disk holding the ledger is full: nothing can be written until space is freed."""
+
+    def __init__(self, path: str, free: int) -> None:
+        super().__init__(
+            f"disk full: cannot write the ledger {path} ({free} bytes free); free space on that"
+            " disk (df -h) and start again"
+        )
+        self.path = path
+        self.free = free
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger file cannot be opened: no permission, a read-only disk, a folder, I/O errors."""
+
+
+def sqlite_fault(path: str, exc: sqlite3.Error) -> LedgerError:
+    """What an SQLite error met while opening or writing the ledger at `path` means, as the
+    ledger error that names the fault and its fix."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return DatabaseCorrupt(path, str(exc))
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        try:
+            free = shutil.disk_usage(Path(path).resolve().parent).free
+        except OSError:
+            free = -1
+        if name.startswith("SQLITE_FULL") or 0 <= free < LOW_DISK_BYTES:
+            return DiskFull(path, max(free, 0))
+        return LedgerUnavailable(
+            f"cannot read or write the ledger {path} ({exc}); the disk may be failing: check"
+            " `dmesg` and replace the SD card if it reports errors"
+        )
+    return LedgerUnavailable(
+        f"cannot open the ledger {path} ({exc}); check that the path is a ledger file and that"
+        " this user may read and write it and its folder"
+    )
 
 
 class KeyFileError(LedgerError):

@@ -14,6 +14,7 @@ CARD_MEMBER = "member"  # member id the card belongs to
 CARD_STATUS = "status"  # active | lost | frozen | cancelled | replaced | expired
 CARD_VALID_FROM = "valid_from"  # ms since the epoch, UTC; "0" = always
 CARD_VALID_UNTIL = "valid_until"  # ms since the epoch, UTC; "0" = no end
+CARD_DISCOUNT = "discount_pct"  # the card's own discount rate, 0-100
 
 # Registers of a member account.
 MEMBER_NAME = "name"
@@ -22,8 +23,27 @@ MEMBER_PIN = "pin"  # pbkdf2 hash, never the PIN
 MEMBER_ROLE = "role"  # "tech": the card opens the service screen instead of paying
 PIN_FAILS = "pin_fails"
 PIN_LOCKED_UNTIL = "pin_locked_until"
+PROGRESS_OFFSET = "progress_offset"  # points earned that do not count toward tiers
+SPEND_OFFSET = "spend_offset"  # cash spent that does not count toward tiers
+MEMBER_CATEGORY = "category"  # member category: its own prices and discount
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
+SUN_COUNTER = "sun_ctr"  # on a card account: newest SUN read counter seen (version = counter)
+SERVICE_REGISTER = "service"  # on a kiosk's own account `kiosk:<id>`: service mode opened/closed
+LAST_ENTRY = "last_entry"  # on a card account: ms of its last entry at a gate (anti-passback)
+
+# The only registers a kiosk may write (the cloud refuses any other from a kiosk): its own
+# locks, counters and gate entries. Card status, tiers, PINs, credit limits and passes are the
+# cloud's.
+KIOSK_REGISTERS = frozenset(
+    {PIN_FAILS, PIN_LOCKED_UNTIL, SUN_COUNTER, SERVICE_REGISTER, LAST_ENTRY}
+)
+
+
+def kiosk_account(kiosk: str) -> str:
+    """The account a kiosk keeps its own records on (service mode, unclaimed coins)."""
+    return f"kiosk:{kiosk}"
+
 
 # Single-use codes are purses of their own.
 COUPON_PREFIX = "coupon:"  # account coupon:<id>, purse COUPON_PURSE, value 1
@@ -69,20 +89,40 @@ def card_intents(
     return register_writes(card_account(ref), version, **values)
 
 
-PIN_HASH_ITERATIONS = 20_000
+# A PIN has 10^4 to 10^12 values: its hash is only as strong as the cost of one guess. scrypt
+# (memory-hard: 16 MiB and ~40 ms here per guess, see docs/security.md) with a random salt per
+# member, so a hash copied off a kiosk costs 10,000 such guesses for a 4-digit PIN and no table
+# serves two members. Hashes of the old PBKDF2 form still verify until the PIN is set again.
+PIN_SCRYPT_N = 2**14
+PIN_SCRYPT_R = 8
+PIN_SCRYPT_P = 1
+PIN_SALT_BYTES = 16
 
 
-def hash_pin(pin: str, salt: bytes, iterations: int = PIN_HASH_ITERATIONS) -> str:
+def hash_pin(
+    pin: str, salt: bytes, n: int = PIN_SCRYPT_N, r: int = PIN_SCRYPT_R, p: int = PIN_SCRYPT_P
+) -> str:
+    digest = hashlib.scrypt(pin.encode(), salt=salt, n=n, r=r, p=p, maxmem=n * r * 256, dklen=32)
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def _pbkdf2(pin: str, salt: bytes, iterations: int) -> str:
     digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
     return f"pbkdf2${iterations}${salt.hex()}${digest.hex()}"
 
 
 def pin_matches(pin: str, stored: str) -> bool:
+    parts = stored.split("$")
     try:
-        scheme, iterations, salt, _ = stored.split("$")
-        if scheme != "pbkdf2":
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = (int(x) for x in parts[1:4])
+            if not (2 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 4):
+                return False  # refuse parameters that would stall a tap
+            expected = hash_pin(pin, bytes.fromhex(parts[4]), n, r, p)
+        elif parts[0] == "pbkdf2" and len(parts) == 4 and 0 < int(parts[1]) <= 10**6:
+            expected = _pbkdf2(pin, bytes.fromhex(parts[2]), int(parts[1]))
+        else:
             return False
-        expected = hash_pin(pin, bytes.fromhex(salt), int(iterations))
     except ValueError:
         return False
     return hmac.compare_digest(expected, stored)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.ledger.errors import DatabaseCorrupt, SchemaTooNew
+from edge.ledger.errors import DatabaseCorrupt, NotALedger, SchemaTooNew, sqlite_fault
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -121,23 +122,52 @@ def applied_migrations(conn: sqlite3.Connection) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _checked(conn: sqlite3.Connection, path: str) -> list[str]:
+    """Integrity check and the migrations applied, refusing a schema newer than ours."""
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+        applied = applied_migrations(conn)
+    except sqlite3.DatabaseError as exc:  # damaged, not a database, or a full disk
+        raise sqlite_fault(path, exc) from exc
+    result = "; ".join(str(r[0]) for r in rows)
+    if result != "ok":
+        raise DatabaseCorrupt(path, result)
+    unknown = [name for name in applied if name not in MIGRATIONS]
+    if unknown:
+        raise SchemaTooNew(path, unknown)
+    return applied
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot change the file (SQLite URI `mode=ro`), to a file checked to be
+    an intact ledger of a schema this version knows: `kiosk ledger verify` never writes."""
+    file = Path(path).resolve()
+    # With no write-ahead log beside it no kiosk has the file open: read it as immutable, so
+    # SQLite creates no -wal/-shm files either (and works on a full or read-only disk). With a
+    # log, a kiosk may be writing: share its locks, read-only.
+    wal = file.with_name(file.name + "-wal")
+    uri = file.as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise sqlite_fault(path, exc) from exc
+    try:
+        applied = _checked(conn, path)
+        if len(applied) < len(MIGRATIONS):
+            raise NotALedger(path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def prepare(conn: sqlite3.Connection, path: str) -> None:
     """Check integrity, refuse a newer schema, then apply pending migrations.
 
     sqlite-utils is imported only when there is a migration to apply (first start, upgrade):
     it costs ~13 MB of resident memory a kiosk need not carry every day.
     """
-    try:
-        rows = conn.execute("PRAGMA integrity_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseCorrupt(path, str(exc)) from exc
-    result = "; ".join(str(r[0]) for r in rows)
-    if result != "ok":
-        raise DatabaseCorrupt(path, result)
-    applied = applied_migrations(conn)
-    unknown = [name for name in applied if name not in MIGRATIONS]
-    if unknown:
-        raise SchemaTooNew(path, unknown)
+    applied = _checked(conn, path)
     if len(applied) == len(MIGRATIONS):
         return
     from sqlite_utils import Database, Migrations

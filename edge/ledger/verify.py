@@ -3,13 +3,13 @@ materialised purse totals against the ops. Finds tampering and names it; repairs
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from edge.ledger.chain import TOTALS, moves
 from edge.ledger.errors import LedgerTampered
 from edge.ledger.op import GENESIS, Op
-from edge.ledger.store import _OP_COLUMNS, Ledger, _effects, op_from_row
+from edge.ledger.store import Ledger
 
 
 @dataclass(slots=True)
@@ -37,16 +37,14 @@ def verify(ledger: Ledger, *, stop_at_first: bool = False) -> VerifyReport:
     """Check every chain; collect each problem with the replica and seq where it is found."""
     report = VerifyReport()
     totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
-    heads = dict(ledger.conn.execute("SELECT replica, seq FROM heads").fetchall())
-    cur = ledger.conn.execute(f"SELECT {_OP_COLUMNS}, hash FROM ops ORDER BY replica, seq")
+    heads = ledger.heads()
     chain: ChainSummary | None = None
     prev = GENESIS
     broken: set[str] = set()
-    for row in cur:
-        try:
-            op = op_from_row(row)
-        except (ValueError, TypeError) as exc:
-            _problem(report, str(row[0]), int(row[1]), f"unreadable row: {exc}")
+    for stored in ledger.stored_ops():
+        op = stored.op
+        if op is None:
+            _problem(report, stored.replica, stored.seq, stored.error)
             continue
         if chain is None or chain.replica != op.replica:
             if chain is not None:
@@ -55,7 +53,7 @@ def verify(ledger: Ledger, *, stop_at_first: bool = False) -> VerifyReport:
             prev = GENESIS
         chain.ops += 1
         if op.replica not in broken:
-            what = _check_op(ledger, op, chain.head_seq, prev, bytes(row[13]))
+            what = _check_op(ledger, op, chain.head_seq, prev, stored.hash)
             if what:
                 _problem(report, op.replica, op.seq, what)
                 broken.add(op.replica)  # one report per chain: what follows cannot be trusted
@@ -63,11 +61,11 @@ def verify(ledger: Ledger, *, stop_at_first: bool = False) -> VerifyReport:
                     return report
         chain.head_seq = op.seq
         prev = op.hash()
-        for replica, column, amount in _effects(op):
+        for replica, column, amount in moves(op):
             totals[(op.account, op.purse, replica, column)] += amount
     if chain is not None:
         _close_chain(report, chain, heads)
-    _check_shares(ledger.conn, report, totals)
+    _check_shares(ledger, report, totals)
     return report
 
 
@@ -93,16 +91,15 @@ def _close_chain(report: VerifyReport, chain: ChainSummary, heads: dict[str, int
 
 
 def _check_shares(
-    conn: sqlite3.Connection,
+    ledger: Ledger,
     report: VerifyReport,
     totals: dict[tuple[str, str, str, str], int],
 ) -> None:
-    rows = conn.execute(
-        "SELECT account, purse, replica, inc, dec, debt, xin, xout FROM shares"
-    ).fetchall()
     seen: set[tuple[str, str, str, str]] = set()
-    for account, purse, replica, *values in rows:
-        for column, stored in zip(("inc", "dec", "debt", "xin", "xout"), values, strict=True):
+    for account, purse, share in ledger.totals():
+        replica = share.replica
+        for column in TOTALS:
+            stored = getattr(share, column)
             k = (account, purse, replica, column)
             seen.add(k)
             if totals.get(k, 0) != stored:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as r
-from edge.taps.rules import Balance, Card, CardStatus, Decision, Member, Pass
+from edge.ledger.membership import CardStatus, points_lots
+from edge.taps.rules import Balance, Card, Decision, Member, Movement, Pass
+
+LOT_HISTORY = 500  # ops of a member read for points lots (older credits count as the oldest)
 
 
 def _int(value: str | None) -> int:
@@ -35,6 +40,7 @@ def read_card(ledger: Ledger, ref: str) -> Card | None:
         status=status,
         valid_from_ms=_int(_reg(ledger, account, r.CARD_VALID_FROM)),
         valid_until_ms=_int(_reg(ledger, account, r.CARD_VALID_UNTIL)),
+        discount_pct=min(max(_int(_reg(ledger, account, r.CARD_DISCOUNT)), 0), 100),
     )
 
 
@@ -55,19 +61,48 @@ def read_member(ledger: Ledger, member_id: str) -> Member | None:
         pin_locked_until_ms=_int(_reg(ledger, member_id, r.PIN_LOCKED_UNTIL)),
         passes=tuple(passes),
         role=_reg(ledger, member_id, r.MEMBER_ROLE) or "",
+        progress_offset=_int(_reg(ledger, member_id, r.PROGRESS_OFFSET)),
+        spend_offset=_int(_reg(ledger, member_id, r.SPEND_OFFSET)),
+        category=_reg(ledger, member_id, r.MEMBER_CATEGORY) or "",
     )
 
 
-def read_balances(ledger: Ledger, account: str) -> dict[str, Balance]:
-    return {
+def read_balances(
+    ledger: Ledger, account: str, points_lifetime_days: int = 0
+) -> dict[str, Balance]:
+    """Every purse of the account as this kiosk knows it; points with the lots still held."""
+    balances = {
         st.purse: Balance(
             value=st.value,
             rights=st.rights(ledger.replica),
             lower_bound=st.lower_bound,
             earned=sum(s.inc for s in st.shares),
+            spent=sum(s.dec for s in st.shares),
         )
         for st in ledger.purses(account)
     }
+    points = balances.get("points")
+    if points is not None and points.value > 0:
+        ops = ledger.history(account, LOT_HISTORY)
+        lots = points_lots(ops, points.value, points_lifetime_days)
+        balances["points"] = replace(points, lots=tuple(lots))
+    return balances
+
+
+def read_movements(ledger: Ledger, account: str, n: int = 3) -> list[Movement]:
+    """The member's last `n` movements of cash, points and visits, newest first (rights moving
+    between kiosk and cloud are not movements of the member's money)."""
+    found: list[Movement] = []
+    for op in ledger.history(account, 50):
+        if op.kind is Kind.XFER or op.kind is Kind.SET:
+            continue
+        if op.purse not in ("cash", "points") and not op.purse.startswith("visits:"):
+            continue
+        sign = 1 if op.kind is Kind.INC else -1
+        found.append(Movement(op.purse, sign * op.amount, op.wall_ms))
+        if len(found) >= n:
+            break
+    return found
 
 
 def intents_for(decision: Decision, member_id: str, now_ms: int) -> list[Intent]:

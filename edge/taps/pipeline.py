@@ -18,14 +18,22 @@ from edge.config import KioskConfig, Role
 from edge.drivers.base import Token
 from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
-from edge.taps.members import intents_for, read_balances, read_card, read_member
+from edge.ledger.membership import CardStatus
+from edge.taps.members import (
+    intents_for,
+    read_balances,
+    read_card,
+    read_member,
+    read_movements,
+)
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
     Balance,
-    CardStatus,
     Decision,
+    Lookup,
     Tap,
     TapState,
+    balance_lookup,
     decide,
     decide_single_use,
     deny,
@@ -41,7 +49,7 @@ REFUSAL_REASON = {
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
 }
 PIN_TIMEOUT_S = 30.0
-LAST_ENTRY = "last_entry"  # register of a card account: ms of its last entry at a gate
+LAST_ENTRY = rec.LAST_ENTRY  # register of a card account: ms of its last entry at a gate
 MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
 
@@ -61,6 +69,8 @@ class Outcome:
     # Offline: the balances shown are this kiosk's best knowledge as of this cloud time (ms);
     # 0 = online, the balances are the member's true ones.
     as_of_ms: int = 0
+    lookup: Lookup | None = None  # a balance lookup: what the member holds, nothing spent
+    lookup_armed: bool = False  # the lookup button was pressed: the next card is looked up
     finished_ns: int = field(default_factory=time.perf_counter_ns)  # decided, about to be shown
 
     @property
@@ -124,8 +134,9 @@ class _TopupSession:
     member: str
     name: str
     opened_at: float
-    total: int = 0
+    total: int = 0  # coins and vouchers credited in this session
     coins: int = 0
+    vouchers: int = 0  # of the total, what vouchers brought (their own bonus rules)
     credited: list[int] = field(default_factory=list)
 
 
@@ -159,6 +170,8 @@ class TapPipeline:
         self._pin: _PendingPin | None = None
         self._topup: _TopupSession | None = None
         self._amount: int | None = None  # point of sale: keyed amount for the next tap
+        self._use_points: bool | None = None  # point of sale: the member's choice, next tap
+        self._lookup_until: float | None = None  # lookup button: deadline for the card
         self._service_until: float | None = None  # monotonic deadline while service mode is open
 
     # -- inputs ------------------------------------------------------------------------------
@@ -167,13 +180,38 @@ class TapPipeline:
         """A card was tapped, swiped or scanned."""
         started = time.perf_counter_ns()
         ref = card_ref(self.site_key, token)
+        if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
+            # The closing tap ends the session, however soon it comes: never a double tap.
+            return await self._close_topup(ref, started)
+        armed, self._lookup_until = self._lookup_until, None
+        if armed is not None and self.monotonic() <= armed:
+            return await self._show_lookup(ref, started)
         repeated = self._debounced(ref)
         if repeated is not None:
             await self.feedback.show(repeated)
             return repeated
-        if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
-            return await self._close_topup(started)
         return await self._decide(token, ref, uuid.uuid4().hex[:16], None, started)
+
+    async def lookup(self) -> Outcome:
+        """The lookup button: the next card within `[rules] lookup_seconds` shows its balances,
+        passes, points and last movements, and spends nothing."""
+        self._lookup_until = self.monotonic() + self.cfg.rules.lookup_seconds
+        name = uuid.uuid4().hex[:16]
+        outcome = Outcome(Decision(approved=True), name, lookup_armed=True)
+        await self.feedback.show(outcome)
+        return outcome
+
+    async def _show_lookup(self, ref: str, started: int) -> Outcome:
+        tap_id = uuid.uuid4().hex[:16]
+        state = self._state(ref)
+        movements = read_movements(self.ledger, state.member.id) if state.member else []
+        found = balance_lookup(state, movements, self.clock_ms(), self.cfg)
+        if isinstance(found, Decision):
+            return await self._finish_denied(found, tap_id, ref, started)
+        outcome = Outcome(Decision(approved=True, member_name=found.name), tap_id, ref, started)
+        outcome = replace(outcome, lookup=found)
+        await self.feedback.show(outcome)
+        return outcome
 
     async def refuse(self, reason: DenyReason, detail: str = "") -> Outcome:
         """A read that never became a card (bad MAC, replay, half swipe, bank card): shown and
@@ -194,7 +232,12 @@ class TapPipeline:
         if pending is not None and self.monotonic() - pending.asked_at <= PIN_TIMEOUT_S:
             started = time.perf_counter_ns()
             return await self._decide(pending.token, pending.ref, pending.tap_id, digits, started)
-        kiosk = self.cfg.kiosk
+        kiosk, rules = self.cfg.kiosk, self.cfg.rules
+        if kiosk.role is Role.POS and rules.redeem_points and digits == rules.points_choice_code:
+            # The member's choice for the next tap: the other way round from the site's default.
+            self._use_points = not rules.redeem_points_default
+            log.info("points for the next tap: %s", "used" if self._use_points else "kept")
+            return None
         if kiosk.role is Role.POS and kiosk.pos_amount == 0 and digits.isdigit():
             self._amount = int(digits) if 0 < int(digits) <= MAX_KEYED_AMOUNT else None
             log.info("amount keyed for the next tap: %s", self._amount)
@@ -215,7 +258,8 @@ class TapPipeline:
         member = None
         if what == "voucher":
             if session is None:
-                return await self._finish_denied(deny(DenyReason.UNKNOWN_CARD), tap_id, "", started)
+                reason = DenyReason.INSERT_CARD_FIRST
+                return await self._finish_denied(deny(reason), tap_id, "", started)
             member = read_member(self.ledger, session.member)
         balances = self._balances(account)
         if purse not in balances and await self._looked_up(account):
@@ -224,7 +268,9 @@ class TapPipeline:
         target = member.id if member else ""
         outcome = await self._commit(decision, target, tap_id, "", started)
         if session is not None and outcome.decision.approved:
-            session.total += sum(m.amount for m in decision.credits)
+            brought = sum(m.amount for m in decision.credits)
+            session.total += brought
+            session.vouchers += brought
         return outcome
 
     async def coin(self, amount: int) -> Outcome:
@@ -237,7 +283,7 @@ class TapPipeline:
             account = f"unclaimed:{self.cfg.kiosk.id}"
             self.ledger.append([Intent(Kind.INC, account, "cash", amount)], ref=tap_id)
             log.warning("coin of %d with no top-up session: kept as unclaimed", amount)
-            decision = deny(DenyReason.UNKNOWN_CARD)
+            decision = deny(DenyReason.INSERT_CARD_FIRST)
             outcome = Outcome(decision, tap_id, started_ns=started)
             await self.feedback.show(outcome)
             return outcome
@@ -320,6 +366,7 @@ class TapPipeline:
             authenticated=token.authenticated,
             pin=pin,
             amount=self._amount,
+            use_points=self._use_points,
         )
         decision = decide(state, tap, self.cfg)
         if await self._fetched_rights_for(decision, state):
@@ -333,6 +380,7 @@ class TapPipeline:
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
         self._amount = None  # a keyed amount pays one sale
+        self._use_points = None  # and the points choice holds for that sale only
         if self.cfg.kiosk.role is Role.TOPUP and state.member is not None:
             self._topup = _TopupSession(state.member.id, state.member.name, self.monotonic())
             opened = Outcome(decision, tap_id, ref, started, topup_open=True)
@@ -348,6 +396,8 @@ class TapPipeline:
             return await self._finish_denied(decision, tap_id, ref, started)
         intents = intents_for(decision, member_id, self.clock_ms())
         intents += self._entry_register(decision, ref)
+        if self.cfg.kiosk.role is Role.TOPUP:
+            intents += self._handover(intents)  # a voucher's money, like coins
         # Online, rights come from the cloud before any offline allowance is touched; the
         # ledger still makes the decision that counts, in its own transaction.
         for intent in intents:
@@ -393,7 +443,7 @@ class TapPipeline:
         """The account's purses as this kiosk best knows them (docs/knowledge-model.md): rights
         exactly from the ledger; values from the cloud's last signed snapshot plus this kiosk's
         own ops since (online: the true balance), or, with no snapshot, from the ledger."""
-        balances = read_balances(self.ledger, account)
+        balances = read_balances(self.ledger, account, self.cfg.rules.points_lifetime_days)
         known = self.rights.known_values(account) if self.rights is not None else None
         if known is None:
             return balances
@@ -438,10 +488,18 @@ class TapPipeline:
         the gate where the member goes next can be granted them (a top-up kiosk spends nothing).
         Offline, the hand-over travels with the credit when the link is back."""
         credit = [Intent(Kind.INC, member, "cash", amount)]
+        return [*credit, *self._handover(credit)]
+
+    def _handover(self, intents: list[Intent]) -> list[Intent]:
+        """The transfers to the cloud of the rights that member cash credits create here."""
         cloud = self.ledger.cloud
         if cloud is None or cloud == self.ledger.replica:  # no cloud, or we are it
-            return credit
-        return [*credit, Intent(Kind.XFER, member, "cash", amount, counterpart=cloud)]
+            return []
+        return [
+            Intent(Kind.XFER, i.account, i.purse, i.amount, counterpart=cloud)
+            for i in intents
+            if i.kind is Kind.INC and i.purse == "cash" and ":" not in i.account
+        ]
 
     def _append(self, intents: list[Intent], tap_id: str) -> None:
         if intents:
@@ -484,12 +542,16 @@ class TapPipeline:
         await self.feedback.show(outcome)
         return outcome
 
-    async def _close_topup(self, started: int) -> Outcome:
+    async def _close_topup(self, ref: str, started: int) -> Outcome:
         session = self._topup
         assert session is not None
         self._topup = None
+        if session.total == 0:  # opened and closed with nothing inserted: show the balance
+            return await self._show_lookup(ref, started)
         tap_id = uuid.uuid4().hex[:16]
-        bonus = topup_bonus(session.total, self.cfg)
+        coins = session.total - session.vouchers
+        bonus = topup_bonus(coins, "coins", self.cfg)
+        bonus += topup_bonus(session.vouchers, "voucher", self.cfg)
         durable = 0
         if bonus:
             self.ledger.append(self._credit(session.member, bonus), ref=tap_id)

@@ -14,6 +14,8 @@ from typing import Any
 import click
 from PIL import Image, ImageDraw
 
+from cloud_sync import admin
+from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
 from edge.daemon.daemon import KioskDaemon
 from edge.daemon.sdnotify import Notifier
@@ -22,7 +24,9 @@ from edge.drivers.gpio import SimulatedInputs
 from edge.drivers.nfc import SimulatedReader, SiteKeys
 from edge.drivers.nfc_cards import Ntag424Tag
 from edge.drivers.wedge import SimulatedKeySource
-from edge.feedback.outputs import money
+from edge.feedback.catalog import tr
+from edge.feedback.outputs import money, screen_for
+from edge.feedback.screens import TopUpScreen
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
 from edge.ledger.records import hash_pin
@@ -98,6 +102,7 @@ def kiosk_config(root: Path, kiosk_id: str, role: str) -> KioskConfig:
                 "state_dir": str(root / kiosk_id),
                 "key_file": str(root / "keys" / f"{kiosk_id}.key"),
                 "site_key_file": str(root / "keys" / "site.key"),
+                "currency": "¥" if role == "topup" else "",
             },
             "rules": {
                 "products": {"swim": {"name": "Swim", "price": 2500}},
@@ -125,8 +130,14 @@ def kiosk_config(root: Path, kiosk_id: str, role: str) -> KioskConfig:
                 "relay_pulse_s": 0.2,
                 "coin_pin": 6,
                 "coin_pulses": {1: 100, 2: 500, 3: 1000, 4: 5000},  # 4 pulses: a 50.00 note
+                "lookup_pin": 5,  # the balance lookup button
             },
-            "display": {"backend": "sim", "frames_dir": str(root / "frames" / kiosk_id)},
+            "display": {
+                "backend": "sim",
+                "frames_dir": str(root / "frames" / kiosk_id),
+                # the top-up kiosk speaks Chinese and shows prices in yuan
+                "language": "zh" if role == "topup" else "en",
+            },
         }
     )
 
@@ -141,6 +152,7 @@ MEMBERS = [
     ("m-frank", "Frank Sun", "04A1B2C3D4E506", 6000, 0, "Blue", "", "active", 3000),
     ("m-grace", "Grace Ma", "04A1B2C3D4E507", 7000, 0, "Blue", "", "active", 0),
 ]
+POINTS = {"m-frank": 230}  # past Gold's 200: the gate upgrades Frank at his tap
 
 
 class Day:
@@ -154,7 +166,8 @@ class Day:
         self.sun_keys = SiteKeys(master=self.secrets.sun_master, system_id=SITE.encode()[:23])
         cloud_key = generate_key()
         save_private_key(root / "keys" / "cloud.key", cloud_key)
-        self.cloud = Ledger(root / "cloud.db", replica="cloud", key=cloud_key, role="cloud")
+        self.store = SqliteCloudStore(root / "cloud.db", replica="cloud", key=cloud_key)
+        self.cloud = self.store.ledger
         self.link = InProcessCloud(self.cloud)
         self.lines: list[str] = []
         for cfg in (self.gate_cfg, self.topup_cfg):
@@ -183,6 +196,8 @@ class Day:
                 ops.append(Intent(Kind.XFER, mid, "visits:swim", visits, counterpart="gate-1"))
             if grant:
                 ops.append(Intent(Kind.XFER, mid, "cash", grant, counterpart="gate-1"))
+            if mid in POINTS:
+                ops.append(Intent(Kind.INC, mid, "points", POINTS[mid]))
             self.cloud.append(ops, ref=f"enroll-{mid}")
         self.cloud.append(
             [
@@ -205,6 +220,15 @@ def describe(outcome: Outcome) -> str:
         return f"DENIED   {d.reason.en if d.reason else ''}"
     if d.repeated:
         return "same result shown again (double tap: nothing debited)"
+    if outcome.lookup_armed:
+        return "LOOKUP   tap your card to see your balance"
+    if outcome.lookup is not None:
+        found = outcome.lookup
+        moves = " ".join(f"{m.amount:+d} {m.purse}" for m in found.movements)
+        return (
+            f"BALANCE  cash {money(found.cash)}, {found.points} points, nothing spent;"
+            f" last: {moves or '-'}"
+        )
     if outcome.topup_open and not outcome.topup_total:
         return "TOP-UP   open: insert coins or notes, tap again to finish"
     if outcome.topup_open:
@@ -220,6 +244,8 @@ def describe(outcome: Outcome) -> str:
     left = d.remaining.get("cash")
     extra = f"; cash left {money(left)}" if left is not None else ""
     notes = "".join(f" [{n.value[0]}]" for n in d.notices)
+    if d.upgraded_from:
+        notes += f" [tier upgraded at the tap: {d.upgraded_from} -> {d.tier}]"
     return f"APPROVED {taken}{extra}{notes}"
 
 
@@ -284,7 +310,7 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
         "                                                              signal, or to the decision)"
     )
     alice = tap(uid_of("m-alice"), secure=True)
-    await step("08:00", "Alice", "taps NTAG 424 card", alice)
+    first = await step("08:00", "Alice", "taps NTAG 424 card", alice)
     await step("08:00", "Alice", "taps again at once", alice)
     await step("08:05", "Bob", "taps (5-visit pass)", tap(uid_of("m-bob")))
     await step("08:10", "Carol", "taps (card reported lost)", tap(uid_of("m-carol")))
@@ -314,8 +340,20 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
         day.link.sync(d.ledger)
     await asyncio.sleep(day.gate_cfg.rules.debounce_seconds)
     await step("10:05", "Grace", "taps again (online)", grace)
+    assert gate.gpio is not None
+    button = SimulatedInputs(gate.gpio)
+    await step("10:10", "Dave", "presses the lookup button", button.press_lookup)
+    await step("10:10", "Dave", "taps to see his balance", tap(uid_of("m-dave")))
 
-    echo("== topup-1: Bob tops up with coins (top up 100.00, get 10.00)")
+    echo("== The counter: Alice's 08:00 swim is refunded (lane closed), by its tap id")
+    refunded = admin.refund(day.store, first.tap_id, amount=None, reason="lane 3 closed")
+    day.link.sync(gate.ledger)
+    echo(
+        f"  10:30  counter     kiosk cloud refund --ref {first.tap_id}  REFUND   "
+        f"{money(refunded.cash)} back to {refunded.member}, signed cloud ops every kiosk applies"
+    )
+
+    echo("== topup-1 (screens in Chinese, ¥): Bob tops up with coins (top up 100.00, get 10.00)")
     tnfc = topup.nfc
     assert isinstance(tnfc, SimulatedReader)
     assert topup.gpio is not None
@@ -326,6 +364,10 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
     await asyncio.sleep(day.topup_cfg.rules.debounce_seconds)
     done = await step("11:01", "Bob", "taps to finish", lambda: tnfc.present_uid(uid_of("m-bob")))
     bonus_ok = done.topup_total == 11000
+    shown = screen_for(done, day.topup_cfg)
+    assert isinstance(shown, TopUpScreen)
+    added = tr("Added {amount}", "zh", amount=shown.inserted)
+    echo(f"           screen (zh): {tr('Top-up done', 'zh')} | {added} | 余额: {shown.balance}")
 
     stop.set()
     await asyncio.gather(*tasks)
@@ -358,7 +400,7 @@ def reconcile(day: Day, echo: Callable[[str], None]) -> bool:
     echo(f"   {denials} denials audited with their reason on the kiosks")
     for led in kiosks:
         led.close()
-    day.cloud.close()
+    day.store.close()
     return ok
 
 

@@ -16,7 +16,7 @@ from edge.drivers.wedge import (
     SimulatedKeySource,
     WedgeReader,
 )
-from edge.drivers.wedge_decode import (
+from edge.drivers.wedge_events import (
     BankCardRefused,
     CouldNotRead,
     QrPayload,

@@ -94,6 +94,8 @@ def fleet(
             f"  [{mark}] {c['policy']}: {c['check']}" + ("" if c["ok"] else f": {c['detail']}")
         )
     click.echo(f"report: {out / 'report.json'}")
+    if "plots_skipped" in report:
+        click.echo(report["plots_skipped"])
     for name in report.get("plots", []):
         click.echo(f"plot: {out / name}")
     click.echo(f"wall time {report['runtime_s']} s")

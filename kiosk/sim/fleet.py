@@ -19,6 +19,10 @@ from kiosk.sim.engine import Record
 from kiosk.sim.policies import POLICIES, CentralRun, EscrowRun, Run
 from kiosk.sim.scenario import Scenario, ScenarioError
 
+NO_MATPLOTLIB = (
+    "plots skipped: matplotlib is not installed; pip install 'kiosk-edge[sim]' to draw them"
+)
+
 
 def _scratch() -> Path:
     """Databases go to tmpfs when there is one: the simulation measures policies, not disks."""
@@ -103,10 +107,13 @@ def simulate(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if plots:
-            from kiosk.sim.plots import draw_all
-
-            records = {n: r.record for n, r in runs.items()}
-            report["plots"] = [p.name for p in draw_all(report, records, scenario, out)]
+            try:
+                from kiosk.sim.plots import draw_all
+            except ImportError:  # matplotlib is the optional extra `sim`
+                report["plots_skipped"] = NO_MATPLOTLIB
+            else:
+                records = {n: r.record for n, r in runs.items()}
+                report["plots"] = [p.name for p in draw_all(report, records, scenario, out)]
     report["runtime_s"] = round(time.perf_counter() - started, 1)
     if out is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

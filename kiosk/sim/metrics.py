@@ -3,8 +3,10 @@ invariants, and per-policy figures (approvals, refusals, rights requests, bytes 
 
 from __future__ import annotations
 
+import sqlite3
 import statistics
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,17 +35,18 @@ def unit_of(account: str, purse: str) -> str:
 def overspend(store: Ledger) -> dict[str, Any]:
     """Replay every purse's credits and debits in time order (credits first at a tie): the
     deepest a purse went below its bound is what was spent without being there."""
-    rows = store.conn.execute(
-        "SELECT account, purse, kind, amount FROM ops WHERE kind IN (?, ?, ?)"
-        " ORDER BY account, purse, wall_ms, kind = ?, replica, seq",
-        (int(Kind.INC), int(Kind.DEC), int(Kind.DEBT), int(Kind.INC)),
-    )
-    limits = {
-        (a, name.split(":", 1)[1]): int(v)
-        for a, name, v in store.conn.execute(
-            "SELECT account, name, value FROM registers WHERE name LIKE 'limit:%'"
-        )
-    }
+    with closing(_read(store)) as conn:
+        rows = conn.execute(
+            "SELECT account, purse, kind, amount FROM ops WHERE kind IN (?, ?, ?)"
+            " ORDER BY account, purse, wall_ms, kind = ?, replica, seq",
+            (int(Kind.INC), int(Kind.DEC), int(Kind.DEBT), int(Kind.INC)),
+        ).fetchall()
+        limits = {
+            (a, name.split(":", 1)[1]): int(v)
+            for a, name, v in conn.execute(
+                "SELECT account, name, value FROM registers WHERE name LIKE 'limit:%'"
+            )
+        }
     deepest: dict[tuple[str, str], int] = {}
     value: dict[tuple[str, str], int] = defaultdict(int)
     for account, purse, kind, amount in rows:
@@ -71,36 +74,34 @@ def overspend(store: Ledger) -> dict[str, Any]:
 def double_applied(store: Ledger) -> int:
     """Ops of one tap written twice: the same tap id on one chain with the same effect, or on
     two chains."""
-    (same_chain,) = store.conn.execute(
-        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM ops"
-        " WHERE ref != '' AND replica != ? GROUP BY replica, ref, kind, account, purse)",
-        (CLOUD,),
-    ).fetchone()
-    (two_chains,) = store.conn.execute(
-        "SELECT COUNT(*) FROM (SELECT ref FROM ops WHERE ref != '' AND replica != ?"
-        " AND ref NOT LIKE 'recall:%' GROUP BY ref HAVING COUNT(DISTINCT replica) > 1)",
-        (CLOUD,),
-    ).fetchone()
+    with closing(_read(store)) as conn:
+        (same_chain,) = conn.execute(
+            "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM ops"
+            " WHERE ref != '' AND replica != ? GROUP BY replica, ref, kind, account, purse)",
+            (CLOUD,),
+        ).fetchone()
+        (two_chains,) = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT ref FROM ops WHERE ref != '' AND replica != ?"
+            " AND ref NOT LIKE 'recall:%' GROUP BY ref HAVING COUNT(DISTINCT replica) > 1)",
+            (CLOUD,),
+        ).fetchone()
     return int(same_chain) + int(two_chains)
 
 
+def _read(ledger: Ledger) -> sqlite3.Connection:
+    """The analyses read the finished ledger file on a read-only connection of their own."""
+    return sqlite3.connect(f"file:{ledger.path}?mode=ro", uri=True)
+
+
 def _chain(ledger: Ledger, replica: str) -> list[tuple[int, bytes]]:
-    return [
-        (int(s), bytes(h))
-        for s, h in ledger.conn.execute(
-            "SELECT seq, hash FROM ops WHERE replica = ? ORDER BY seq", (replica,)
-        )
-    ]
+    return [(op.seq, op.hash()) for op in ledger.ops(replica)]
 
 
 def _shares(ledger: Ledger, replica: str) -> dict[tuple[str, str], tuple[int, ...]]:
     return {
-        (a, p): (i, d, db, xi, xo)
-        for a, p, i, d, db, xi, xo in ledger.conn.execute(
-            "SELECT account, purse, inc, dec, debt, xin, xout FROM shares WHERE replica = ?"
-            " AND (inc, dec, debt, xin, xout) != (0, 0, 0, 0, 0)",
-            (replica,),
-        )
+        (a, p): t
+        for a, p, s in ledger.totals(replica)
+        if (t := (s.inc, s.dec, s.debt, s.xin, s.xout)) != (0, 0, 0, 0, 0)
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from cloud_sync.protocol import (
     seal,
 )
 from cloud_sync.reconciler import Outgoing, Reconciler
-from cloud_sync.settings import AgentSettings
+from cloud_sync.settings import AgentSettings, TrustPolicy
 from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
 from edge.ledger import Intent, Kind, Ledger, Op, RiskLimit, RiskPolicy, SpendRefused
@@ -63,12 +64,8 @@ OFFLINE_CAP = "OFFLINE_CAP"  # common practice: above the offline per-tap cap
 
 def _own_value(ledger: Ledger, replica: str, account: str) -> int:
     """A replica's own net cash on an account (its credits less its debits)."""
-    (v,) = ledger.conn.execute(
-        "SELECT COALESCE(SUM(inc - dec), 0) FROM shares"
-        " WHERE account = ? AND purse = 'cash' AND replica = ?",
-        (account, replica),
-    ).fetchone()
-    return int(v)
+    shares = ledger.purse(account, "cash").shares
+    return sum(s.inc - s.dec for s in shares if s.replica == replica)
 
 
 class NoFeedback:
@@ -308,8 +305,15 @@ class EscrowRun(Run):
         policy = RiskPolicy({"cash": RiskLimit(p.risk_per_tap, p.risk_total)}) if risk else None
         clock = self.loop.clock()
         self.store: SqliteCloudStore = seed.open_store(folder / "cloud.db", clock)
+        # The cloud accepts what the kiosks are configured to do: their offline risk allowance,
+        # and a day of the whole population's top-ups at one kiosk.
+        trust = TrustPolicy(credit_per_day=0, debt_per_op=p.risk_per_tap if risk else 0)
         self.reconciler = Reconciler(
-            self.store, key_for(seed.seed, CLOUD), escrow=scenario.escrow, clock=self.loop.wall_ms
+            self.store,
+            key_for(seed.seed, CLOUD),
+            escrow=scenario.escrow,
+            trust=trust,
+            clock=self.loop.wall_ms,
         )
         self.ledgers: dict[str, Ledger] = {}
         self.agents: dict[str, SyncAgent] = {}
@@ -487,12 +491,9 @@ class EscrowRun(Run):
     def sample_floats(self) -> None:
         held = {}
         for device, led in self.ledgers.items():
-            (total,) = led.conn.execute(
-                "SELECT COALESCE(SUM(MAX(0, inc + xin - xout - dec)), 0) FROM shares"
-                " WHERE replica = ? AND purse = 'cash'",
-                (device,),
-            ).fetchone()
-            held[device] = int(total)
+            held[device] = sum(
+                max(0, s.own_rights) for _, purse, s in led.totals(device) if purse == "cash"
+            )
         self.record.float_samples[self.loop.now] = held
 
     def converging(self, label: str, kiosks: list[str]) -> None:
@@ -521,8 +522,7 @@ class EscrowRun(Run):
         await self.loop.run(self.horizon)
         await self.reconcile()
         for led in self.ledgers.values():
-            (n,) = led.conn.execute("SELECT COUNT(*) FROM ops").fetchone()
-            self.record.kiosk_ledger_ops.append(int(n))
+            self.record.kiosk_ledger_ops.append(sum(led.heads().values()))
         streams = {d: self.reconciler.streams.ops(d, 0, 10**9) for d in self.ledgers}
         return Result(
             self.record, self.store.ledger, self.ledgers, self.lost(), self.risk_total, streams
@@ -605,10 +605,10 @@ class CentralRun(Run):
     def down(self, kiosk: str) -> None:
         if not self.common:
             return
-        rows = self.central.conn.execute(
-            "SELECT account, purse, SUM(inc) - SUM(dec) FROM shares GROUP BY account, purse"
-        )
-        self.cache[kiosk] = {(a, p): int(v) for a, p, v in rows}
+        values: dict[tuple[str, str], int] = defaultdict(int)
+        for account, purse, share in self.central.totals():
+            values[(account, purse)] += share.inc - share.dec
+        self.cache[kiosk] = dict(values)
 
     def up(self, kiosk: str, now: int) -> None:
         queued, self.queue[kiosk] = self.queue[kiosk], []
@@ -672,7 +672,7 @@ class CentralRun(Run):
             if person is None:
                 return False, "UNKNOWN_CARD"
             total = sum(tap.coins)
-            credit = total + topup_bonus(total, cfg)
+            credit = total + topup_bonus(total, "coins", cfg)
             decision = Decision(approved=True, credits=(Move("cash", credit),))
         else:
             amount = tap.amount if tap.action is Action.BUY else None

@@ -35,12 +35,6 @@ def token(uid: str) -> Token:
     return Token(TokenKind.NTAG424_SUN, uid, True)
 
 
-def fast(ledger: Ledger) -> Ledger:
-    """Simulation only: no fsync (the durability the product needs is not what is measured)."""
-    ledger.conn.execute("PRAGMA synchronous=OFF")
-    return ledger
-
-
 @dataclass(frozen=True, slots=True)
 class Seed:
     dir: Path
@@ -56,32 +50,33 @@ class Seed:
 
     def open_store(self, path: Path, clock: Clock) -> SqliteCloudStore:
         shutil.copyfile(self.cloud_db, path)
-        store = SqliteCloudStore(path, replica=CLOUD, key=key_for(self.seed, CLOUD))
+        # durable=False: the durability the product needs is not what a simulation measures.
+        store = SqliteCloudStore(path, replica=CLOUD, key=key_for(self.seed, CLOUD), durable=False)
         store.ledger.clock = clock
-        fast(store.ledger)
         return store
 
     def open_central(self, path: Path, clock: Clock, risk: RiskPolicy) -> Ledger:
         shutil.copyfile(self.cloud_db, path)
         key = key_for(self.seed, CLOUD)
-        return fast(Ledger(path, replica=CLOUD, key=key, role="cloud", risk=risk, clock=clock))
+        return Ledger(
+            path, replica=CLOUD, key=key, role="cloud", risk=risk, clock=clock, durable=False
+        )
 
     def open_kiosk(self, path: Path, device: str, clock: Clock, risk: RiskPolicy) -> Ledger:
         shutil.copyfile(self.kiosk_db, path)
         key = key_for(self.seed, device)
-        return fast(Ledger(path, replica=device, key=key, risk=risk, clock=clock))
+        return Ledger(path, replica=device, key=key, risk=risk, clock=clock, durable=False)
 
 
 def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
     folder.mkdir(parents=True, exist_ok=True)
     s = Seed(folder, seed)
     clock = Clock(wall_ms=lambda: EPOCH_MS, mono_ms=lambda: 0)
-    store = SqliteCloudStore(s.cloud_db, replica=CLOUD, key=key_for(seed, CLOUD))
+    store = SqliteCloudStore(s.cloud_db, replica=CLOUD, key=key_for(seed, CLOUD), durable=False)
     store.ledger.clock = clock
-    fast(store.ledger)
     for k in pop.kiosks:
         store.trust(k.id, public_bytes(key_for(seed, k.id)), "kiosk")
-        store.enroll(k.id, k.site)
+        store.enroll(k.id, k.site, k.role.value)
     version = EPOCH_MS - 86_400_000
     day_end = EPOCH_MS + 8 * 86_400_000
     for m in pop.members:
@@ -103,11 +98,11 @@ def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
             intents += rec.register_writes(coupon, version, **{HOME: m.home})
             intents.append(Intent(Kind.INC, coupon, rec.COUPON_PURSE, 1))
         store.append(intents, ref=f"enrol:{m.id}")
-    store.ledger.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.ledger.checkpoint()
     store.close()
     # A kiosk starts knowing only the cloud's key: its stream brings what its scope needs.
-    kiosk = fast(Ledger(s.kiosk_db))
+    kiosk = Ledger(s.kiosk_db, durable=False)
     kiosk.trust(CLOUD, public_bytes(key_for(seed, CLOUD)), "cloud")
-    kiosk.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    kiosk.checkpoint()
     kiosk.close()
     return s
