@@ -519,7 +519,7 @@ class SyncAgent:
                 pass
 
     async def _return_cloud_chain(self, after: int) -> None:
-        """Hand a restored cloud the run of its own chain we hold after `after`, in batches."""
+        """Hand a restored cloud our stream (its signed ops) after `after`, in batches."""
         ops = list(self.ledger.ops(self.cloud, after, self.settings.batch_size))
         if ops:
             await self._publish(self.topics.ops, ChainOps(batch=encode_ops(ops)))

@@ -1,9 +1,9 @@
 """Backup and restore of the SQLite cloud store. A backup is a consistent copy taken online
 with SQLite's backup API while the reconciler runs. A restore puts it back and marks the store
 as recovering: the cloud writes nothing new until every kiosk enrolled in it has reported the
-cloud chain it holds and handed back what the copy lacks (cloud_sync.reconciler), while the
-kiosks send again their own ops the copy lacks. (PostgreSQL: base backup and WAL archiving,
-see the README.)"""
+stream it holds and handed back what the copy lacks (cloud_sync.reconciler), while the kiosks
+send again their own ops the copy lacks. The streams file is copied beside the store.
+(PostgreSQL: base backup and WAL archiving, see the README.)"""
 
 from __future__ import annotations
 

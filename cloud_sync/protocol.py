@@ -165,8 +165,8 @@ class Recall(Message, frozen=True, tag="recall"):
 
 
 class ChainWanted(Message, frozen=True, tag="chain_wanted"):
-    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the run of its own
-    chain after `after_seq` that the kiosk holds, before it writes anything new."""
+    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the kiosk's stream
+    after `after_seq` (stream seqs), before it writes anything new."""
 
     after_seq: Count
 

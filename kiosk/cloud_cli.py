@@ -970,7 +970,7 @@ def kiosks(config: Path) -> None:
             click.echo(
                 f"restored from a backup: recovering; waiting for {', '.join(restore.waiting)}"
                 if restore.waiting
-                else f"restored from a backup: recovering cloud ops up to #{restore.wanted}"
+                else "restored from a backup: recovering the kiosks' streams"
             )
 
 
