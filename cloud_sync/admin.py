@@ -23,6 +23,7 @@ from cloud_sync.refunds import (
 )
 from cloud_sync.settings import BrokerSettings
 from cloud_sync.store import CloudStore
+from cloud_sync.streams import HOME
 from cloud_sync.upkeep import (
     TierChange,
     int_register,
@@ -98,9 +99,11 @@ def set_member(
     credit_limit: int | None = None,
     category: str | None = None,
     membership: MembershipSettings | None = None,
+    home: str | None = None,
 ) -> None:
     """Versioned register writes the kiosks apply: tier, PIN hash, a time pass, the cash credit
-    limit (overdraft, 透支). A plain `pin` is checked (digits, minimum length) and hashed."""
+    limit (overdraft, 透支), the home scope (the site or site group whose kiosks know the member).
+    A plain `pin` is checked (digits, minimum length) and hashed."""
     m = membership or MembershipSettings()
     require_member(store, account)
     if tier is not None and tier_rank(tier, m.steps()) < 0:
@@ -114,6 +117,8 @@ def set_member(
     if category is not None and m.categories and category not in m.categories:
         known = ", ".join(m.categories)
         raise ActionRefused(f"unknown category {category!r} (known: {known})")
+    if home is not None:
+        _set(store, account, HOME, home)
     if tier is not None:
         _set(store, account, rec.MEMBER_TIER, tier)
     if category is not None:

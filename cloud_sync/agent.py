@@ -37,6 +37,7 @@ from cloud_sync.protocol import (
     DenySince,
     Health,
     Hello,
+    Lookup,
     Message,
     OpsUpload,
     Recall,
@@ -53,6 +54,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import AgentSettings
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
+from edge.ledger.op import SPENDING
 from edge.ledger.private_files import prepare_private
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,40 @@ class DenyList:
         self.conn.close()
 
 
+class Snapshots:
+    """The newest signed snapshot of each account of the kiosk's scope, in the agent's state
+    file beside the deny list (survives a restart: offline after a reboot, the screen still
+    shows the best knowledge)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.conn = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot (account TEXT PRIMARY KEY, body BLOB NOT NULL)"
+        )
+
+    def keep(self, snap: Snapshot) -> bool:
+        """Keep a snapshot unless a newer one of the account is held; True if kept."""
+        old = self.get(snap.account)
+        if old is not None and (old.own_head, old.as_of_ms) > (snap.own_head, snap.as_of_ms):
+            return False
+        self.conn.execute(
+            "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
+            " DO UPDATE SET body = excluded.body",
+            (snap.account, msgspec.msgpack.encode(snap)),
+        )
+        return True
+
+    def get(self, account: str) -> Snapshot | None:
+        row = self.conn.execute(
+            "SELECT body FROM snapshot WHERE account = ?", (account,)
+        ).fetchone()
+        return None if row is None else msgspec.msgpack.decode(bytes(row[0]), type=Snapshot)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class SyncAgent:
     """The kiosk side of sync. Reusable across connections, not reentrant."""
 
@@ -167,7 +203,7 @@ class SyncAgent:
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
         self.denylist = DenyList(settings.state_file)
-        self.snapshots: dict[str, Snapshot] = {}
+        self.snapshots = Snapshots(settings.state_file)
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
         self.forked = False
@@ -198,6 +234,7 @@ class SyncAgent:
     ) -> None:
         self.online = False
         self.denylist.close()
+        self.snapshots.close()
 
     # -- what the daemon reads -------------------------------------------------------------
 
@@ -214,6 +251,27 @@ class SyncAgent:
     @property
     def recovering(self) -> int:
         return self.ledger.recovering
+
+    def snapshot(self, account: str) -> Snapshot | None:
+        """The newest snapshot the cloud signed for this kiosk of an account."""
+        return self.snapshots.get(account)
+
+    def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
+        """The account's purse values as this kiosk best knows them, and as of when (cloud ms):
+        the cloud's last signed values plus what this kiosk wrote since (docs/knowledge-model.md).
+        Online that is the true balance; None when the cloud has sent none."""
+        snap = self.snapshot(account)
+        if snap is None:
+            return None
+        values = dict(snap.values)
+        for op in self.ledger.ops(self.settings.device, snap.own_head):
+            if op.account != account:
+                continue
+            if op.kind is Kind.INC:
+                values[op.purse] = values.get(op.purse, 0) + op.amount
+            elif op.kind in SPENDING:
+                values[op.purse] = values.get(op.purse, 0) - op.amount
+        return values, snap.as_of_ms
 
     def denied(self, token: str) -> str | None:
         """The deny-list status of a card token (HMAC), or None when it is not listed."""
@@ -363,7 +421,9 @@ class SyncAgent:
             # Only now, with its effects durable (or it refused), may the broker forget it.
             client._client.ack(m.mid, m.qos)
 
-    async def _rpc_call(self, msg: Hello | RightsRequest | RecoverRequest | DenySince) -> Answer:
+    async def _rpc_call(
+        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince
+    ) -> Answer:
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rpc[msg.id] = fut
         try:
@@ -440,6 +500,10 @@ class SyncAgent:
                 and head > self._sent
                 and self._sent - self.acked < s.window
             ):
+                if self._sent == self.acked:
+                    # Nothing was outstanding: the ack timer starts now, not at the last ack
+                    # (after an idle minute every new op was otherwise resent at once).
+                    last_move = time.monotonic()
                 ops = list(self.ledger.ops(s.device, self._sent, s.batch_size))
                 await self._publish(self.topics.ops, OpsUpload(batch=encode_ops(ops)))
                 self._sent = ops[-1].seq
@@ -457,7 +521,7 @@ class SyncAgent:
                 pass
 
     async def _return_cloud_chain(self, after: int) -> None:
-        """Hand a restored cloud the run of its own chain we hold after `after`, in batches."""
+        """Hand a restored cloud our stream (its signed ops) after `after`, in batches."""
         ops = list(self.ledger.ops(self.cloud, after, self.settings.batch_size))
         if ops:
             await self._publish(self.topics.ops, ChainOps(batch=encode_ops(ops)))
@@ -519,7 +583,7 @@ class SyncAgent:
             self._chain_wanted = msg.after_seq
             self._progress.set()
         elif isinstance(msg, Snapshot):
-            self.snapshots[msg.account] = msg
+            self.snapshots.keep(msg)
         elif isinstance(msg, DenyDelta):
             if msg.site != self.settings.site:
                 raise MessageRefused(topic, f"deny delta of site {msg.site!r}")
@@ -641,6 +705,22 @@ class SyncAgent:
                 q.put_nowait(delta)
 
     # -- online rights ---------------------------------------------------------------------
+
+    async def lookup(self, account: str) -> bool:
+        """Ask the cloud for an account this kiosk does not know (a card or code of another
+        scope): True once its registers and values are here; False offline, unknown or slow."""
+        if not self.online or self.ledger.recovering or self.forked:
+            return False
+        req = Lookup(
+            id=uuid.uuid4().hex, account=account, cloud_head=self.ledger.head(self.cloud)[0]
+        )
+        try:
+            async with asyncio.timeout(self.settings.rights_budget_ms / 1000):
+                answer = await self._rpc_call(req)
+        except (TimeoutError, aiomqtt.MqttError):
+            log.info("lookup of %s timed out or failed", account)
+            return False
+        return answer.ok
 
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
         """Get `amount` more rights on the purse than this kiosk holds now (the shortfall of a

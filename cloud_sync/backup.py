@@ -1,20 +1,22 @@
 """Backup and restore of the SQLite cloud store. A backup is a consistent copy taken online
 with SQLite's backup API while the reconciler runs. A restore puts it back and marks the store
 as recovering: the cloud writes nothing new until every kiosk enrolled in it has reported the
-cloud chain it holds and handed back what the copy lacks (cloud_sync.reconciler), while the
-kiosks send again their own ops the copy lacks. (PostgreSQL: base backup and WAL archiving,
-see the README.)"""
+stream it holds and handed back what the copy lacks (cloud_sync.reconciler), while the kiosks
+send again their own ops the copy lacks. The streams file is copied beside the store.
+(PostgreSQL: base backup and WAL archiving, see the README.)"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 from cloud_sync.errors import StoreError
 from cloud_sync.fleet import FleetRecords, RestoreState
+from cloud_sync.streams import backup_streams
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,19 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-def backup(url: str, out: Path) -> int:
-    """Copy the store to `out` consistently while it is in use; the number of pages copied."""
+def streams_copy(out: Path) -> Path:
+    """Where a backup keeps its copy of the kiosks' streams (beside the store's copy)."""
+    return out.with_name(out.name + ".streams")
+
+
+def backup(url: str, out: Path, streams: Path | None = None) -> int:
+    """Copy the store to `out` consistently while it is in use, and the streams file (first:
+    every op it has routed is then in the store's copy); the number of store pages copied."""
     src_path = sqlite_path(url)
     if not src_path.exists():
         raise StoreError(f"{src_path}: no cloud store there")
+    if streams is not None and streams.exists():
+        backup_streams(streams, streams_copy(out))
     tmp = out.with_name(out.name + ".part")
     tmp.unlink(missing_ok=True)
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
@@ -65,10 +75,23 @@ def _check_backup(path: Path) -> None:
         raise StoreError(f"{path}: not a cloud store backup (integrity: {ok})")
 
 
-def restore(url: str, source: Path) -> RestoreState:
-    """Put a backup in the store's place (the reconciler stopped) and mark it recovering."""
+def restore(url: str, source: Path, streams: Path | None = None) -> RestoreState:
+    """Put a backup in the store's place (the reconciler stopped) and mark it recovering; its
+    copy of the streams too, marked to be rerouted once the kiosks handed back theirs."""
     target = sqlite_path(url)
     _check_backup(source)
+    if streams is not None and streams_copy(source).exists():
+        for suffix in ("-wal", "-shm"):
+            Path(f"{streams}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(streams_copy(source), streams)
+        book = sqlite3.connect(streams)
+        try:
+            book.execute(
+                "INSERT INTO meta VALUES ('restored', 1) ON CONFLICT (key) DO UPDATE SET value = 1"
+            )
+            book.commit()
+        finally:
+            book.close()
     tmp = target.with_name(target.name + ".restoring")
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(tmp)

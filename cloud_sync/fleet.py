@@ -65,7 +65,7 @@ class RestoreState:
 
     started_ms: int
     waiting: list[str]  # kiosks not heard from since the restore
-    wanted: int = 0  # the newest cloud seq any kiosk reported holding
+    wanted: int = 0  # unused since per-kiosk streams (each kiosk's stream head is in `devices`)
     released: list[str] = field(default_factory=list)  # given up by the operator
 
     def dumps(self) -> str:

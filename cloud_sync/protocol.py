@@ -169,9 +169,10 @@ class Ack(Message, frozen=True, tag="ack"):
 
 
 class ChainOps(Message, frozen=True, tag="chain"):
-    """cloud -> kiosk on `grants`: a run of the cloud's chain (its xfers are the grants), or,
-    with `own`, the kiosk's own ops sent back for recovery. kiosk -> cloud on `ops`: the cloud's
-    own chain handed back to a cloud restored from a backup (`ChainWanted`)."""
+    """cloud -> kiosk on `grants`: a run of this kiosk's stream, the cloud-signed chain of what
+    concerns it (its xfers are the grants; docs/knowledge-model.md), or, with `own`, the kiosk's
+    own ops sent back for recovery. kiosk -> cloud on `ops`: the kiosk's stream handed back to a
+    cloud restored from a backup (`ChainWanted`)."""
 
     batch: Blob
     own: bool = False
@@ -187,20 +188,21 @@ class Recall(Message, frozen=True, tag="recall"):
 
 
 class ChainWanted(Message, frozen=True, tag="chain_wanted"):
-    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the run of its own
-    chain after `after_seq` that the kiosk holds, before it writes anything new."""
+    """cloud -> kiosk on `grants`: a cloud restored from a backup asks for the kiosk's stream
+    after `after_seq` (stream seqs), before it writes anything new."""
 
     after_seq: Count
 
 
 class Snapshot(Message, frozen=True, tag="snapshot"):
-    """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them."""
+    """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them, including
+    the kiosk's own ops up to `own_head` (the kiosk adds what it wrote after: the true value)."""
 
     account: Name
     values: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
     rights: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
     as_of_ms: Count
-    heads: Annotated[dict[Name, Count], msgspec.Meta(max_length=MAX_ENTRIES)]
+    own_head: Count
 
 
 class DenyEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -233,6 +235,16 @@ class RightsRequest(Message, frozen=True, tag="rights"):
     account: Name
     purse: Name
     amount: Positive
+    cloud_head: Count
+
+
+class Lookup(Message, frozen=True, tag="lookup"):
+    """kiosk -> cloud on `rpc/req`: an account this kiosk does not know (a card or code of
+    another scope, tapped here while online). The answer's chain brings it into the kiosk's
+    stream (docs/knowledge-model.md)."""
+
+    id: Name
+    account: Name
     cloud_head: Count
 
 
@@ -305,6 +317,7 @@ AnyMessage = (
     | DenyDelta
     | Hello
     | RightsRequest
+    | Lookup
     | RecoverRequest
     | DenySince
     | Answer
@@ -315,7 +328,7 @@ _body_dec = msgspec.msgpack.Decoder(AnyMessage)
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
 KIOSK_TO_CLOUD: dict[str, tuple[type[Message], ...]] = {
     "ops": (OpsUpload, ChainOps),
-    "rpc/req": (Hello, RightsRequest, RecoverRequest, DenySince),
+    "rpc/req": (Hello, RightsRequest, Lookup, RecoverRequest, DenySince),
     "status": (Status,),
 }
 CLOUD_TO_KIOSK: dict[str, tuple[type[Message], ...]] = {

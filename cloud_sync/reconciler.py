@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.ca import ENROLL_ROOT
@@ -33,6 +34,7 @@ from cloud_sync.protocol import (
     DenyEntry,
     DenySince,
     Hello,
+    Lookup,
     Message,
     OpsUpload,
     Recall,
@@ -52,9 +54,11 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, Device
+from cloud_sync.streams import StreamBook, content
 from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
-from edge.ledger.op import SPENDING, Op
+from edge.ledger import records as rec
+from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
@@ -62,6 +66,9 @@ if TYPE_CHECKING:
     from cloud_sync.fleet import FleetRecords
 
 log = logging.getLogger(__name__)
+
+# Kiosk-written registers that hold across the scope (docs/knowledge-model.md).
+RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY})
 
 
 def wall_ms() -> int:
@@ -95,6 +102,7 @@ class Reconciler:
         trust: TrustPolicy | None = None,
         chain_chunk: int = 200,
         clock: Callable[[], int] = wall_ms,
+        streams: StreamBook | None = None,
         membership: MembershipSettings | None = None,
         max_skew_ms: int = 600_000,
         fleet: FleetRecords | None = None,
@@ -112,7 +120,13 @@ class Reconciler:
         self.clock = clock
         self.max_skew_ms = max_skew_ms
         self.refused = 0  # messages refused (forged, replayed onto the wrong topic, malformed)
-        self._sent_cloud: dict[str, int] = {}  # device -> newest cloud seq it has or was sent
+        # Each kiosk's own stream (docs/knowledge-model.md), not the whole master chain.
+        self.streams = streams or StreamBook(":memory:", self.replica, key)
+        self._sent_cloud: dict[str, int] = {}  # device -> newest stream seq it has or was sent
+        # Rights requests waiting for recalled rights: (account, purse) -> [(topics, req, until)]
+        self._waiting: dict[tuple[str, str], list[tuple[Topics, RightsRequest, int]]] = {}
+        # Purse unit -> kiosks seen taking payment in it (where standing floats go).
+        self._payees: dict[str, set[str]] = {}
 
     # -- sealing ---------------------------------------------------------------------------
 
@@ -161,6 +175,8 @@ class Reconciler:
                 answer = Answer(id=msg.id, ok=False, reason=f"device {dev.trust}")
                 return [self.seal(t.rpc_res, answer)]
             return self._on_rights(t, msg)
+        if isinstance(msg, Lookup):
+            return self._on_lookup(t, msg)
         if isinstance(msg, RecoverRequest):
             return self._on_recover(t, msg)
         if isinstance(msg, DenySince):
@@ -241,8 +257,15 @@ class Reconciler:
             self.observer.ingested(counts)
         log.info("ingest %s#%d..%d: %s", t.device, ops[0].seq, ops[-1].seq, counts)
         out = [self.ack(t)]
-        if counts["applied"] and not self.restoring:
-            out.extend(self._floats(t, ops))
+        if counts["applied"]:
+            out.extend(self._answer_waiting(ops))
+            self._floats(t, ops)
+            self._standing_after(t, ops)
+            self._relay(t, ops)
+            out.extend(self.publish_new(exclude=t.device))
+            out.extend(self.push_chain(t))
+            accounts = sorted({op.account for op in ops if op.kind is not Kind.SET})
+            out.extend(self.snapshots(accounts, t.device))
         return out
 
     # -- after a restore from backup -------------------------------------------------------
@@ -253,53 +276,87 @@ class Reconciler:
         return self.fleet is not None and self.fleet.restore_state() is not None
 
     def _restore_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
-        """A kiosk reports the cloud chain it holds: ask for what we lack, note it heard."""
+        """A kiosk reports the stream it holds: ask for what our copy lacks, note it heard."""
         assert self.fleet is not None
         state = self.fleet.restore_state()
         if state is None:
             return []
         if t.device in state.waiting:
             state.waiting.remove(t.device)
-        state.wanted = max(state.wanted, msg.cloud_head)
-        self.fleet.set_restore_state(state)
-        have = self.store.head(self.replica)[0]
-        out = []
-        if msg.cloud_head > have:
-            log.warning("restore: asking %s for cloud ops after #%d", t.device, have)
-            out.append(self.seal(t.grants, ChainWanted(after_seq=have)))
-        self._restore_done()
-        return out
+            self.fleet.set_restore_state(state)
+        have = self.streams.head(t.device)[0]
+        if msg.cloud_head <= have:
+            return []
+        log.warning("restore: asking %s for its stream after #%d", t.device, have)
+        return [self.seal(t.grants, ChainWanted(after_seq=have))]
 
     def _on_chain_back(self, t: Topics, msg: ChainOps, topic: str) -> list[Outgoing]:
-        """Our own chain handed back by a kiosk after a restore: verified with our key."""
+        """A kiosk's stream handed back after a restore (our own signatures): kept in our copy
+        of its stream, and what its ops copy re-appended to the master chain if it lacks it."""
         try:
             ops = decode_ops(msg.batch)
         except BatchError as exc:
-            return self._refuse(topic, str(exc))
+            return self._refuse(topic, str(exc), t.device)
         if ops[0].replica != self.replica or msg.own:
-            return self._refuse(topic, f"ops of {ops[0].replica!r} handed back as the cloud's")
-        counts = self.store.ingest(ops)
-        self.refused += counts["refused"]
+            reason = f"ops of {ops[0].replica!r} handed back as the cloud's"
+            return self._refuse(topic, reason, t.device)
+        if not self.restoring:
+            return []  # a late hand-back: the streams are whole already
+        kept = self.streams.put_back(t.device, ops)
+        added = self._remaster(kept)
         log.warning(
-            "restore: cloud ops #%d..%d back from %s: %s", ops[0].seq, ops[-1].seq, t.device, counts
+            "restore: stream ops #%d..%d back from %s: %d kept, %d master ops recovered",
+            ops[0].seq,
+            ops[-1].seq,
+            t.device,
+            len(kept),
+            added,
         )
-        self._restore_done()
-        return []
+        return self._restore_done()
 
-    def _restore_done(self) -> None:
+    def _remaster(self, copies: Sequence[Op]) -> int:
+        """Re-append to the master chain, as new master ops, what these stream ops copy and the
+        master chain lacks (a stream op is a master op re-signed: `streams.content`)."""
+        if not copies:
+            return 0
+        have = {content(o) for o in self.store.ops(self.replica, self.streams.routed)}
+        added = 0
+        for c in copies:
+            if content(c) in have:
+                continue
+            seq, prev = self.store.head(self.replica)
+            m = msgspec.structs.replace(c, seq=seq + 1, prev=prev, sig=b"").signed(self.key)
+            counts = self.store.ingest([m])
+            if counts["applied"]:
+                have.add(content(c))
+                added += 1
+            else:
+                log.error(
+                    "restore: master op %s of %s not re-appended: %s", c.ref, c.account, counts
+                )
+        return added
+
+    def _restore_done(self) -> list[Outgoing]:
+        """Every kiosk heard from and every stream whole again: the restore ends, and the
+        master ops the streams lack (recovered from another kiosk) are routed to them."""
         assert self.fleet is not None
         state = self.fleet.restore_state()
         if state is None or state.waiting:
-            return
-        have = self.store.head(self.replica)[0]
-        if have >= state.wanted:
-            self.fleet.set_restore_state(None)
-            log.warning("restore complete: the cloud chain is whole again at #%d", have)
+            return []
+        for d in self.store.devices():
+            if d.device not in state.released and self.streams.head(d.device)[0] < d.cloud_head:
+                return []
+        self.fleet.set_restore_state(None)
+        log.warning(
+            "restore complete: the master chain is whole again at #%d",
+            self.store.head(self.replica)[0],
+        )
+        return self.publish_new()
 
-    def _floats(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
-        """The member is active at this kiosk: top its working float up on what was spent."""
+    def _floats(self, t: Topics, ops: Sequence[Op]) -> None:
+        """The member is active at this kiosk: top its working float up on what was spent (the
+        grants travel in the kiosk's stream)."""
         spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
-        granted: list[str] = []
         states = self.store.purse_many(spent)
         for account, purse in spent:
             state = states[(account, purse)]
@@ -307,13 +364,56 @@ class Reconciler:
             if want <= 0:
                 continue
             ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
-            if self.store.grant(account, purse, t.device, want, 1, ref):
-                granted.append(account)
-        if not granted:
-            return []
-        out = self.push_chain(t)
-        out.extend(self.snapshot(t, a) for a in sorted(set(granted)))
+            self.store.grant(account, purse, t.device, want, 1, ref)
+
+    def _answer_waiting(self, ops: Sequence[Op]) -> list[Outgoing]:
+        """Rights came back (a recall answered): grant the requests that waited for them."""
+        out: list[Outgoing] = []
+        back = {(o.account, o.purse) for o in ops if o.kind is Kind.XFER}
+        for key in sorted(back & self._waiting.keys()):
+            still = []
+            for t, msg, until in self._waiting.pop(key):
+                ref = f"rq:{t.device}:{msg.id}"
+                granted = self.store.grant(
+                    msg.account, msg.purse, t.device, msg.amount, msg.amount, ref
+                )
+                if granted:
+                    out.extend(self._granted(t, msg, granted))
+                else:
+                    still.append((t, msg, until))
+            if still:
+                self._waiting[key] = still
         return out
+
+    def expire_waiting(self) -> list[Outgoing]:
+        """Requests whose recalled rights did not come back in time: refused, held elsewhere."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        for key in list(self._waiting):
+            keep = []
+            for t, msg, until in self._waiting[key]:
+                if until > now:
+                    keep.append((t, msg, until))
+                    continue
+                answer = Answer(id=msg.id, ok=False, reason="held by an offline kiosk")
+                out.append(self.seal(t.rpc_res, answer))
+            if keep:
+                self._waiting[key] = keep
+            else:
+                del self._waiting[key]
+        return out
+
+    def _relay(self, t: Topics, ops: Sequence[Op]) -> None:
+        """Registers a kiosk writes that every kiosk of the scope must honour (a PIN lockout,
+        an entry for anti-passback): re-written on the master chain at the same version, so
+        they travel in the scope's streams."""
+        relayed = [
+            Intent(Kind.SET, op.account, op.purse, op.amount, data=op.data)
+            for op in ops
+            if op.kind is Kind.SET and op.purse in RELAYED_REGISTERS
+        ]
+        if relayed:
+            self.store.append(relayed, ref=f"relay:{t.device}:{ops[-1].seq}")
 
     def _float_target(self, state: PurseState, device: str) -> int:
         pool = max(0, state.rights(self.replica) - state.credit_limit) + max(
@@ -324,7 +424,6 @@ class Reconciler:
         return min(target, cap) if cap is not None else target
 
     def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
-        restore = self._restore_hello(t, msg) if self.restoring else []
         self.store.seen(
             t.device,
             online=True,
@@ -332,8 +431,11 @@ class Reconciler:
             cloud_head=msg.cloud_head,
             last_seen_ms=self.clock(),
         )
+        restore: list[Outgoing] = []
+        if self.restoring:
+            restore = self._restore_hello(t, msg) + self._restore_done()
         self._sent_cloud[t.device] = msg.cloud_head
-        out = [self.ack(t), *self.push_chain(t)]
+        out = [self.ack(t), *self.publish_new(exclude=t.device), *self.push_chain(t)]
         out.append(
             self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.deny_version)))
         )
@@ -345,11 +447,12 @@ class Reconciler:
     def _on_rights(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         started = time.perf_counter()
         ok, out = self._answer_rights(t, msg)
-        if self.observer is not None:
+        if self.observer is not None and ok is not None:
             self.observer.rights(ok, time.perf_counter() - started)
         return out
 
-    def _answer_rights(self, t: Topics, msg: RightsRequest) -> tuple[bool, list[Outgoing]]:
+    def _answer_rights(self, t: Topics, msg: RightsRequest) -> tuple[bool | None, list[Outgoing]]:
+        """Granted (True), refused (False) or waiting for a recall (None), and what to send."""
         if self.restoring:
             answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
             return False, [self.seal(t.rpc_res, answer)]
@@ -362,9 +465,25 @@ class Reconciler:
         ops = self.store.grant(msg.account, msg.purse, t.device, want, msg.amount, ref)
         if not ops:
             out = self._recall_for(t, msg)
-            answer = Answer(id=msg.id, ok=False, reason="not enough balance")
-            return False, [self.seal(t.rpc_res, answer), *out]
-        chain = self.store.ops(self.replica, msg.cloud_head, limit=self.chain_chunk * 5)
+            state = self.store.purse(msg.account, msg.purse)
+            free = state.rights(self.replica) + max(0, state.rights(t.device))
+            recallable = sum(max(0, state.rights(s.replica)) for s in state.shares) - free
+            if out and free + recallable >= msg.amount:
+                # The member has the money; kiosks hold it. Answer when their rights are back
+                # (within the kiosk's budget), not with a refusal an always-online server
+                # would never give.
+                deadline = self.clock() + self.escrow.recall_wait_ms
+                self._waiting.setdefault((msg.account, msg.purse), []).append((t, msg, deadline))
+                return None, [self.snapshot(t, msg.account), *out]
+            reason = "nothing left" if state.value <= 0 else "not enough balance"
+            answer = Answer(id=msg.id, ok=False, reason=reason)
+            # The snapshot first: the kiosk shows the true reason with the true balance.
+            return False, [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+        return True, self._granted(t, msg, ops)
+
+    def _granted(self, t: Topics, msg: RightsRequest, ops: Sequence[Op]) -> list[Outgoing]:
+        out = self.publish_new(exclude=t.device)
+        chain = self.streams.ops(t.device, msg.cloud_head, self.chain_chunk * 5)
         granted = sum(o.amount for o in ops)
         if chain:
             self._sent_cloud[t.device] = chain[-1].seq
@@ -372,7 +491,40 @@ class Reconciler:
         answer = Answer(
             id=msg.id, ok=True, granted=granted, chain=encode_ops(chain) if chain else b""
         )
-        return True, [self.seal(t.rpc_res, answer), self.snapshot(t, msg.account)]
+        return [self.snapshot(t, msg.account), self.seal(t.rpc_res, answer), *out]
+
+    def _on_lookup(self, t: Topics, msg: Lookup) -> list[Outgoing]:
+        """A kiosk met an account of another scope: make it a guest there (the account's ops and
+        snapshots reach it from now on) and send what the master chain holds of it."""
+        if self.restoring:
+            answer = Answer(id=msg.id, ok=False, reason="the cloud is recovering from a restore")
+            return [self.seal(t.rpc_res, answer)]
+        accounts = [msg.account]
+        if msg.account.startswith(rec.CARD_PREFIX):
+            member = self.store.register(msg.account, rec.CARD_MEMBER)
+            if member is None:
+                return [self.seal(t.rpc_res, Answer(id=msg.id, ok=False, reason="unknown"))]
+            accounts.append(member.value)
+        elif not self.store.purses(msg.account):
+            return [self.seal(t.rpc_res, Answer(id=msg.id, ok=False, reason="unknown"))]
+        out = self.publish_new(exclude=t.device)  # the stream is current before the guest's
+        history = sorted(
+            (
+                op
+                for a in accounts
+                for op in self.store.history(a, limit=10_000)
+                if op.replica == self.replica and op.kind in (Kind.SET, Kind.INC)
+            ),
+            key=lambda op: op.seq,
+        )
+        self.streams.add_guest(t.device, accounts, history)
+        chain = self.streams.ops(t.device, msg.cloud_head, self.chain_chunk * 5)
+        if chain:
+            self._sent_cloud[t.device] = chain[-1].seq
+        log.info("%s looked up %s (%d ops)", t.device, msg.account, len(history))
+        snaps = [self.snapshot(t, a) for a in accounts[1:] or accounts]
+        answer = Answer(id=msg.id, ok=True, chain=encode_ops(chain) if chain else b"")
+        return [*snaps, self.seal(t.rpc_res, answer), *out]
 
     def _recall_for(self, t: Topics, msg: RightsRequest) -> list[Outgoing]:
         """Not enough free rights: ask the other kiosks holding some on this purse to send them
@@ -413,15 +565,64 @@ class Reconciler:
 
     # -- outbound --------------------------------------------------------------------------
 
+    def _devices(self) -> dict[str, str]:
+        return {d.device: d.site for d in self.store.devices()}
+
+    def route(self) -> tuple[set[str], set[str]]:
+        """Bring every kiosk's stream up to the master chain: the kiosks with new stream ops,
+        and the accounts whose value the new master ops changed. Nothing while a restore is
+        recovering (`_restore_done` routes then)."""
+        if self.restoring:
+            return set(), set()
+        devices = self._devices()
+        book = self.streams
+        changed: set[str] = set()
+        valued: set[str] = set()
+        if book.restored:  # the first routing after a restore: not twice to any kiosk
+            master = self.store.ops(self.replica, book.routed)
+            changed.update(book.reroute(master, devices))
+            valued.update(o.account for o in master if o.kind is Kind.INC)
+        for device in book.unknown(devices):
+            after = 0
+            prefix: list[Op] = []
+            while after < book.routed:
+                chunk = self.store.ops(self.replica, after, limit=1000)
+                if not chunk:
+                    break
+                prefix.extend(o for o in chunk if o.seq <= book.routed)
+                after = chunk[-1].seq
+            book.start(device, devices[device], prefix)
+        while True:
+            ops = self.store.ops(self.replica, book.routed, limit=1000)
+            if not ops:
+                return changed, valued
+            changed.update(book.route(ops, devices))
+            valued.update(o.account for o in ops if o.kind is Kind.INC)
+
+    def publish_new(self, exclude: str = "") -> list[Outgoing]:
+        """Route the master chain's new ops and push each kiosk's new stream ops (operator
+        actions reach every online kiosk of the scope within a sweep tick)."""
+        out: list[Outgoing] = self.expire_waiting()
+        devices = self._devices()
+        changed, valued = self.route()
+        for device in sorted(changed):
+            if device != exclude and device in self._sent_cloud:
+                out.extend(self.push_chain(Topics(devices[device], device)))
+        for account in sorted(valued):  # a counter top-up: every kiosk that knows it sees it
+            for device in self.streams.audience(account, devices):
+                if device in self._sent_cloud:
+                    out.append(self.snapshot(Topics(devices[device], device), account))
+        return out
+
     def push_chain(self, t: Topics) -> list[Outgoing]:
-        """The cloud's chain after what the device holds (its grants need the prefix)."""
+        """The device's stream after what it holds (its grants need the prefix)."""
         known = self._sent_cloud.get(t.device)
         if known is None:
             dev = self.store.device(t.device)
             known = dev.cloud_head if dev else 0
         out = []
         for _ in range(10):
-            ops = self.store.ops(self.replica, known, limit=self.chain_chunk)
+            ops = self.streams.ops(t.device, known, self.chain_chunk)
             if not ops:
                 break
             out.append(self.seal(t.grants, ChainOps(batch=encode_ops(ops))))
@@ -430,15 +631,31 @@ class Reconciler:
         return out
 
     def snapshot(self, t: Topics, account: str) -> Outgoing:
+        """The account's values as the cloud holds them, with how much of this kiosk's own chain
+        they include (the kiosk adds what it wrote since) and its rights."""
         states = self.store.purses(account)
         snap = Snapshot(
             account=account,
             values={s.purse: s.value for s in states},
             rights={s.purse: s.rights(t.device) for s in states},
             as_of_ms=self.clock(),
-            heads=self.store.heads(),
+            own_head=self.store.head(t.device)[0],
         )
         return self.seal(t.grants, snap)
+
+    def snapshots(self, accounts: Sequence[str], origin: str) -> list[Outgoing]:
+        """Every kiosk that knows these accounts gets their new values (an account without a
+        home only at `origin`, or its snapshots would go to the whole fleet)."""
+        devices = self._devices()
+        out = []
+        for account in accounts:
+            if self.streams.home(account) is None:
+                targets = [origin]
+            else:
+                targets = self.streams.audience(account, devices)
+            for device in targets:
+                out.append(self.snapshot(Topics(devices[device], device), account))
+        return out
 
     def sweep(self) -> list[Outgoing]:
         """Recall rights that kiosks have held without using for `idle_recall_s`; run the
@@ -447,9 +664,15 @@ class Reconciler:
             due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
         out = []
-        for account, purse, device, rights in self.store.idle_rights(cutoff):
+        for account, purse, device, held in self.store.idle_rights(cutoff):
             dev = self.store.device(device)
             if dev is None:
+                continue
+            rights = held
+            home = self.streams.home(account)
+            if home is not None and self.streams.in_scope(home, dev.site):  # the usual venue
+                rights -= self.escrow.standing.get(purse_unit(purse), 0)
+            if rights <= 0:
                 continue
             # Unique per purse: the kiosk answers a recall once per id (its xfer's ref), so one
             # id for all of a kiosk's idle purses would recall only the first of them.
@@ -457,6 +680,48 @@ class Reconciler:
             rid = f"idle:{heads}:{account}:{purse}"
             out.append(self._recall(dev.site, device, rid, account, purse, rights))
         return out
+
+    def _place_standing(self, site: str, accounts: Sequence[str], payees: Sequence[str]) -> None:
+        """Useful offline: each member of a scope gets `standing` rights at the kiosks of the
+        scope that take payment in that unit, while the cloud keeps at least as much free for
+        online use anywhere (docs/escrow-policy.md)."""
+        devices = self._devices()
+        kiosks = [d for d in payees if devices.get(d) == site]
+        for account in accounts:
+            for state in self.store.purses(account):
+                unit = purse_unit(state.purse)
+                amount = self.escrow.standing.get(unit, 0)
+                if not amount:
+                    continue
+                free = state.rights(self.replica) - state.credit_limit
+                for device in kiosks:
+                    if device not in self._payees.get(unit, ()):
+                        continue
+                    want = amount - max(0, state.rights(device))
+                    if want <= 0 or free - want < amount:
+                        continue
+                    ref = f"standing:{device}:{account}:{state.purse}:{state.value}"
+                    if self.store.grant(account, state.purse, device, want, want, ref):
+                        free -= want
+
+    def _standing_after(self, t: Topics, ops: Sequence[Op]) -> None:
+        """A kiosk that takes payment for the first time gets the standing floats of its
+        scope's members; the members of a batch get theirs back at every payee."""
+        if not self.escrow.standing:
+            return
+        new_payee = False
+        for op in ops:
+            if op.kind in SPENDING and not op.account.startswith(rec.COUPON_PREFIX):
+                unit = purse_unit(op.purse)
+                if t.device not in self._payees.setdefault(unit, set()):
+                    self._payees[unit].add(t.device)
+                    new_payee = True
+        if new_payee:
+            self._place_standing(t.site, self.streams.members_of(t.site), [t.device])
+        accounts = sorted({op.account for op in ops if self.streams.home(op.account) == t.site})
+        if accounts:
+            everyone = sorted(set().union(*self._payees.values()))
+            self._place_standing(t.site, accounts, everyone)
 
     def deny_delta(self, site: str, entries: Sequence[DenyEntry]) -> Outgoing:
         """Store a deny-list delta and return it sealed for the site's retained head."""
@@ -521,6 +786,7 @@ class ReconcilerService:
                     log.info("reconciler connected")
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._sweeper(), name="reconciler-sweep")
+                        tg.create_task(self._streams(), name="reconciler-streams")
                         tg.create_task(self._consume(client), name="reconciler-consume")
             except* aiomqtt.MqttError as group:
                 log.warning("reconciler link lost: %s", group.exceptions[0])
@@ -582,6 +848,18 @@ class ReconcilerService:
             # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
+
+    async def _streams(self) -> None:
+        """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the
+        store by another process: route them into the kiosks' streams within a tick."""
+        while True:
+            await asyncio.sleep(self.settings.stream_interval_s)
+            try:
+                outs = self.reconciler.publish_new()
+            except Exception:  # a store hiccup must not take the consumer down with it
+                log.exception("stream routing failed")
+                continue
+            await self.publish(outs)
 
     async def _sweeper(self) -> None:
         while True:

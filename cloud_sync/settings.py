@@ -109,6 +109,12 @@ class EscrowPolicy(Settings):
     float_max: dict[str, int] = Field(default_factory=dict)  # per purse unit, e.g. {"cash": 5000}
     request_headroom: bool = True
     idle_recall_s: float = Field(default=3600.0, gt=0)
+    # A request the free rights cannot cover, while kiosks hold enough: recall and answer when
+    # the rights are back, or refuse after this long (the kiosk's rights budget is 300 ms).
+    recall_wait_ms: int = Field(default=1000, ge=0)
+    # Per purse unit: rights an idle recall leaves at a kiosk of the member's own scope, so a
+    # member can still pay at their usual venue when it is cut off (docs/escrow-policy.md).
+    standing: dict[str, int] = Field(default_factory=lambda: {"cash": 3000, "visits": 1})
 
 
 class TrustPolicy(Settings):
@@ -184,6 +190,12 @@ class ReconcilerSettings(Settings):
     # `kiosk cloud kiosks`): a kiosk clock that is wrong, or ops made up for later.
     max_skew_s: int = Field(default=600, gt=0)
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
+    # Each kiosk's stream (docs/knowledge-model.md): kept here, and pushed this often.
+    streams_file: Path = Path("streams.db")
+    stream_interval_s: float = Field(default=0.25, gt=0)
+    # Scope groups: home "chain-a" = these sites; a member whose home is the group is known at
+    # every kiosk of its sites.
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
     alerts: AlertSettings = AlertSettings()
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
@@ -298,7 +310,8 @@ def load_config(path: Path) -> CloudConfig:
     data.setdefault("kind", "kiosk-edge-cloud")
     base = path.parent
     rec = data.get("reconciler", {})
-    for k in ("key_file", "site_key_file"):
+    rec.setdefault("streams_file", "streams.db")
+    for k in ("key_file", "site_key_file", "streams_file"):
         if k in rec and not Path(rec[k]).is_absolute():
             rec[k] = str(base / rec[k])
     console = data.get("console")

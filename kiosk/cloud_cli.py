@@ -21,6 +21,7 @@ from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
 from cloud_sync.store import ROLES, DeviceFlags, open_store
+from cloud_sync.streams import StreamBook
 from cloud_sync.upkeep import lapse_points
 from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
@@ -57,6 +58,7 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
         raise click.ClickException(str(exc)) from exc
     except sqlite3.Error as exc:  # the SQLite store: damaged, not a database, disk full
         raise click.ClickException(str(sqlite_fault(s.store, exc))) from exc
+    streams = StreamBook(s.streams_file, s.replica, key, groups=s.scopes)
     try:
         yield (
             cfg,
@@ -68,6 +70,7 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
                 chain_chunk=s.chain_chunk,
                 max_skew_ms=s.max_skew_s * 1000,
                 membership=cfg.membership,
+                streams=streams,
             ),
         )
     except (LedgerError, SyncError) as exc:
@@ -79,6 +82,7 @@ def _reconciler(path: Path) -> Iterator[tuple[CloudConfig, Reconciler]]:
     else:
         _audit(cfg, "")
     finally:
+        streams.close()
         store.close()
 
 
@@ -533,6 +537,12 @@ def member_register(config: Path, account: str, name: str) -> None:
 @click.option(
     "--category", default=None, type=CODE, help="Member category (its prices and discount)."
 )
+@click.option(
+    "--home",
+    default=None,
+    type=CODE,
+    help="Site or scope group whose kiosks know the member (docs/knowledge-model.md).",
+)
 def member_set(
     config: Path,
     account: str,
@@ -542,9 +552,10 @@ def member_set(
     days: int,
     credit_limit: int | None,
     category: str | None,
+    home: str | None,
 ) -> None:
-    """Set a member's tier, PIN, a time pass, credit limit or category (versioned registers
-    every kiosk applies)."""
+    """Set a member's tier, PIN, a time pass, credit limit, category or home scope (versioned
+    registers the kiosks of the member's scope apply)."""
     window = None
     if pass_product is not None:
         now = time.time_ns() // 1_000_000
@@ -560,6 +571,7 @@ def member_set(
             credit_limit=credit_limit,
             category=category,
             membership=cfg.membership,
+            home=home,
         )
     click.echo(f"member {account} updated")
 
@@ -987,7 +999,7 @@ def kiosks(config: Path) -> None:
             click.echo(
                 f"restored from a backup: recovering; waiting for {', '.join(restore.waiting)}"
                 if restore.waiting
-                else f"restored from a backup: recovering cloud ops up to #{restore.wanted}"
+                else "restored from a backup: recovering the kiosks' streams"
             )
 
 
@@ -1174,7 +1186,7 @@ def backup_cmd(config: Path, out: Path) -> None:
 
     cfg = _config(config)
     try:
-        pages = backup.backup(cfg.reconciler.store, out)
+        pages = backup.backup(cfg.reconciler.store, out, cfg.reconciler.streams_file)
     except SyncError as exc:
         raise click.ClickException(str(exc)) from exc
     except sqlite3.Error as exc:
@@ -1208,7 +1220,7 @@ def restore_cmd(config: Path, source: Path | None, device: str | None) -> None:
     url = cfg.reconciler.store
     try:
         if source is not None:
-            state = backup.restore(url, source)
+            state = backup.restore(url, source, cfg.reconciler.streams_file)
             click.echo(
                 f"restored {url} from {source}; start `kiosk cloud serve`: it recovers from"
                 f" {len(state.waiting)} kiosk(s) ({', '.join(state.waiting)}) before it writes"

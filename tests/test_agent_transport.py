@@ -48,7 +48,7 @@ async def test_rights_request_over_an_attached_transport(tmp_path):
     assert await agent.request_rights("m1", "cash", 300)
     assert transport.published == [Topics("s1", "k1").rpc_req]
     assert led.purse("m1", "cash").rights("k1") >= 300
-    assert agent.snapshots["m1"].values["cash"] == 5_000
+    assert agent.snapshot("m1").values["cash"] == 5_000
     agent.detach()
     assert not agent.online
     assert not await agent.request_rights("m1", "cash", 10_000)

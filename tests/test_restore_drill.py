@@ -1,7 +1,8 @@
 """The restore drill on a real mosquitto: back the cloud store up while kiosks tap and the
 counter tops up, lose the cloud, restore the copy. The restored cloud writes nothing new until
-the kiosks have handed back what the copy lacks (their own ops and the cloud's ops they hold):
-nothing any kiosk had seen is lost, nothing is refused afterwards, no kiosk's lag sticks."""
+the kiosks have handed back what the copy lacks (their own ops, and their streams: the copies of
+the cloud's ops they hold): nothing any kiosk had seen is lost, nothing is refused afterwards,
+no kiosk's lag sticks."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cloud_sync.fleet import CloudRestoring, FleetRecords
 from cloud_sync.reconciler import Reconciler
 from cloud_sync.settings import EscrowPolicy
 from cloud_sync.store import SqliteCloudStore
+from cloud_sync.streams import StreamBook
 from edge.ledger import Intent, Kind, generate_key, save_private_key
 from kiosk.cli import cli
 from tests.mqtt_broker import eventually, world
@@ -34,9 +36,11 @@ def values(store) -> dict[tuple[str, str], int]:  # type: ignore[no-untyped-def]
 )
 async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_path):
     db = tmp_path / "cloud.db"
+    streams = tmp_path / "streams.db"
     async with world(tmp_path, KIOSKS) as w:
         rec = w.cloud(escrow=EscrowPolicy(float_fraction=0.1))
         rec.fleet = FleetRecords(str(db))
+        rec.streams = StreamBook(streams, "cloud", w.keys["cloud"])  # type: ignore[arg-type]
         for d in KIOSKS:
             w.kiosk(d)
         seed(w, floats=tuple(KIOSKS), each=2_000)
@@ -56,7 +60,7 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
         await w.settled()
 
         copy = tmp_path / "backup.db"
-        pages = backup.backup(f"sqlite:///{db}", copy)  # online: the reconciler runs on
+        pages = backup.backup(f"sqlite:///{db}", copy, streams)  # online: the reconciler runs on
         assert pages > 0
 
         # After the copy: taps, counter top-ups, online grants (cloud ops the copy lacks).
@@ -71,9 +75,9 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
         await w.settled()
         cloud_head = store.head("cloud")[0]
         await eventually(
-            lambda: all(w.ledgers[d].head("cloud")[0] == cloud_head for d in KIOSKS),
+            lambda: all(w.ledgers[d].head("cloud")[0] == rec.streams.head(d)[0] for d in KIOSKS),
             15,
-            "every kiosk holds the cloud chain",
+            "every kiosk holds its stream",
         )
         seen = values(store)
         heads = {d: w.ledgers[d].head()[0] for d in KIOSKS}
@@ -81,8 +85,9 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
         # The cloud is lost; its copy is restored.
         await w.stop_task("reconciler1")
         rec.fleet.close()
+        rec.streams.close()
         store.close()
-        state = backup.restore(f"sqlite:///{db}", copy)
+        state = backup.restore(f"sqlite:///{db}", copy, streams)
         assert state.waiting == KIOSKS
         store2 = SqliteCloudStore(db, replica="cloud", key=w.keys["cloud"])  # type: ignore[arg-type]
         assert store2.head("cloud")[0] < cloud_head  # the copy lacks the later cloud ops
@@ -92,6 +97,7 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
             escrow=EscrowPolicy(float_fraction=0.1),
             chain_chunk=50,
             fleet=FleetRecords(str(db)),
+            streams=StreamBook(streams, "cloud", w.keys["cloud"]),  # type: ignore[arg-type]
         )
         assert rec2.restoring
         with pytest.raises(CloudRestoring):  # no new cloud op until recovered
@@ -101,7 +107,8 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
         await eventually(lambda: not rec2.restoring, 30, "restore complete")
         await w.settled(30)
 
-        # Nothing any kiosk had seen is lost: the top-ups after the copy are back.
+        # Nothing any kiosk had seen is lost: the top-ups and grants after the copy are back
+        # (re-appended from the kiosks' stream copies, none twice).
         assert store2.head("cloud")[0] == cloud_head
         assert values(store2) == seen
         assert {d: store2.head(d)[0] for d in KIOSKS} == heads
@@ -114,9 +121,8 @@ async def test_restore_drill_loses_nothing_a_kiosk_saw_and_forks_nothing(tmp_pat
             assert spend(w.ledgers[d], "m2", 5, f"restored-{d}")
             w.agents[d].notify()
         await w.settled(30)
-        new_head = store2.head("cloud")[0]
         await eventually(
-            lambda: all(w.ledgers[d].head("cloud")[0] == new_head for d in KIOSKS),
+            lambda: all(w.ledgers[d].head("cloud")[0] == rec2.streams.head(d)[0] for d in KIOSKS),
             15,
             "every kiosk takes the restored cloud's new ops",
         )

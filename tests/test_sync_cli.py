@@ -97,6 +97,8 @@ def test_member_settings_coupons_and_vouchers(tmp_path):
         "swim",
         "--days",
         "30",
+        "--home",
+        "pool-7",
     )
     run("cloud", "coupon", *c, "--code", "FREE1")
     run("cloud", "coupon", *c, "--code", "FREE1")  # a retry issues nothing more
@@ -109,6 +111,7 @@ def test_member_settings_coupons_and_vouchers(tmp_path):
     store = SqliteCloudStore(tmp_path / "cloud.db", replica="cloud", key=load_private_key(key))
     try:
         assert store.register("m1", "tier").value == "Gold"
+        assert store.register("m1", "home").value == "pool-7"  # only pool-7's kiosks know m1
         pin = store.register("m1", "pin").value
         assert pin_matches("2468", pin)
         assert "2468" not in pin

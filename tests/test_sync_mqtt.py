@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
@@ -56,11 +57,13 @@ async def test_ops_upload_ack_float_and_online_rights(tmp_path):
         await w.settled()
         # The cloud topped k1's working float up after the spend.
         await eventually(lambda: k1.purse("m1", "cash").rights("k1") > 0, what="float")
-        assert w.agents["k1"].snapshots["m1"].values["cash"] == 10_000  # sent with the grant
+        # The cloud's signed value after the spend, and the kiosk's view of it, are the truth.
+        assert w.agents["k1"].snapshot("m1").values["cash"] == 9_700
+        assert w.agents["k1"].known_values("m1")[0]["cash"] == 9_700
         k1.append([Intent(Kind.DEC, "m1", "cash", 2_400)], ref="tap-2")
         await w.settled()
         await eventually(
-            lambda: w.agents["k1"].snapshots["m1"].values["cash"] == 7_300, what="snapshot"
+            lambda: w.agents["k1"].snapshot("m1").values["cash"] == 7_300, what="snapshot"
         )
         assert not await w.agents["k2"].request_rights("m1", "cash", 50_000)
         assert rec.refused == 0
@@ -189,6 +192,8 @@ async def test_forged_grant_with_a_valid_tls_cert_is_refused(tmp_path):
         await w.online("k1")
         k1 = w.ledgers["k1"]
         await eventually(lambda: k1.purse("m1", "cash").rights("k1") == 500, what="seed")
+        streams = w.reconciler.streams
+        await eventually(lambda: k1.head("cloud") == streams.head("k1"), what="stream in")
         before = (k1.heads(), k1.purse("m1", "cash"))
         # An attacker with the cloud's id but not its key mints a big grant to k1.
         rogue = Ledger(tmp_path / "rogue.db", replica="cloud", key=generate_key(), role="cloud")
@@ -351,3 +356,24 @@ async def test_restored_kiosk_refuses_to_spend_until_it_recovers_its_chain(tmp_p
         await w.settled()
         assert w.store.purse("m1", "cash").value == 20_000 - 1_000
         assert_converged(w)
+
+
+async def test_each_op_is_uploaded_once_after_an_idle_spell(tmp_path, caplog):
+    async with world(tmp_path, ["k1"]) as w:
+        w.cloud()
+        w.kiosk("k1")
+        seed(w, floats=("k1",), each=4_000)
+        w.start_reconciler()
+        w.start_agent("k1")
+        await w.online("k1")
+        k1 = w.ledgers["k1"]
+        await eventually(lambda: k1.purse("m1", "cash").rights("k1") == 4_000, what="seed")
+        await asyncio.sleep(1.5)  # idle for longer than the ack timeout (1 s)
+        caplog.clear()
+        for i in range(3):
+            k1.append([Intent(Kind.DEC, "m1", "cash", 100)], ref=f"tap-{i}")
+            w.agents["k1"].notify()
+            await w.settled()
+            await asyncio.sleep(1.2)
+        assert not [r for r in caplog.records if "resending" in r.getMessage()]
+        assert w.store.purse("m1", "cash").value == 20_000 - 300

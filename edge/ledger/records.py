@@ -30,10 +30,14 @@ PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
 SUN_COUNTER = "sun_ctr"  # on a card account: newest SUN read counter seen (version = counter)
 SERVICE_REGISTER = "service"  # on a kiosk's own account `kiosk:<id>`: service mode opened/closed
+LAST_ENTRY = "last_entry"  # on a card account: ms of its last entry at a gate (anti-passback)
 
 # The only registers a kiosk may write (the cloud refuses any other from a kiosk): its own
-# locks and counters. Card status, tiers, PINs, credit limits and passes are the cloud's.
-KIOSK_REGISTERS = frozenset({PIN_FAILS, PIN_LOCKED_UNTIL, SUN_COUNTER, SERVICE_REGISTER})
+# locks, counters and gate entries. Card status, tiers, PINs, credit limits and passes are the
+# cloud's.
+KIOSK_REGISTERS = frozenset(
+    {PIN_FAILS, PIN_LOCKED_UNTIL, SUN_COUNTER, SERVICE_REGISTER, LAST_ENTRY}
+)
 
 
 def kiosk_account(kiosk: str) -> str:

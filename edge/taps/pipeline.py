@@ -28,6 +28,7 @@ from edge.taps.members import (
 )
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
+    Balance,
     Decision,
     Lookup,
     Tap,
@@ -48,6 +49,7 @@ REFUSAL_REASON = {
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
 }
 PIN_TIMEOUT_S = 30.0
+LAST_ENTRY = rec.LAST_ENTRY  # register of a card account: ms of its last entry at a gate
 MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
 
@@ -64,6 +66,9 @@ class Outcome:
     gate_ns: int = 0  # when the gate signal was given (0: not opened)
     topup_total: int = 0
     topup_open: bool = False  # a top-up session is open: insert coins
+    # Offline: the balances shown are this kiosk's best knowledge as of this cloud time (ms);
+    # 0 = online, the balances are the member's true ones.
+    as_of_ms: int = 0
     lookup: Lookup | None = None  # a balance lookup: what the member holds, nothing spent
     lookup_armed: bool = False  # the lookup button was pressed: the next card is looked up
     finished_ns: int = field(default_factory=time.perf_counter_ns)  # decided, about to be shown
@@ -103,6 +108,16 @@ class RightsSource(Protocol):
 
     def denied(self, card_ref: str) -> str | None:
         """The card's status on the cloud's pushed deny list (lost, frozen...), if listed."""
+        ...
+
+    def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
+        """The account's values as the cloud last signed them plus this kiosk's own ops since,
+        and the cloud time of that snapshot; None when the cloud has sent none."""
+        ...
+
+    async def lookup(self, account: str) -> bool:
+        """Fetch an account of another scope online (within the rights budget); True once this
+        kiosk knows it."""
         ...
 
 
@@ -246,7 +261,9 @@ class TapPipeline:
                 reason = DenyReason.INSERT_CARD_FIRST
                 return await self._finish_denied(deny(reason), tap_id, "", started)
             member = read_member(self.ledger, session.member)
-        balances = read_balances(self.ledger, account)
+        balances = self._balances(account)
+        if purse not in balances and await self._looked_up(account):
+            balances = self._balances(account)
         decision = decide_single_use(what, account, balances.get(purse), member, purse)
         target = member.id if member else ""
         outcome = await self._commit(decision, target, tap_id, "", started)
@@ -274,7 +291,7 @@ class TapPipeline:
         durable = time.perf_counter_ns()
         session.total += amount
         session.coins += 1
-        balances = read_balances(self.ledger, session.member)
+        balances = self._balances(session.member)
         decision = Decision(
             approved=True,
             member_name=session.name,
@@ -288,6 +305,7 @@ class TapPipeline:
             durable_ns=durable,
             topup_total=session.total,
             topup_open=True,
+            as_of_ms=self._as_of(session.member),
         )
         await self.feedback.show(outcome)
         return outcome
@@ -313,8 +331,7 @@ class TapPipeline:
             except ValueError:
                 card = replace(card, status=CardStatus.FROZEN)  # unknown status: fail closed
         member = read_member(self.ledger, card.member) if card else None
-        lifetime = self.cfg.rules.points_lifetime_days
-        balances = read_balances(self.ledger, member.id, lifetime) if member else {}
+        balances = self._balances(member.id) if member else {}
         age = 0
         if self.rights is not None:
             age = max(0, self.clock_ms() - self.rights.last_contact_ms)
@@ -322,7 +339,7 @@ class TapPipeline:
             card=card,
             member=member,
             balances=balances,
-            last_entry_ms=self._last_entry.get(ref, 0),
+            last_entry_ms=self._last_entry_ms(ref),
             denylist_age_ms=age,
             clock_trusted=self.clock_trusted(),
         )
@@ -332,6 +349,8 @@ class TapPipeline:
     ) -> Outcome:
         now = self.clock_ms()
         state = self._state(ref)
+        if state.card is None and await self._looked_up(rec.card_account(ref)):
+            state = self._state(ref)  # a member of another venue of the chain
         member, card = state.member, state.card
         if member and member.role == "tech" and card and card.status is CardStatus.ACTIVE:
             if self.in_service:
@@ -376,6 +395,7 @@ class TapPipeline:
         if not decision.approved:
             return await self._finish_denied(decision, tap_id, ref, started)
         intents = intents_for(decision, member_id, self.clock_ms())
+        intents += self._entry_register(decision, ref)
         if self.cfg.kiosk.role is Role.TOPUP:
             intents += self._handover(intents)  # a voucher's money, like coins
         # Online, rights come from the cloud before any offline allowance is touched; the
@@ -386,7 +406,7 @@ class TapPipeline:
         try:
             self._append(intents, tap_id)
         except SpendRefused as exc:
-            reason = REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
+            reason = self._refusal_reason(exc)
             denied = replace(decision, approved=False, reason=reason, debits=(), credits=())
             return await self._finish_denied(denied, tap_id, ref, started)
         durable = time.perf_counter_ns()
@@ -396,10 +416,64 @@ class TapPipeline:
             gate = time.perf_counter_ns()
             if ref:
                 self._remember_entry(ref)
-        outcome = Outcome(decision, tap_id, ref, started, durable, gate)
+        known = self.rights.known_values(member_id) if self.rights and member_id else None
+        if known is not None and decision.remaining:
+            # What is left, from what is known now the ops are written (the cloud's answer to a
+            # rights request brought its newest signed values with it).
+            now = {p: b.value for p, b in self._balances(member_id).items()}
+            left = {p: now.get(p, v) for p, v in decision.remaining.items()}
+            decision = replace(decision, remaining=left)
+        outcome = Outcome(
+            decision, tap_id, ref, started, durable, gate, as_of_ms=self._as_of(member_id)
+        )
         self._remember(ref, outcome)
         await self.feedback.show(outcome)
         return outcome
+
+    async def _looked_up(self, account: str) -> bool:
+        if self.rights is None or not self.rights.online:
+            return False
+        try:
+            return await self.rights.lookup(account)
+        except Exception as err:  # the cloud link must never break a tap
+            log.warning("lookup failed: %s", err)
+            return False
+
+    def _balances(self, account: str) -> dict[str, Balance]:
+        """The account's purses as this kiosk best knows them (docs/knowledge-model.md): rights
+        exactly from the ledger; values from the cloud's last signed snapshot plus this kiosk's
+        own ops since (online: the true balance), or, with no snapshot, from the ledger."""
+        balances = read_balances(self.ledger, account, self.cfg.rules.points_lifetime_days)
+        known = self.rights.known_values(account) if self.rights is not None else None
+        if known is None:
+            return balances
+        for purse, value in known[0].items():
+            held = balances.get(purse)
+            if held is None:
+                rights = self.ledger.purse(account, purse).rights(self.ledger.replica)
+                held = Balance(value=value, rights=rights)
+            balances[purse] = replace(held, value=value)
+        return balances
+
+    def _as_of(self, account: str) -> int:
+        """0 when the balances shown are true (online, or no cloud at all); offline, the cloud
+        time of the knowledge they rest on (the screen says "as of 14:02")."""
+        if self.rights is None or self.rights.online or not account:
+            return 0
+        known = self.rights.known_values(account)
+        return known[1] if known is not None else max(1, self.rights.last_contact_ms)
+
+    def _refusal_reason(self, exc: SpendRefused) -> DenyReason:
+        """The true reason a debit was refused: what is known of the purse's value first (a
+        coupon used elsewhere is "already used", not "not available offline")."""
+        known = self._balances(exc.account).get(exc.purse)
+        if known is not None and known.value < exc.amount and self.rights is not None:
+            if exc.account.startswith(rec.COUPON_PREFIX):
+                return DenyReason.COUPON_USED
+            if exc.account.startswith(rec.VOUCHER_PREFIX):
+                return DenyReason.VOUCHER_USED
+            return DenyReason.INSUFFICIENT_BALANCE
+        return REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
 
     async def _fetched_rights_for(self, decision: Decision, state: TapState) -> bool:
         """Short of balance as this kiosk sees it, but online: the cloud may know more (a top-up
@@ -482,14 +556,22 @@ class TapPipeline:
         if bonus:
             self.ledger.append(self._credit(session.member, bonus), ref=tap_id)
             durable = time.perf_counter_ns()
-        balances = read_balances(self.ledger, session.member)
+        balances = self._balances(session.member)
         decision = Decision(
             approved=True,
             member_name=session.name,
             credits=(),
             remaining={p: b.value for p, b in balances.items()},
         )
-        outcome = Outcome(decision, tap_id, "", started, durable, topup_total=session.total + bonus)
+        outcome = Outcome(
+            decision,
+            tap_id,
+            "",
+            started,
+            durable,
+            topup_total=session.total + bonus,
+            as_of_ms=self._as_of(session.member),
+        )
         await self.feedback.show(outcome)
         return outcome
 
@@ -535,6 +617,28 @@ class TapPipeline:
         self._recent.move_to_end(ref)
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
+
+    def _last_entry_ms(self, ref: str) -> int:
+        """When the card last went in, here or (by its register, relayed by the cloud within
+        the scope) at any gate of the scope; survives a restart."""
+        reg = self.ledger.register(rec.card_account(ref), LAST_ENTRY)
+        try:
+            shared = int(reg.value) if reg is not None else 0
+        except ValueError:
+            shared = 0
+        return max(self._last_entry.get(ref, 0), shared)
+
+    def _entry_register(self, decision: Decision, ref: str) -> list[Intent]:
+        """With anti-passback on, an entry (or an exit) is a register write in the tap's own
+        transaction, so other gates of the scope learn it and a restart does not forget it."""
+        kiosk = self.cfg.kiosk
+        if not ref or kiosk.role is not Role.GATE or not decision.opens_gate:
+            return []
+        if not self.cfg.rules.passback_minutes:
+            return []
+        now = self.clock_ms()
+        value = "0" if kiosk.direction == "out" else str(now)
+        return [Intent(Kind.SET, rec.card_account(ref), LAST_ENTRY, now, data=value)]
 
     def _remember_entry(self, ref: str) -> None:
         if self.cfg.kiosk.direction == "out":

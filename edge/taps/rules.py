@@ -281,6 +281,8 @@ def _pay(
     *,
     accrue: bool,
 ) -> Decision:
+    if amount <= 0:  # a discount took the price to nothing: nothing to debit (no 0 op)
+        return Decision(approved=True, member_name=member.name)
     bal = state.balances.get(purse, Balance(0, 0))
     # Rights held here are part of the member's value wherever it was credited, so they prove
     # the balance even when this kiosk has not seen a top-up made elsewhere.

@@ -72,6 +72,12 @@ class KioskLink:
     def denied(self, card_ref: str) -> str | None:
         return None  # in this demo, card status travels as register ops only
 
+    def known_values(self, account: str) -> tuple[dict[str, int], int] | None:
+        return None  # in this demo the cloud merges whole ledgers: the kiosk's values are true
+
+    async def lookup(self, account: str) -> bool:
+        return False  # one site: every kiosk knows every member
+
     async def request_rights(self, account: str, purse: str, amount: int) -> bool:
         kiosk = self.kiosk
         if kiosk is None or not self.cloud.online:

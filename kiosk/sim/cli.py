@@ -85,6 +85,8 @@ def fleet(
         f" outages: {', '.join(o.label for o in scenario.outage) or 'none'}"
     )
     click.echo(metrics.table(report))
+    click.echo()
+    click.echo(metrics.balance_text(report))
     broken = [c for c in report["invariants"] if not c["ok"]]
     for c in report["invariants"]:
         mark = "ok " if c["ok"] else "BROKEN"

@@ -134,6 +134,12 @@ class Record:
     offline_posted: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[int, str] = field(default_factory=dict)  # tap n -> "" approved, or reason
+    offline_taps: set[int] = field(default_factory=set)  # tap n made while the kiosk was offline
+    timeout_taps: set[int] = field(default_factory=set)  # tap n during which an RPC timed out
+    # What members saw: (online?, shown cash balance - true global cash balance) per tap that
+    # showed one; "online" excludes taps right after an op elsewhere still on its way up.
+    balance_errors: list[tuple[bool, int]] = field(default_factory=list)
+    kiosk_ledger_ops: list[int] = field(default_factory=list)  # ops held per kiosk at the end
 
     def attempt(self, n: int, at_ms: int, action: str, approved: bool, reason: str) -> None:
         self.outcomes[n] = "" if approved else reason or "REFUSED"

@@ -145,6 +145,18 @@ def _versus(pop: population.Population, base: Record, other: Record) -> dict[str
     }
 
 
+def _false_refusals(base: Record, other: Record) -> tuple[int, int]:
+    """Taps refused by a kiosk that was online, which the always-online server approved: (those
+    with no excuse, those during which a rights request timed out on the simulated network)."""
+    refused = [
+        n
+        for n, mine in other.outcomes.items()
+        if mine and base.outcomes.get(n) == "" and n not in other.offline_taps
+    ]
+    timed_out = sum(1 for n in refused if n in other.timeout_taps)
+    return len(refused) - timed_out, timed_out
+
+
 def _report(
     scenario: Scenario, pop: population.Population, runs: dict[str, PolicyRun]
 ) -> dict[str, Any]:
@@ -156,6 +168,18 @@ def _report(
     if "online" in runs:
         for name, r in runs.items():
             policies[name]["vs_online_taps"] = _versus(pop, runs["online"].record, r.record)
+            if name in ("strict", "risk"):
+                false, timed_out = _false_refusals(runs["online"].record, r.record)
+                policies[name]["false_refusals_online"] = false
+                policies[name]["refusals_after_rpc_timeout"] = timed_out
+                checks.append(
+                    metrics.Check(
+                        name,
+                        "online, no refusal the always-online server would not make",
+                        false == 0,
+                        f"{false} false refusals",
+                    )
+                )
     return {
         "scenario": scenario.model_dump(mode="json"),
         "fleet": {

@@ -21,7 +21,7 @@ import abc
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_sync.agent import SyncAgent
@@ -39,7 +39,7 @@ from cloud_sync.reconciler import Outgoing, Reconciler
 from cloud_sync.settings import AgentSettings, TrustPolicy
 from cloud_sync.store import SqliteCloudStore
 from edge.config import KioskConfig
-from edge.ledger import Intent, Kind, Ledger, RiskLimit, RiskPolicy, SpendRefused
+from edge.ledger import Intent, Kind, Ledger, Op, RiskLimit, RiskPolicy, SpendRefused
 from edge.ledger import records as rec
 from edge.taps.members import intents_for, read_card, read_member
 from edge.taps.pipeline import Outcome, TapPipeline
@@ -60,6 +60,12 @@ SWEEP_MS = 5 * 60_000
 CENTRAL_TIMEOUT_MS = 2_000  # an always-online terminal waits this long for its server
 NO_SERVER = "NO_SERVER"  # online policy: the server could not be reached
 OFFLINE_CAP = "OFFLINE_CAP"  # common practice: above the offline per-tap cap
+
+
+def _own_value(ledger: Ledger, replica: str, account: str) -> int:
+    """A replica's own net cash on an account (its credits less its debits)."""
+    shares = ledger.purse(account, "cash").shares
+    return sum(s.inc - s.dec for s in shares if s.replica == replica)
 
 
 class NoFeedback:
@@ -87,6 +93,7 @@ class Result:
     kiosks: dict[str, Ledger]  # empty for the central policies
     lost: int
     risk_total: int  # per kiosk cash allowance (0: strict)
+    streams: dict[str, list[Op]] = field(default_factory=dict)  # kiosk -> its stream, cloud-side
 
 
 class Run(abc.ABC):
@@ -106,6 +113,10 @@ class Run(abc.ABC):
         self.specs = {k.id: k for k in pop.kiosks}
         self.configs = {k.id: k.config() for k in pop.kiosks}
         self.horizon = int(scenario.fleet.hours * 3_600_000)
+        self.last_outcome = Outcome(Decision(approved=False), "")
+        self.current_tap = -1  # the tap being decided (RPC timeouts are counted against it)
+        self.record.extra["hours"] = scenario.fleet.hours
+        self.record.extra["lossy"] = scenario.network.loss > 0
 
     # -- members at kiosks -----------------------------------------------------------------
 
@@ -124,10 +135,11 @@ class Run(abc.ABC):
                     self.loop.mono_offset_ms = 4_000 * (i + 1)
                     await kiosk.coin(coin)
                 self.loop.mono_offset_ms = 4_000 * (len(tap.coins) + 2)
-                await kiosk.card(tok)  # closes the session (bonus)
+                out = await kiosk.card(tok)  # closes the session (bonus): the balance shown
                 self.loop.mono_offset_ms = 0
         else:
             out = await kiosk.card(tok)
+        self.last_outcome = out
         d = out.decision
         return d.approved, (d.reason.name if d.reason else "")
 
@@ -142,6 +154,7 @@ class Run(abc.ABC):
         return event
 
     async def on_tap(self, tap: Tap, retry: bool) -> None:
+        self.current_tap = tap.n
         member = self.pop.members[tap.member]
         self.record.taps += 1
         approved, reason = await self.attempt(tap, member)
@@ -212,6 +225,7 @@ class SimTransport:
         rec_.rpc_requests += 1
         if run.links.copies() == 0:
             rec_.rpc_timeouts += 1
+            rec_.timeout_taps.add(run.current_tap)
             raise TimeoutError("request lost (simulated)")
         d1, d2 = run.links.delay(), run.links.delay()
         now = run.loop.now
@@ -220,21 +234,62 @@ class SimTransport:
             outs = run.reconciler.handle(topic, payload)
         finally:
             run.loop.now = now
+        answer_topic = run.topics[self.device].rpc_res
+        if not any(o.topic == answer_topic for o in outs):
+            # The cloud is recalling the rights from the kiosks holding them: those that are
+            # online answer at once (one more round trip), and the answer follows.
+            d1, outs = self._recalled(now, d1, outs)
         rtt = d1 + d2
         budget = run.agents[self.device].settings.rights_budget_ms
-        answer_topic = run.topics[self.device].rpc_res
         in_time = rtt <= budget
+        mine = run.topics[self.device].base + "/"
         for o in outs:
-            if o.topic == answer_topic and in_time:
+            # The answer, and what the cloud sent this kiosk with it (its snapshot, its stream),
+            # arrive together within the round trip.
+            if o.topic.startswith(mine) and in_time:
                 rec_.bytes_down += len(o.payload)
-                rec_.messages["answer"] += 1
+                rec_.messages["answer" if o.topic == answer_topic else "grants"] += 1
                 run.agents[self.device].handle(o.topic, o.payload)
             else:
                 run.send_down(o, now + d1)
         rec_.rpc_rtts.append(rtt)
         if not in_time:
             rec_.rpc_timeouts += 1
+            rec_.timeout_taps.add(run.current_tap)
             raise TimeoutError("answer too late (simulated)")
+
+    def _recalled(self, now: int, d1: int, outs: list[Outgoing]) -> tuple[int, list[Outgoing]]:
+        """Deliver the recalls among `outs` to online kiosks, upload their transfers back, and
+        return the time that took (from the request) and what the cloud sent meanwhile."""
+        run = self.run
+        later: list[Outgoing] = []
+        spent = d1
+        for o in outs:
+            parsed = parse_device_topic(o.topic)
+            holder = parsed[1] if parsed else ""
+            if not o.topic.endswith("/grants") or holder == self.device or holder not in run.agents:
+                later.append(o)
+                continue
+            if not run.links.up(holder, now + spent):
+                later.append(o)
+                continue
+            there, back = run.links.delay(), run.links.delay()
+            run.record.bytes_down += len(o.payload)
+            run.agents[holder].handle(o.topic, o.payload)
+            led, t = run.ledgers[holder], run.topics[holder]
+            if led.head()[0] <= run.sent[holder]:
+                continue  # a snapshot, or nothing to give back
+            ops = list(led.ops(holder, run.sent[holder]))
+            payload = run.agents[holder].seal(t.ops, OpsUpload(batch=encode_ops(ops)))
+            run.record.bytes_up += len(payload)
+            run.sent[holder] = ops[-1].seq
+            spent += there + back
+            run.loop.now = now + spent
+            try:
+                later.extend(run.reconciler.handle(t.ops, payload))
+            finally:
+                run.loop.now = now
+        return spent, later
 
 
 class EscrowRun(Run):
@@ -266,6 +321,7 @@ class EscrowRun(Run):
         self.topics: dict[str, Topics] = {}
         self.sent: dict[str, int] = {}
         self.upload_due: set[str] = set()
+        self.own_cash: dict[str, dict[str, int]] = {}  # member -> kiosk -> its own net cash
         self.pending: dict[str, tuple[list[str], dict[str, int], int]] = {}  # convergence
         for k in pop.kiosks:
             led = seed.open_kiosk(folder / f"{k.id}.db", k.id, clock, policy or RiskPolicy())
@@ -397,7 +453,35 @@ class EscrowRun(Run):
     # -- taps ------------------------------------------------------------------------------
 
     async def attempt(self, tap: Tap, member: MemberSpec) -> tuple[bool, str]:
-        return await self.drive(self.kiosks[tap.kiosk], member, tap)
+        online = self.agents[tap.kiosk].online
+        if not online:
+            self.record.offline_taps.add(tap.n)
+        result = await self.drive(self.kiosks[tap.kiosk], member, tap)
+        self._compare_balance(tap.kiosk, member.id, online)
+        return result
+
+    def _compare_balance(self, kiosk: str, member: str, online: bool) -> None:
+        """The cash balance the member was shown against the true one at that instant: every
+        replica's own credits less its own debits (the cloud's and every kiosk's chain)."""
+        shown = self.last_outcome.decision.remaining.get("cash")
+        self.own_cash.setdefault(member, {})[kiosk] = _own_value(self.ledgers[kiosk], kiosk, member)
+        d = self.last_outcome.decision
+        if shown is None or d.repeated or not d.approved:  # a refusal shows only its reason
+            return
+        true = _own_value(self.store.ledger, CLOUD, member)
+        true += sum(self.own_cash[member].values())
+        # An op of the member's at another kiosk that the cloud has not stored yet (written a
+        # moment ago, still in the upload): no kiosk could show it; counted apart.
+        in_flight = any(
+            v != _own_value(self.store.ledger, k, member)
+            for k, v in self.own_cash[member].items()
+            if k != kiosk
+        )
+        self.record.balance_errors.append((online and not in_flight, shown - true))
+        if online and in_flight:
+            self.record.extra["balance_in_flight"] = (
+                self.record.extra.get("balance_in_flight", 0) + 1
+            )
 
     def after_tap(self, kiosk: str) -> None:
         self.want_upload(kiosk)
@@ -437,7 +521,12 @@ class EscrowRun(Run):
             self.loop.at(30_000, self.resend_check)
         await self.loop.run(self.horizon)
         await self.reconcile()
-        return Result(self.record, self.store.ledger, self.ledgers, self.lost(), self.risk_total)
+        for led in self.ledgers.values():
+            self.record.kiosk_ledger_ops.append(sum(led.heads().values()))
+        streams = {d: self.reconciler.streams.ops(d, 0, 10**9) for d in self.ledgers}
+        return Result(
+            self.record, self.store.ledger, self.ledgers, self.lost(), self.risk_total, streams
+        )
 
     async def reconcile(self) -> None:
         """The end of the day: every link back, sync until every chain is at the cloud and
@@ -455,11 +544,11 @@ class EscrowRun(Run):
         self.record.extra["final_sync_s"] = (self.loop.now - self.horizon) / 1000
 
     def settled(self) -> bool:
-        cloud_head = self.store.head(CLOUD)[0]
+        streams = self.reconciler.streams
         return all(
             self.store.head(d)[0] == led.head()[0]
             and self.agents[d].acked == led.head()[0]
-            and led.head(CLOUD)[0] == cloud_head
+            and led.head(CLOUD)[0] == streams.head(d)[0]
             for d, led in self.ledgers.items()
         )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.store import SqliteCloudStore
+from cloud_sync.streams import HOME
 from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger, RiskPolicy, public_bytes
 from edge.ledger import records as rec
@@ -80,7 +81,9 @@ def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
     day_end = EPOCH_MS + 8 * 86_400_000
     for m in pop.members:
         ref = card_ref(SITE_KEY, token(m.uid))
-        intents = rec.member_intents(m.id, f"Member {m.id[1:]}", version, tier=m.tier)
+        # The home first: it scopes every later op of the account to the kiosks of that site.
+        intents = rec.register_writes(m.id, version, **{HOME: m.home})
+        intents += rec.member_intents(m.id, f"Member {m.id[1:]}", version, tier=m.tier)
         intents += rec.card_intents(ref, m.id, version)
         if m.time_pass:
             intents += rec.register_writes(
@@ -91,15 +94,15 @@ def build_seed(folder: Path, pop: Population, seed: int) -> Seed:
         if m.visits:
             intents.append(Intent(Kind.INC, m.id, "visits:swim", m.visits))
         if m.coupon:
-            intents.append(Intent(Kind.INC, rec.COUPON_PREFIX + m.coupon, rec.COUPON_PURSE, 1))
+            coupon = rec.COUPON_PREFIX + m.coupon
+            intents += rec.register_writes(coupon, version, **{HOME: m.home})
+            intents.append(Intent(Kind.INC, coupon, rec.COUPON_PURSE, 1))
         store.append(intents, ref=f"enrol:{m.id}")
-    cloud_ops = store.ops(CLOUD)
     store.ledger.checkpoint()
     store.close()
+    # A kiosk starts knowing only the cloud's key: its stream brings what its scope needs.
     kiosk = Ledger(s.kiosk_db, durable=False)
     kiosk.trust(CLOUD, public_bytes(key_for(seed, CLOUD)), "cloud")
-    for i in range(0, len(cloud_ops), 2000):
-        kiosk.apply_many(cloud_ops[i : i + 2000])
     kiosk.checkpoint()
     kiosk.close()
     return s
