@@ -180,7 +180,10 @@ class SyncAgent:
         self._sent = 0
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
-        self._need_recover = False
+        # A ledger held at open (found behind its head record, edge.ledger.head_record):
+        # recover from the cloud at the first connect.
+        self._need_recover = bool(ledger.recovering)
+        self._repair_backoff_s = 0.0  # grows while a repair leaves things unresolved
         self._client: Transport | None = None
         self._rpc: dict[str, asyncio.Future[Answer]] = {}
         self._deny_listeners: list[DenyListener] = []
@@ -392,6 +395,16 @@ class SyncAgent:
             if self._need_recover or self._deny_gap:
                 await self._repair()
             await self._publish(self.topics.status, self._status(True), retain=True)
+            if self._need_recover or self._deny_gap:
+                # Still unresolved: ask again, but never in a tight loop (a forked kiosk asked
+                # ~58 times a second). Doubling from poll_interval_s up to sync_interval_s.
+                self._repair_backoff_s = min(
+                    max(2 * self._repair_backoff_s, s.poll_interval_s), s.sync_interval_s
+                )
+                log.info("agent %s: repair again in %.1f s", s.device, self._repair_backoff_s)
+                await asyncio.sleep(self._repair_backoff_s * random.uniform(0.8, 1.2))
+                continue
+            self._repair_backoff_s = 0.0
             try:
                 async with asyncio.timeout(s.sync_interval_s):
                     while not (self._need_recover or self._deny_gap):
@@ -411,7 +424,12 @@ class SyncAgent:
                 if self._need_recover:
                     after = self.ledger.head()[0]
                     log.warning("agent %s: recovering own chain after seq %d", s.device, after)
-                    await self._rpc_call(RecoverRequest(id=uuid.uuid4().hex, after_seq=after))
+                    req = RecoverRequest(id=uuid.uuid4().hex, after_seq=after)
+                    answer = await self._rpc_call(req)
+                    if self.ledger.recovering and answer.granted <= self.ledger.head()[0]:
+                        # The cloud holds no more of our chain than we do now: what is missing
+                        # never reached it. Waiting would freeze the kiosk for good.
+                        self.ledger.accept_lost()
                     if not self.ledger.recovering:
                         self._need_recover = False
                         log.warning("agent %s: own chain recovered", s.device)

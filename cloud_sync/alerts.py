@@ -59,6 +59,8 @@ def kiosk_alerts(view: KioskView, now_ms: int, rules: AlertSettings) -> dict[str
         out["reader_down"] = "a configured card reader is missing"
     if h.disk_free_bytes and h.disk_free_bytes < rules.disk_low_bytes:
         out["disk_low"] = f"{h.disk_free_bytes // 1_000_000} MB free"
+    if h.refusals.get("DISK_FULL"):  # a tap could not be written: out of service
+        out["disk_low"] = f"disk full: {h.refusals['DISK_FULL']} taps refused"
     return out
 
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.ledger import chain
 from edge.ledger.chain import Register, Role
 from edge.ledger.errors import LedgerError, OpRefused
+from edge.ledger.head_record import HeadRecord, read_head_record, write_head_record
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import Intent, Op
 from edge.ledger.private_files import prepare_private
@@ -73,12 +74,19 @@ class Ledger:
         clock: Clock | None = None,
         durable: bool = True,
         read_only: bool = False,
+        head_record: Path | None = None,
     ) -> None:
         """`durable=False` skips the fsync of each commit: for building fixtures and
         simulations only, never for a kiosk's ledger (an acknowledged tap could be lost).
         `read_only=True` opens an existing ledger for reading only (`kiosk ledger verify`):
-        the file is never changed, and a file that is not a ledger is refused."""
+        the file is never changed, and a file that is not a ledger is refused.
+        `head_record` (a kiosk's): the file where the own chain head is recorded after every
+        commit; a ledger found behind it at open is held until recovered from the cloud."""
         self.path = str(path)
+        self._head_path = head_record
+        self._opened = 0
+        self.restored_behind: tuple[int, int] | None = None  # (recorded seq, found seq)
+        self.diverged_at = 0  # an own seq whose hash differs from the recorded one
         self.role: Role = role
         self.risk = risk
         self.clock = clock or Clock()
@@ -117,6 +125,8 @@ class Ledger:
                 conn.close()
                 raise LedgerError(f"{self.path}: a ledger that signs needs a replica id")
             self.trust(self.replica, public_bytes(key), role)
+        if head_record is not None:
+            self._check_head_record(head_record)
 
     def _own_replica(self, replica: str | None) -> str:
         """The replica this file belongs to, recorded at first open and checked after."""
@@ -159,6 +169,70 @@ class Ledger:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    # -- the head record (a restored copy of the file is seen offline) --------------------
+
+    def _check_head_record(self, path: Path) -> None:
+        record = read_head_record(path)
+        seq = self.head()[0]
+        if record is None:  # a new kiosk, or one from before head records: all gates opened
+            self._opened = seq
+            self._record_head()
+            return
+        self._opened = record.opened
+        if seq < record.seq:
+            self.restored_behind = (record.seq, seq)
+            log.critical(
+                "ledger %s: own chain ends at #%d but the head record says #%d: the file was"
+                " restored from an older copy; no spending until recovered from the cloud",
+                self.replica,
+                seq,
+                record.seq,
+            )
+            self.hold_until(record.seq)
+            return
+        if record.seq and self._own_hash(record.seq) != record.hash:
+            self.diverged_at = record.seq
+            log.critical(
+                "ledger %s: own op #%d is not the one the head record names: this file is another"
+                " branch of the chain (a restored copy that kept writing)",
+                self.replica,
+                record.seq,
+            )
+        if seq != record.seq:
+            self._record_head()
+
+    def _own_hash(self, seq: int) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT hash FROM ops WHERE replica = ? AND seq = ?", (self.replica, seq)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _record_head(self) -> None:
+        if self._head_path is None:
+            return
+        seq, digest = self.head()
+        try:
+            write_head_record(self._head_path, HeadRecord(seq, digest, self._opened))
+        except OSError as exc:  # the op is committed: the tap goes on, detection lags
+            log.error("head record %s not written: %s", self._head_path, exc)
+
+    def gate_opened(self, seq: int) -> None:
+        """The gate pulse for own op `seq` was given: it is no longer owed. Written without
+        fsync: lost in a power cut, it only makes an entry already given look owed once more."""
+        if self._head_path is None or seq <= self._opened:
+            return
+        self._opened = seq
+        head, digest = self.head()
+        try:
+            write_head_record(self._head_path, HeadRecord(head, digest, seq), durable=False)
+        except OSError as exc:
+            log.error("head record %s not written: %s", self._head_path, exc)
+
+    @property
+    def opened(self) -> int:
+        """The newest own seq whose gate pulse was recorded."""
+        return self._opened
 
     # -- keyring ---------------------------------------------------------------------------
 
@@ -204,8 +278,9 @@ class Ledger:
         """
         if self._key is None:
             raise LedgerError(f"replica {self.replica!r} has no signing key: read-only ledger")
+        before = self.head()[0] if self._head_path is not None else 0
         with self._write() as c:
-            return chain.write(
+            written = chain.write(
                 self._chain,
                 replica=self.replica,
                 key=self._key,
@@ -216,6 +291,9 @@ class Ledger:
                 risk=self.risk,
                 hold_until=self._hold(c),
             )
+        if self._head_path is not None and written and written[-1].seq > before:
+            self._record_head()  # before the caller acts on the op (opens the gate)
+        return written
 
     def ops_with_ref(self, ref: str) -> list[Op]:
         """This replica's own ops written with a ref (a tap, a grant for a request)."""
@@ -251,6 +329,8 @@ class Ledger:
         if checked:
             with self._write():
                 chain.place(self._chain, checked, placed)
+            if self._head_path is not None and any(o.replica == self.replica for o in checked):
+                self._record_head()  # own ops recovered from the cloud
         return placed.counts
 
     # -- recovery of our own chain (DESIGN.md section 4, trap 2) ----------------------------
@@ -272,6 +352,28 @@ class Ledger:
                 log.warning(
                     "ledger %s: local writes held until own seq %d is recovered", self.replica, seq
                 )
+
+    def accept_lost(self) -> tuple[int, int]:
+        """The cloud holds no more of our chain than we do: the ops between our head and the
+        hold never reached it and are gone with the overwritten file. Lift the hold (new ops
+        take those seqs) and return the lost (first, last) seqs; (0, 0) when none were held."""
+        head = self.head()[0]
+        with self._write() as c:
+            hold = self._hold(c)
+            if hold <= head:
+                return (0, 0)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'hold_until'", (str(head),))
+        log.critical(
+            "ledger %s: own ops #%d..#%d are lost (restored file, never reached the cloud):"
+            " spending resumes from #%d",
+            self.replica,
+            head + 1,
+            hold,
+            head + 1,
+        )
+        self.restored_behind = None
+        self._record_head()
+        return (head + 1, hold)
 
     @property
     def recovering(self) -> int:

@@ -30,6 +30,7 @@ from edge.taps.reasons import DenyReason
 from edge.taps.rules import (
     Decision,
     Lookup,
+    Member,
     Tap,
     TapState,
     balance_lookup,
@@ -46,10 +47,12 @@ REFUSAL_REASON = {
     Refusal.INSUFFICIENT_RIGHTS: DenyReason.HELD_ELSEWHERE,
     Refusal.RISK_PER_TAP: DenyReason.RISK_LIMIT,
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
+    Refusal.CHAIN_BEHIND: DenyReason.LEDGER_RECOVERING,
 }
 PIN_TIMEOUT_S = 30.0
 MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
+OWED_ENTRY_S = 300.0  # a paid entry whose gate never opened (a crash) is owed this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,7 @@ class TapPipeline:
         self._use_points: bool | None = None  # point of sale: the member's choice, next tap
         self._lookup_until: float | None = None  # lookup button: deadline for the card
         self._service_until: float | None = None  # monotonic deadline while service mode is open
+        self._owed = self._owed_entries()  # member -> own seq of a paid entry never opened
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -341,6 +345,12 @@ class TapPipeline:
             return Outcome(Decision(approved=True, member_name=member.name), tap_id, ref)
         if self.in_service:
             return await self._finish_denied(deny(DenyReason.OUT_OF_SERVICE), tap_id, ref, started)
+        if self.ledger.recovering:
+            why = deny(DenyReason.LEDGER_RECOVERING)
+            return await self._finish_denied(why, tap_id, ref, started)
+        owed = self._owed.pop(member.id, None) if member and card else None
+        if owed is not None and member and card and card.status is CardStatus.ACTIVE:
+            return await self._open_owed(member, owed, tap_id, ref, started)
         tap = Tap(
             tap_id=tap_id,
             now_ms=now,
@@ -394,9 +404,44 @@ class TapPipeline:
         if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
             await self.feedback.open_gate()
             gate = time.perf_counter_ns()
+            self.ledger.gate_opened(self.ledger.head()[0])
             if ref:
                 self._remember_entry(ref)
         outcome = Outcome(decision, tap_id, ref, started, durable, gate)
+        self._remember(ref, outcome)
+        await self.feedback.show(outcome)
+        return outcome
+
+    def _owed_entries(self) -> dict[str, int]:
+        """Entries paid for (a debit committed) whose gate pulse was never recorded, recent
+        enough to honour: the kiosk stopped between commit and pulse."""
+        if self.cfg.kiosk.role is not Role.GATE:
+            return {}
+        since = self.clock_ms() - int(OWED_ENTRY_S * 1000)
+        owed: dict[str, int] = {}
+        for op in self.ledger.ops(self.ledger.replica, self.ledger.opened):
+            if op.kind is Kind.DEC and op.ref and ":" not in op.account and op.wall_ms >= since:
+                owed[op.account] = op.seq
+        if owed:
+            log.warning("entries owed after a stop before the gate opened: %d", len(owed))
+        return owed
+
+    async def _open_owed(
+        self, member: Member, seq: int, tap_id: str, ref: str, started: int
+    ) -> Outcome:
+        """The member paid at op `seq` but the gate never opened: open it, debit nothing."""
+        log.warning("owed entry for op #%d given (no second debit)", seq)
+        await self.feedback.open_gate()
+        gate = time.perf_counter_ns()
+        self.ledger.gate_opened(seq)
+        self._remember_entry(ref)
+        balances = read_balances(self.ledger, member.id)
+        decision = Decision(
+            approved=True,
+            member_name=member.name,
+            remaining={p: b.value for p, b in balances.items()},
+        )
+        outcome = Outcome(decision, tap_id, ref, started, 0, gate)
         self._remember(ref, outcome)
         await self.feedback.show(outcome)
         return outcome
