@@ -145,8 +145,10 @@ class SyncAgent:
         settings: AgentSettings,
         *,
         key: Ed25519PrivateKey | None = None,
-        clock: Callable[[], int] = wall_ms,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """`clock`: wall ms; by default the ledger's (a kiosk daemon sets it from the cloud's
+        signed time when the system clock is off)."""
         if key is None:
             if settings.key_file is None:
                 raise SyncError("the agent needs the device key (settings.key_file)")
@@ -161,7 +163,7 @@ class SyncAgent:
         self.ledger = ledger
         self.settings = settings
         self.key = key
-        self.clock = clock
+        self.clock = clock or ledger.clock.wall_ms
         self.cloud = cloud
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)

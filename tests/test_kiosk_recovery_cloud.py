@@ -1,19 +1,23 @@
 """A kiosk whose ledger file was restored from an older copy, on real parts (daemon, mosquitto
 with mutual TLS, the real reconciler): it recovers its chain from the cloud before it spends
-again; ops that never reached the cloud are declared lost and the kiosk goes on."""
+again; ops that never reached the cloud are declared lost and the kiosk goes on. A kiosk whose
+clock is 30 days behind connects and takes the cloud's signed time as soon as the link is up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from cloud_sync import admin
+from edge import clock as clock_module
 from edge.config import KioskConfig
+from edge.daemon import daemon as daemon_module
 from edge.daemon.daemon import KioskDaemon
 from edge.daemon.sdnotify import Notifier
 from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_key
@@ -149,3 +153,43 @@ async def test_ops_that_never_reached_the_cloud_are_declared_lost_and_the_kiosk_
                 lambda: w.store.head("gate-1")[0] == daemon.ledger.head()[0],
                 what="the new ops stored at the cloud",
             )
+
+
+class _ClockBehind:
+    """The `time` module as the daemon sees it, with the wall clock 30 days behind."""
+
+    def __init__(self, behind_ms: int) -> None:
+        self.behind_ns = behind_ms * 1_000_000
+
+    def time_ns(self) -> int:
+        return time.time_ns() - self.behind_ns
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+async def test_a_kiosk_30_days_behind_connects_and_takes_the_clouds_time_at_once(
+    tmp_path, monkeypatch
+):
+    behind_ms = 30 * 86_400_000
+    monkeypatch.setattr(daemon_module, "time", _ClockBehind(behind_ms))
+    # The host's NTP would vouch for the real clock; this kiosk has none.
+    monkeypatch.setattr(clock_module, "ntp_synchronized", lambda run: False)
+    monkeypatch.setattr(clock_module, "chrony_synchronized", lambda run: False)
+    async with world(tmp_path, ["gate-1"]) as w:
+        cfg, token = linked_kiosk(tmp_path, w, cash=5000, held=0)
+        w.start_reconciler()
+        async with daemon_of(cfg) as (daemon, outcomes):
+            assert daemon.wall_ms() < time.time_ns() // 1_000_000 - behind_ms + 60_000
+            # Trusted within seconds of the link coming up, not after the 60 s re-check.
+            await eventually(lambda: daemon.clock.trusted, timeout=10, what="clock trusted")
+            assert daemon.clock.source == "beacon"
+            assert abs(daemon.wall_ms() - time.time_ns() // 1_000_000) < 10_000
+            await eventually(
+                lambda: daemon.ledger.register("card:" + token, "member") is not None,
+                what="card known at the kiosk",
+            )
+            daemon.nfc.present_uid(UID)
+            assert (await next_outcome(outcomes)).decision.approved
+            newest = next(daemon.ledger.ops("gate-1", daemon.ledger.head()[0] - 1))
+            assert abs(newest.wall_ms - time.time_ns() // 1_000_000) < 10_000  # stamped right

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge import __version__
@@ -30,7 +31,7 @@ from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_
 from edge.drivers.ntag424 import SiteKeys
 from edge.feedback.catalog import tr_reason
 from edge.feedback.outputs import GateAndScreen, language
-from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.ledger import Clock, Ledger, RiskLimit, RiskPolicy, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.sitekey import load_site_secrets
 from edge.taps.pipeline import Outcome, RightsSource, TapPipeline
@@ -121,6 +122,7 @@ class KioskDaemon:
         self._tap_kind = "-"  # what the event being decided came from (for the tap's log line)
         self._parts_down: set[str] = set()  # "Reader", "Display" while lost
         self.disk_full = False  # the last ledger write failed for want of space
+        self.clock_offset_ms = 0  # the cloud's time minus the system clock, when set from it
 
     # -- the parts -----------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class KioskDaemon:
                 key=key,
                 role="kiosk",
                 risk=risk_policy(self.cfg),
+                clock=Clock(wall_ms=self.wall_ms),
                 head_record=k.state_dir / HEAD_RECORD,
             )
         except sqlite3.Error as exc:  # damaged, not a database, disk full: say which
@@ -223,6 +226,7 @@ class KioskDaemon:
                     secrets.card_ref_key,
                     recorder,
                     rights=self.rights,
+                    clock_ms=self.wall_ms,
                     diagnostics=self.diagnostics,
                     clock_trusted=lambda: self.clock.trusted,
                 )
@@ -382,16 +386,38 @@ class KioskDaemon:
                 else:
                     await self.feedback.idle()
 
+    def wall_ms(self) -> int:
+        """This kiosk's wall time: the system clock, set by the cloud's when it was off."""
+        return time.time_ns() // 1_000_000 + self.clock_offset_ms
+
     async def _check_clock(self) -> None:
         # timedatectl / chronyc are subprocesses: never on the tap path, never on the loop.
         beacon = None
         if self.agent is not None and self.agent.cloud_time is not None:
             wall_ms, mono_ms = self.agent.cloud_time
             beacon = TimeBeacon(wall_ms, mono_ms, self.cfg.kiosk.id)
-        trust = await asyncio.to_thread(assess_clock, self.cfg.clock, beacon=beacon)
+            self._set_from_beacon(beacon)
+        now = datetime.fromtimestamp(self.wall_ms() / 1000, UTC)
+        trust = await asyncio.to_thread(assess_clock, self.cfg.clock, now=now, beacon=beacon)
         if trust.trusted != self.clock.trusted:
             log.warning("clock %s: %s", "trusted" if trust.trusted else "NOT trusted", trust.detail)
         self.clock = trust
+
+    def _set_from_beacon(self, beacon: TimeBeacon) -> None:
+        """A fresh signed cloud time and a clock off by more than the allowed skew (a kiosk
+        whose clock is days behind): the kiosk's time is set from the cloud's (an offset, so
+        no privilege is needed), for its decisions and the ops it stamps."""
+        mono = time.monotonic_ns() // 1_000_000
+        if (mono - beacon.received_mono_ms) / 1000 > self.cfg.clock.beacon_max_age_s:
+            return
+        off_ms = beacon.now_ms(mono) - self.wall_ms()
+        if abs(off_ms) / 1000 <= self.cfg.clock.max_skew_s:
+            return
+        self.clock_offset_ms += off_ms
+        log.warning(
+            "clock %+.0f s off the cloud's signed time: kiosk time set from the cloud",
+            off_ms / 1000,
+        )
 
     async def _service_watch(self) -> None:
         kiosk = self.kiosk
