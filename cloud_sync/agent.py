@@ -171,7 +171,7 @@ class SyncAgent:
         self.snapshots: dict[str, Snapshot] = {}
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
-        self.forked = False
+        self.forked = bool(ledger.fork_set_aside)  # a fork was set aside: the operator is told
         self.online = False
         # Wall ms of the last message the cloud signed for us: how stale our copy of card
         # status and deny list may be (time passes fail closed past a configured age).
@@ -454,7 +454,6 @@ class SyncAgent:
             self._sent = max(self._sent, self.acked)
             if (
                 not self.ledger.recovering
-                and not self.forked
                 and head > self._sent
                 and self._sent - self.acked < s.window
             ):
@@ -568,15 +567,15 @@ class SyncAgent:
             self._need_recover = True
         elif ack.seq > 0:
             ours = next(self.ledger.ops(self.settings.device, ack.seq - 1, 1))
-            if ours.hash() != ack.hash and not self.forked:
-                self.forked = True
-                self.ledger.hold_until(head + 1)
+            if ours.hash() != ack.hash:
                 log.critical(
                     "agent %s: our op #%d differs from the one the cloud stored: the chain has"
-                    " forked (restored image that kept writing); spending stopped, call support",
+                    " forked (restored image that kept writing)",
                     self.settings.device,
                     ack.seq,
                 )
+                self._set_aside_fork(ack.seq)
+                self._synced.set()  # uploads resume once the cloud's copy is recovered
                 return
         if ack.seq < self.acked:
             # The cloud holds less of our chain than it acked before: restored from a backup.
@@ -619,13 +618,24 @@ class SyncAgent:
             ops[-1].seq,
             counts,
         )
-        if counts["refused"] and not self.forked:
-            self.forked = True
+        if counts["refused"]:
             log.critical(
                 "agent %s: recovered ops conflict with ours: forked chain", self.settings.device
             )
+            self._set_aside_fork(max(ops[-1].seq, self.ledger.recovering))
+            return
         if not self.ledger.recovering:
             self._need_recover = False
+        self._progress.set()
+
+    def _set_aside_fork(self, cloud_seq: int) -> None:
+        """Never frozen for good: our branch is kept aside (the file named in the log and in
+        `Ledger.fork_set_aside`), the cloud's copy of our chain is recovered, and the kiosk
+        goes on after it. `forked` stays set: the fleet view raises a `fork` alert."""
+        self.forked = True
+        self.ledger.set_aside_fork(cloud_seq)
+        self.acked = self._sent = 0
+        self._need_recover = True
         self._progress.set()
 
     def _on_recall(self, msg: Recall) -> None:
@@ -670,7 +680,7 @@ class SyncAgent:
             return True
         # What a debit can use of what is held: debt (negative rights) is repaid first.
         target = max(self.ledger.purse(account, purse).rights(me), 0) + amount
-        if not self.online or self.ledger.recovering or self.forked:
+        if not self.online or self.ledger.recovering:
             return False
         req = RightsRequest(
             id=uuid.uuid4().hex,

@@ -52,7 +52,7 @@ def kiosk_alerts(view: KioskView, now_ms: int, rules: AlertSettings) -> dict[str
     if h is None:
         return out
     if h.forked:
-        out["fork"] = "its chain differs from what the cloud stored: spending stopped"
+        out["fork"] = "its chain forked from what the cloud stored: its branch set aside"
     if not h.clock_trusted:
         out["clock_untrusted"] = f"clock not vouched for ({h.clock_source or 'no source'})"
     if not h.reader_ok:

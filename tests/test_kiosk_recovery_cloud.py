@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from cloud_sync import admin
+from cloud_sync.alerts import KioskView, kiosk_alerts
+from cloud_sync.settings import AlertSettings
 from edge import clock as clock_module
 from edge.config import KioskConfig
 from edge.daemon import daemon as daemon_module
 from edge.daemon.daemon import KioskDaemon
 from edge.daemon.sdnotify import Notifier
-from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_key
+from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger.head_record import read_head_record
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
@@ -193,3 +195,69 @@ async def test_a_kiosk_30_days_behind_connects_and_takes_the_clouds_time_at_once
             assert (await next_outcome(outcomes)).decision.approved
             newest = next(daemon.ledger.ops("gate-1", daemon.ledger.head()[0] - 1))
             assert abs(newest.wall_ms - time.time_ns() // 1_000_000) < 10_000  # stamped right
+
+
+async def test_a_forked_kiosk_sets_its_branch_aside_tells_the_operator_and_goes_on(tmp_path):
+    async with world(tmp_path, ["gate-1"]) as w:
+        cfg, token = linked_kiosk(tmp_path, w, cash=10000, held=6000)
+        w.start_reconciler()
+        state = cfg.kiosk.state_dir
+        async with daemon_of(cfg) as (daemon, _):
+            await eventually(
+                lambda: daemon.ledger.purse("m1", "cash").rights("gate-1") == 6000,
+                what="rights held at the kiosk",
+            )
+        # The whole state folder copied (ledger and head record): the head record cannot see it.
+        shutil.copytree(state, tmp_path / "image")
+        async with daemon_of(cfg) as (daemon, outcomes):
+            await eventually(lambda: daemon.agent.synced, what="kiosk online")
+            daemon.nfc.present_uid(UID)
+            assert (await next_outcome(outcomes)).decision.approved
+            await eventually(
+                lambda: w.store.head("gate-1")[0] == daemon.ledger.head()[0],
+                what="the debit stored at the cloud",
+            )
+            cloud_head = w.store.head("gate-1")
+        shutil.rmtree(state)
+        shutil.copytree(tmp_path / "image", state)
+        await w.stop_task("reconciler1")
+        async with daemon_of(cfg) as (daemon, outcomes):  # offline: the other branch
+            daemon.nfc.present_uid(UID)
+            assert (await next_outcome(outcomes)).decision.approved
+            assert daemon.ledger.head()[0] == cloud_head[0]  # same seqs, other ops
+            assert daemon.ledger.head()[1] != cloud_head[1]
+        w.start_reconciler()
+        async with daemon_of(cfg) as (daemon, outcomes):
+            agent = daemon.agent
+            requests = 0
+            call = agent._rpc_call
+
+            async def counted(msg):
+                nonlocal requests
+                requests += 1
+                return await call(msg)
+
+            agent._rpc_call = counted
+            await eventually(lambda: agent.forked, what="fork detected")
+            await eventually(lambda: not daemon.ledger.recovering, what="cloud's branch adopted")
+            assert daemon.ledger.head() == cloud_head
+            aside = Path(daemon.ledger.fork_set_aside)
+            assert aside.exists()  # our branch, kept for the accounting
+            with Ledger(aside) as old:
+                assert old.head("gate-1")[0] == cloud_head[0]
+            # The operator is told: the health the kiosk reports raises the fleet's fork alert.
+            health = agent._status(True).health
+            assert health is not None
+            assert health.forked
+            device = w.store.device("gate-1")
+            assert kiosk_alerts(KioskView(device, health), 0, AlertSettings())["fork"]
+            # It goes on, with new seqs after the cloud's.
+            daemon.nfc.present_uid(UID)
+            assert (await next_outcome(outcomes)).decision.approved
+            assert daemon.ledger.head()[0] > cloud_head[0]
+            await eventually(
+                lambda: w.store.head("gate-1")[0] == daemon.ledger.head()[0],
+                what="the new ops stored at the cloud",
+            )
+            await asyncio.sleep(2.0)
+            assert requests < 20  # no request storm (it was ~58 a second)
