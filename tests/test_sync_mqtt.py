@@ -58,7 +58,10 @@ async def test_ops_upload_ack_float_and_online_rights(tmp_path):
         # The cloud topped k1's working float up after the spend.
         await eventually(lambda: k1.purse("m1", "cash").rights("k1") > 0, what="float")
         # The cloud's signed value after the spend, and the kiosk's view of it, are the truth.
-        assert w.agents["k1"].snapshot("m1").values["cash"] == 9_700
+        # (The snapshot travels on the grants topic after the ack: it arrives, soon.)
+        await eventually(
+            lambda: w.agents["k1"].snapshot("m1").values["cash"] == 9_700, what="snapshot 9700"
+        )
         assert w.agents["k1"].known_values("m1")[0]["cash"] == 9_700
         k1.append([Intent(Kind.DEC, "m1", "cash", 2_400)], ref="tap-2")
         await w.settled()
