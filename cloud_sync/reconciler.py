@@ -54,7 +54,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, Device
-from cloud_sync.streams import StreamBook, content
+from cloud_sync.streams import StreamBook
 from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
 from edge.ledger import records as rec
@@ -316,19 +316,19 @@ class Reconciler:
 
     def _remaster(self, copies: Sequence[Op]) -> int:
         """Re-append to the master chain, as new master ops, what these stream ops copy and the
-        master chain lacks (a stream op is a master op re-signed: `streams.content`)."""
+        master chain lacks (a stream op is a master op re-signed: `Op.content`)."""
         if not copies:
             return 0
-        have = {content(o) for o in self.store.ops(self.replica, self.streams.routed)}
+        have = {o.content() for o in self.store.ops(self.replica, self.streams.routed)}
         added = 0
         for c in copies:
-            if content(c) in have:
+            if c.content() in have:
                 continue
             seq, prev = self.store.head(self.replica)
             m = msgspec.structs.replace(c, seq=seq + 1, prev=prev, sig=b"").signed(self.key)
             counts = self.store.ingest([m])
             if counts["applied"]:
-                have.add(content(c))
+                have.add(c.content())
                 added += 1
             else:
                 log.error(

@@ -43,22 +43,7 @@ def op_from_row(row: Sequence[Any]) -> Op:
 
 def op_row(op: Op, digest: bytes) -> tuple[object, ...]:
     """The values of `OP_COLUMNS, hash` for one op: the row both chain stores insert."""
-    return (
-        op.replica,
-        op.seq,
-        op.wall_ms,
-        op.mono_ms,
-        int(op.kind),
-        op.account,
-        op.purse,
-        op.amount,
-        op.counterpart,
-        op.ref,
-        op.data,
-        op.prev,
-        op.sig,
-        digest,
-    )
+    return (op.replica, op.seq, *op.content(), op.prev, op.sig, digest)
 
 
 # One statement per total, prepared once by sqlite3's statement cache.
