@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.membership import MembershipSettings
+from cloud_sync.mqtt_ack import ack, manual_ack_client
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     Ack,
@@ -770,11 +771,10 @@ class ReconcilerService:
         ident = self.settings.client_id or secret_client_id("reconciler")
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
-            client = aiomqtt.Client(
+            client = manual_ack_client(
                 identifier=ident,
                 **self.settings.broker.client_kwargs(self.settings.session_expiry_s),
             )
-            client._client.manual_ack_set(True)
             try:
                 async with client:
                     self._client = client
@@ -843,7 +843,7 @@ class ReconcilerService:
                 outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
                 await self.publish(outs)
             self.handled += 1
-            client._client.ack(message.mid, message.qos)
+            ack(client, message)
             # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
             # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
             if me is not None and me.cancelling():
