@@ -17,7 +17,7 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -45,6 +45,7 @@ from cloud_sync.protocol import (
     RecoverRequest,
     RightsRequest,
     Snapshot,
+    Snapshots,
     Status,
     Topics,
     decode_ops,
@@ -140,7 +141,7 @@ class DenyList:
         self.conn.close()
 
 
-class Snapshots:
+class SnapshotBook:
     """The newest signed snapshot of each account of the kiosk's scope, in the agent's state
     file beside the deny list (survives a restart: offline after a reboot, the screen still
     shows the best knowledge)."""
@@ -152,17 +153,26 @@ class Snapshots:
             "CREATE TABLE IF NOT EXISTS snapshot (account TEXT PRIMARY KEY, body BLOB NOT NULL)"
         )
 
-    def keep(self, snap: Snapshot) -> bool:
-        """Keep a snapshot unless a newer one of the account is held; True if kept."""
-        old = self.get(snap.account)
-        if old is not None and (old.own_head, old.as_of_ms) > (snap.own_head, snap.as_of_ms):
-            return False
-        self.conn.execute(
-            "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
-            " DO UPDATE SET body = excluded.body",
-            (snap.account, msgspec.msgpack.encode(snap)),
-        )
-        return True
+    def keep_all(self, snaps: Iterable[Snapshot]) -> int:
+        """Keep each snapshot unless a newer one of its account is held, in one transaction;
+        returns how many were kept."""
+        kept = 0
+        with self.conn:
+            self.conn.execute("BEGIN")
+            for snap in snaps:
+                old = self.get(snap.account)
+                if old is not None and (old.own_head, old.as_of_ms) > (
+                    snap.own_head,
+                    snap.as_of_ms,
+                ):
+                    continue
+                self.conn.execute(
+                    "INSERT INTO snapshot VALUES (?, ?) ON CONFLICT (account)"
+                    " DO UPDATE SET body = excluded.body",
+                    (snap.account, msgspec.msgpack.encode(snap)),
+                )
+                kept += 1
+        return kept
 
     def get(self, account: str) -> Snapshot | None:
         row = self.conn.execute(
@@ -204,7 +214,7 @@ class SyncAgent:
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
         self.denylist = DenyList(settings.state_file)
-        self.snapshots = Snapshots(settings.state_file)
+        self.snapshots = SnapshotBook(settings.state_file)
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
         self.forked = False
@@ -580,8 +590,8 @@ class SyncAgent:
         elif isinstance(msg, ChainWanted):
             self._chain_wanted = msg.after_seq
             self._progress.set()
-        elif isinstance(msg, Snapshot):
-            self.snapshots.keep(msg)
+        elif isinstance(msg, Snapshots):
+            self.snapshots.keep_all(msg.items)
         elif isinstance(msg, DenyDelta):
             if msg.site != self.settings.site:
                 raise MessageRefused(topic, f"deny delta of site {msg.site!r}")

@@ -115,6 +115,12 @@ class PgChainStore:
         self._totals: dict[tuple[str, str, str], dict[str, int]] = {}
         self._registers: dict[tuple[str, str], Register] = {}
         self._pending: list[tuple[str, int, bytes]] = []
+        # What this transaction has read of shares and registers, kept current by its own writes:
+        # a batch reads each purse once, not once per op. Rows of other chains may change
+        # meanwhile (another reconciler under its own chain lock); they only add rights to the
+        # replica this transaction writes for, so a check on the read values stays safe.
+        self._shares_read: dict[tuple[str, str], dict[str, list[int]]] = {}
+        self._registers_read: dict[tuple[str, str], Register | None] = {}
 
     # -- keyring ---------------------------------------------------------------------------
 
@@ -194,18 +200,25 @@ class PgChainStore:
         return [op_from_row(r) for r in rows]
 
     def shares(self, account: str, purse: str) -> tuple[Share, ...]:
-        self.flush()
-        rows = self._conn.execute(
-            "SELECT replica, inc, dec, debt, xin, xout FROM shares"
-            " WHERE account = %s AND purse = %s ORDER BY replica",
-            (account, purse),
-        ).fetchall()
-        return tuple(Share(r[0], *(int(x) for x in r[1:])) for r in rows)
+        rows = self._shares_read.get((account, purse))
+        if rows is None:
+            self.flush()
+            found = self._conn.execute(
+                "SELECT replica, inc, dec, debt, xin, xout FROM shares"
+                " WHERE account = %s AND purse = %s",
+                (account, purse),
+            ).fetchall()
+            rows = self._shares_read[(account, purse)] = {
+                r[0]: [int(x) for x in r[1:]] for r in found
+            }
+        return tuple(Share(replica, *rows[replica]) for replica in sorted(rows))
 
     def register(self, account: str, name: str) -> Register | None:
         if (account, name) in self._registers:
             return self._registers[(account, name)]
-        return _register(self._conn, account, name)
+        if (account, name) not in self._registers_read:
+            self._registers_read[(account, name)] = _register(self._conn, account, name)
+        return self._registers_read[(account, name)]
 
     def open_debt(self, replica: str, unit: str) -> int:
         self.flush()
@@ -225,6 +238,9 @@ class PgChainStore:
     def add_to_total(self, account: str, purse: str, replica: str, total: str, amount: int) -> None:
         row = self._totals.setdefault((account, purse, replica), {})
         row[total] = row.get(total, 0) + amount
+        read = self._shares_read.get((account, purse))
+        if read is not None:
+            read.setdefault(replica, [0] * len(TOTALS))[TOTALS.index(total)] += amount
 
     def put_register(self, register: Register) -> None:
         self._registers[(register.account, register.name)] = register

@@ -130,7 +130,8 @@ def reconciler_filters(shared: bool) -> list[str]:
 
 MAX_PAYLOAD = 1 << 20  # bytes of one MQTT payload (the broker's message_size_limit is the same)
 MAX_BATCH = 5000  # ops in one batch (the reconciler sends at most 1000 at a time)
-MAX_ENTRIES = 10_000  # deny entries of one delta, purses of one snapshot
+MAX_ENTRIES = 10_000  # deny entries of one delta, purses of one account in a snapshot
+MAX_SNAPSHOTS = 500  # accounts in one snapshots message
 MAX_TEXT = 256  # characters of one id, account, purse, ref or reason
 I64_MAX = (1 << 63) - 1
 I64_MIN = -(1 << 63)
@@ -194,15 +195,22 @@ class ChainWanted(Message, frozen=True, tag="chain_wanted"):
     after_seq: Count
 
 
-class Snapshot(Message, frozen=True, tag="snapshot"):
-    """cloud -> kiosk on `grants`: an account's purse values as the cloud knows them, including
-    the kiosk's own ops up to `own_head` (the kiosk adds what it wrote after: the true value)."""
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An account's purse values as the cloud knows them, including the kiosk's own ops up to
+    `own_head` (the kiosk adds what it wrote after: the true value), and the kiosk's rights."""
 
     account: Name
     values: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
     rights: Annotated[dict[Name, Int64], msgspec.Meta(max_length=MAX_ENTRIES)]
     as_of_ms: Count
     own_head: Count
+
+
+class Snapshots(Message, frozen=True, tag="snapshots"):
+    """cloud -> kiosk on `grants`: the new values of the accounts an upload, a top-up or a
+    lookup changed, for one kiosk, under one signature."""
+
+    items: Annotated[list[Snapshot], msgspec.Meta(min_length=1, max_length=MAX_SNAPSHOTS)]
 
 
 class DenyEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -313,7 +321,7 @@ AnyMessage = (
     | ChainOps
     | Recall
     | ChainWanted
-    | Snapshot
+    | Snapshots
     | DenyDelta
     | Hello
     | RightsRequest
@@ -333,7 +341,7 @@ KIOSK_TO_CLOUD: dict[str, tuple[type[Message], ...]] = {
 }
 CLOUD_TO_KIOSK: dict[str, tuple[type[Message], ...]] = {
     "ack": (Ack,),
-    "grants": (ChainOps, ChainWanted, Recall, Snapshot),
+    "grants": (ChainOps, ChainWanted, Recall, Snapshots),
     "rpc/res": (Answer,),
     "denylist": (DenyDelta,),
 }

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +42,7 @@ from cloud_sync.protocol import (
     RecoverRequest,
     RightsRequest,
     Snapshot,
+    Snapshots,
     Status,
     Topics,
     decode_ops,
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
     from cloud_sync.fleet import FleetRecords
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_CHUNK = 100  # accounts per snapshots message (well inside MAX_PAYLOAD)
 
 # Kiosk-written registers that hold across the scope (docs/knowledge-model.md).
 RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY})
@@ -523,7 +526,7 @@ class Reconciler:
         if chain:
             self._sent_cloud[t.device] = chain[-1].seq
         log.info("%s looked up %s (%d ops)", t.device, msg.account, len(history))
-        snaps = [self.snapshot(t, a) for a in accounts[1:] or accounts]
+        snaps = self._snapshots_to(t, accounts[1:] or accounts)
         answer = Answer(id=msg.id, ok=True, chain=encode_ops(chain) if chain else b"")
         return [*snaps, self.seal(t.rpc_res, answer), *out]
 
@@ -609,11 +612,13 @@ class Reconciler:
         for device in sorted(changed):
             if device != exclude and device in self._sent_cloud:
                 out.extend(self.push_chain(Topics(devices[device], device)))
-        for account in sorted(valued):  # a counter top-up: every kiosk that knows it sees it
+        # A counter top-up: every online kiosk that knows the account sees it.
+        per_device: dict[str, list[str]] = {}
+        for account in sorted(valued):
             for device in self.streams.audience(account, devices):
                 if device in self._sent_cloud:
-                    out.append(self.snapshot(Topics(devices[device], device), account))
-        return out
+                    per_device.setdefault(device, []).append(account)
+        return out + self._snapshots_each(per_device, devices)
 
     def push_chain(self, t: Topics) -> list[Outgoing]:
         """The device's stream after what it holds (its grants need the prefix)."""
@@ -632,30 +637,52 @@ class Reconciler:
         return out
 
     def snapshot(self, t: Topics, account: str) -> Outgoing:
-        """The account's values as the cloud holds them, with how much of this kiosk's own chain
-        they include (the kiosk adds what it wrote since) and its rights."""
-        states = self.store.purses(account)
-        snap = Snapshot(
-            account=account,
-            values={s.purse: s.value for s in states},
-            rights={s.purse: s.rights(t.device) for s in states},
-            as_of_ms=self.clock(),
-            own_head=self.store.head(t.device)[0],
-        )
-        return self.seal(t.grants, snap)
+        """The account's values as the cloud holds them, for the kiosk of `t`."""
+        return self._snapshots_to(t, [account])[0]
+
+    def _snapshots_to(self, t: Topics, accounts: Sequence[str]) -> list[Outgoing]:
+        """The accounts' values as the cloud holds them, with how much of this kiosk's own chain
+        they include (the kiosk adds what it wrote since) and its rights: one signed message
+        per `SNAPSHOT_CHUNK` accounts."""
+        own_head = self.store.head(t.device)[0]
+        now = self.clock()
+        items = []
+        for account in accounts:
+            states = self.store.purses(account)
+            items.append(
+                Snapshot(
+                    account=account,
+                    values={s.purse: s.value for s in states},
+                    rights={s.purse: s.rights(t.device) for s in states},
+                    as_of_ms=now,
+                    own_head=own_head,
+                )
+            )
+        return [
+            self.seal(t.grants, Snapshots(items=items[i : i + SNAPSHOT_CHUNK]))
+            for i in range(0, len(items), SNAPSHOT_CHUNK)
+        ]
 
     def snapshots(self, accounts: Sequence[str], origin: str) -> list[Outgoing]:
         """Every kiosk that knows these accounts gets their new values (an account without a
         home only at `origin`, or its snapshots would go to the whole fleet)."""
         devices = self._devices()
-        out = []
+        per_device: dict[str, list[str]] = {}
         for account in accounts:
             if self.streams.home(account) is None:
                 targets = [origin]
             else:
                 targets = self.streams.audience(account, devices)
             for device in targets:
-                out.append(self.snapshot(Topics(devices[device], device), account))
+                per_device.setdefault(device, []).append(account)
+        return self._snapshots_each(per_device, devices)
+
+    def _snapshots_each(
+        self, per_device: Mapping[str, Sequence[str]], devices: Mapping[str, str]
+    ) -> list[Outgoing]:
+        out = []
+        for device, accounts in per_device.items():
+            out.extend(self._snapshots_to(Topics(devices[device], device), accounts))
         return out
 
     def sweep(self) -> list[Outgoing]:

@@ -58,7 +58,7 @@ def screen(
             rights[key] = store.purse(op.account, op.purse).rights(dev.device)
         tap = taps.get(op.ref)
         if tap is None:
-            tap = taps[op.ref] = _tap_before(store, dev.device, op)
+            tap = taps[op.ref] = _tap_before(store, dev.device, op, stored)
         why = chain.authority_refusal(
             op,
             authority,
@@ -86,10 +86,12 @@ def screen(
     return out
 
 
-def _tap_before(store: CloudStore, device: str, op: Op) -> chain.TapContext:
-    """What the stored ops of the same tap (written just before, in one transaction) spent."""
+def _tap_before(store: CloudStore, device: str, op: Op, stored: int) -> chain.TapContext:
+    """What the stored ops of the same tap (written just before, in one transaction) spent.
+    A tap's ops lie within 8 seqs: a tap starting further than that past the stored head has
+    none stored (its ops earlier in the batch were met first)."""
     tap = chain.TapContext()
-    if op.ref:
+    if op.ref and op.seq - 8 <= stored:
         for prior in store.ops(device, max(0, op.seq - 8), limit=8):
             if prior.seq < op.seq and prior.ref == op.ref:
                 chain.tap_context_add(tap, prior)

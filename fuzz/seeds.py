@@ -58,8 +58,16 @@ def _messages() -> list[protocol.Message]:
         protocol.Ack(seq=7, hash=b"\x01" * 32),
         protocol.ChainOps(batch=batch, own=True),
         protocol.Recall(id="r1", account="m1", purse="cash", amount=500),
-        protocol.Snapshot(
-            account="m1", values={"cash": 1200}, rights={"k1": 300}, as_of_ms=_NOW, heads={}
+        protocol.Snapshots(
+            items=[
+                protocol.Snapshot(
+                    account="m1",
+                    values={"cash": 1200},
+                    rights={"cash": 300},
+                    as_of_ms=_NOW,
+                    own_head=9,
+                )
+            ]
         ),
         deny,
         protocol.Hello(id="h1", head=9, cloud_head=4, deny_version=3),
