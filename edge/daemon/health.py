@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import statistics
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,8 @@ class TapStats:
         if len(self._latency_ms) < 2:
             only = self._latency_ms[0] if self._latency_ms else 0.0
             return only, only
+        import statistics  # on demand: it brings fractions and decimal, no tap needs them
+
         cuts = statistics.quantiles(self._latency_ms, n=20, method="inclusive")
         return cuts[9], cuts[18]
 

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -118,9 +118,18 @@ def default_fonts() -> Fonts:
     return Fonts()
 
 
+@lru_cache(maxsize=1024)
 def _width(font: Font, text: str) -> float:
     # Measure as drawn on a mode "1" panel: monochrome hinting makes glyphs wider than in "L".
+    # Cached: wrapping measures every growing prefix of a line, and most lines recur (titles,
+    # prompts, names); a font is the same object for the life of `default_fonts()`.
     return font.getlength(text, mode="1")
+
+
+@lru_cache(maxsize=256)
+def _ink_box(font: Font, line: str) -> tuple[float, float, float, float]:
+    """Where a line's ink lies about its origin (cached like `_width`)."""
+    return font.getbbox(line)
 
 
 def wrap(text: str, font: Font, width: int) -> list[str]:
@@ -221,7 +230,7 @@ def fit_text(
                     x = x0 + max(0, int((width - _width(font, line)) // 2))
                 # A font's ink can start below its origin and end past `px` (descenders): move
                 # the line up into its slot, never above the slot's top, so nothing is cut.
-                _, top, _, bottom = font.getbbox(line)
+                _, top, _, bottom = _ink_box(font, line)
                 dy = max(min(0, px - int(bottom)), -int(top))
                 draw.text((x, y + dy), line, font=font, fill=fill)
             return Fitted(tuple(lines), px, complete)

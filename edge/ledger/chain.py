@@ -140,13 +140,27 @@ def register_wins(new: Register, old: Register | None) -> bool:
 
 
 def purse_state(store: ChainStore, account: str, purse: str) -> PurseState:
-    limit = store.register(account, CREDIT_LIMIT_PREFIX + purse)
+    limit = store.register(account, credit_limit_name(purse))
+    shares = store.shares(account, purse)
+    return purse_from(account, purse, shares, limit.value if limit else None, store.cloud)
+
+
+def credit_limit_name(purse: str) -> str:
+    """The register holding a purse's credit limit (on the purse's account)."""
+    return CREDIT_LIMIT_PREFIX + purse
+
+
+def purse_from(
+    account: str, purse: str, shares: tuple[Share, ...], limit: str | None, cloud: str | None
+) -> PurseState:
+    """A purse from its shares and the value of its credit-limit register
+    (`credit_limit_name`), None when it has none."""
     return PurseState(
         account=account,
         purse=purse,
-        shares=store.shares(account, purse),
-        credit_limit=int(limit.value) if limit else 0,
-        cloud=store.cloud,
+        shares=shares,
+        credit_limit=int(limit) if limit is not None else 0,
+        cloud=cloud,
     )
 
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -292,13 +294,24 @@ class Ledger:
         return chain.purse_state(self._chain, account, purse)
 
     def purses(self, account: str | None = None) -> list[PurseState]:
-        sql = "SELECT DISTINCT account, purse FROM shares"
-        args: tuple[str, ...] = ()
-        if account is not None:
-            sql += " WHERE account = ?"
-            args = (account,)
-        keys = self._conn.execute(sql + " ORDER BY account, purse", args).fetchall()
-        return [self.purse(a, p) for a, p in keys]
+        """Every purse (of one account), in (account, purse) order, with its credit limit: one
+        query however many purses there are (a tap reads every purse of its member)."""
+        where, args = ("WHERE s.account = ?", (account,)) if account is not None else ("", ())
+        rows = self._conn.execute(
+            "SELECT s.account, s.purse, s.replica, s.inc, s.dec, s.debt, s.xin, s.xout, r.value"
+            " FROM shares s LEFT JOIN registers r"
+            " ON r.account = s.account AND r.name = ? || s.purse "
+            + where
+            + " ORDER BY s.account, s.purse, s.replica",
+            (chain.credit_limit_name(""), *args),
+        ).fetchall()
+        cloud = self._chain.cloud
+        states = []
+        for (acc, purse), group in groupby(rows, key=itemgetter(0, 1)):
+            run = list(group)
+            shares = tuple(Share(*row[2:8]) for row in run)
+            states.append(chain.purse_from(acc, purse, shares, run[0][8], cloud))
+        return states
 
     def totals(self, replica: str | None = None) -> list[tuple[str, str, Share]]:
         """Every stored per-replica purse total (of one replica), as (account, purse, share)."""
@@ -351,13 +364,20 @@ class Ledger:
         for row in cur:
             yield op_from_row(row)
 
-    def history(self, account: str, limit: int = 50) -> list[Op]:
-        """An account's ops, newest first."""
-        rows = self._conn.execute(
+    def history(self, account: str, limit: int = 50, purse: str | None = None) -> list[Op]:
+        """An account's last `limit` ops, newest first; with `purse`, only those of that purse
+        among them (the others are never decoded)."""
+        newest = (
             f"SELECT {OP_COLUMNS} FROM ops WHERE account = ? ORDER BY wall_ms DESC, replica, seq"
-            " LIMIT ?",
-            (account, limit),
-        ).fetchall()
+            " LIMIT ?"
+        )
+        if purse is None:
+            rows = self._conn.execute(newest, (account, limit)).fetchall()
+        else:
+            rows = self._conn.execute(
+                f"SELECT * FROM ({newest}) WHERE purse = ? ORDER BY wall_ms DESC, replica, seq",
+                (account, limit, purse),
+            ).fetchall()
         return [op_from_row(r) for r in rows]
 
     def stored_ops(self) -> Iterator[StoredOp]:

@@ -41,6 +41,7 @@ def read_card(ledger: Ledger, ref: str) -> Card | None:
         valid_from_ms=_int(regs.get(r.CARD_VALID_FROM)),
         valid_until_ms=_int(regs.get(r.CARD_VALID_UNTIL)),
         discount_pct=min(max(_int(regs.get(r.CARD_DISCOUNT)), 0), 100),
+        last_entry_ms=_int(regs.get(r.LAST_ENTRY)),
     )
 
 
@@ -85,7 +86,7 @@ def read_balances(
     }
     points = balances.get("points")
     if points is not None and points.value > 0:
-        ops = ledger.history(account, LOT_HISTORY)
+        ops = ledger.history(account, LOT_HISTORY, purse="points")
         lots = points_lots(ops, points.value, points_lifetime_days)
         balances["points"] = replace(points, lots=tuple(lots))
     return balances

@@ -339,7 +339,9 @@ class TapPipeline:
             card=card,
             member=member,
             balances=balances,
-            last_entry_ms=self._last_entry_ms(ref),
+            # When the card last went in, here or (by its register, relayed by the cloud within
+            # the scope) at any gate of the scope; survives a restart.
+            last_entry_ms=max(self._last_entry.get(ref, 0), card.last_entry_ms if card else 0),
             denylist_age_ms=age,
             clock_trusted=self.clock_trusted(),
         )
@@ -400,9 +402,10 @@ class TapPipeline:
             intents += self._handover(intents)  # a voucher's money, like coins
         # Online, rights come from the cloud before any offline allowance is touched; the
         # ledger still makes the decision that counts, in its own transaction.
-        for intent in intents:
-            if intent.kind is Kind.DEC:
-                await self._ask_cloud(intent.account, intent.purse, intent.amount)
+        if self.rights is not None and self.rights.online:
+            for intent in intents:
+                if intent.kind is Kind.DEC:
+                    await self._ask_cloud(intent.account, intent.purse, intent.amount)
         try:
             self._append(intents, tap_id)
         except SpendRefused as exc:
@@ -617,16 +620,6 @@ class TapPipeline:
         self._recent.move_to_end(ref)
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
-
-    def _last_entry_ms(self, ref: str) -> int:
-        """When the card last went in, here or (by its register, relayed by the cloud within
-        the scope) at any gate of the scope; survives a restart."""
-        reg = self.ledger.register(rec.card_account(ref), LAST_ENTRY)
-        try:
-            shared = int(reg.value) if reg is not None else 0
-        except ValueError:
-            shared = 0
-        return max(self._last_entry.get(ref, 0), shared)
 
     def _entry_register(self, decision: Decision, ref: str) -> list[Intent]:
         """With anti-passback on, an entry (or an exit) is a register write in the tap's own

@@ -44,6 +44,7 @@ class Card:
     valid_from_ms: int = 0
     valid_until_ms: int = 0  # 0 = no end
     discount_pct: int = 0  # the card's own discount rate (a staff card, a promotion)
+    last_entry_ms: int = 0  # its last entry at any gate of the scope (register; 0 = none)
 
 
 @dataclass(frozen=True, slots=True)
