@@ -40,12 +40,13 @@ class Cloud:
         self.lock = threading.RLock()
 
     def card_refs(self, number: str) -> list[str]:
-        """The references a typed card number or NFC UID may have (printed number, UID)."""
+        """The references a typed card number or NFC UID may have (printed number, SUN UID,
+        UID-only card). A number with a wrong check digit names no card."""
         if self.secrets is None or not number.strip():
             return []
-        refs = [admin.card_token(self.secrets, number, "number")]
+        refs = [admin.card_token(self.secrets, number)] if admin.number_checks(number) else []
         if all(c in "0123456789abcdefABCDEF " for c in number):
-            refs.append(admin.card_token(self.secrets, number, "nfc"))
+            refs += [admin.card_token(self.secrets, number, k) for k in ("nfc", "uid")]
         return refs
 
     def card_token(self, number: str, kind: str) -> str:

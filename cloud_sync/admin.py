@@ -46,15 +46,25 @@ from edge.ledger.sitekey import SiteSecrets
 
 CARD_STATES = tuple(s.value for s in CardStatus)
 MEMBER_CATEGORY = rec.MEMBER_CATEGORY  # member category: its price policy ([rules.categories])
-CARD_KINDS = {"number": "num", "nfc": "nfc"}  # how the operator names a card -> ref family
+# How the operator names a card -> its reference family (edge.taps.tokens): "nfc" is an NTAG 424
+# card known by its verified SUN UID; "uid" is a bare UID (clonable: only kiosks that accept
+# UID-only cards take it, and it is never the same card as "nfc" with the same UID).
+CARD_KINDS = {"number": "num", "nfc": "nfc", "uid": "uid"}
 PROGRESS_OFFSET = rec.PROGRESS_OFFSET  # points earned that do not count toward tiers
 ANONYMOUS = "anonymous"  # register of an anonymous (不记名) card's account: "1"
+
+
+def number_checks(number: str) -> bool:
+    """Whether a typed card number has a right check digit (see rec.check_digit_ok)."""
+    return rec.check_digit_ok("".join(number.split()))
 
 
 def card_token(secrets: SiteSecrets, card: str, kind: str = "number") -> str:
     """What the ledger and the deny list hold instead of the card number or UID: the same
     reference a kiosk computes when the card is read (edge.taps.tokens.card_ref)."""
     digits = "".join(card.split())
+    if kind == "number" and not number_checks(digits):
+        raise ActionRefused("card number: check digit wrong (a typing error?); type it again")
     return rec.card_ref_of(secrets.card_ref_key, CARD_KINDS[kind], digits)
 
 

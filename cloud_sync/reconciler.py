@@ -72,7 +72,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_CHUNK = 100  # accounts per snapshots message (well inside MAX_PAYLOAD)
 
 # Kiosk-written registers that hold across the scope (docs/knowledge-model.md).
-RELAYED_REGISTERS = frozenset({rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY})
+RELAYED_REGISTERS = frozenset(
+    {rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY, rec.SUN_COUNTER}
+)
 
 
 def wall_ms() -> int:
@@ -409,15 +411,22 @@ class Reconciler:
 
     def _relay(self, t: Topics, ops: Sequence[Op]) -> None:
         """Registers a kiosk writes that every kiosk of the scope must honour (a PIN lockout,
-        an entry for anti-passback): re-written on the master chain at the same version, so
-        they travel in the scope's streams."""
+        an entry for anti-passback, a SUN read counter): re-written on the master chain at the
+        same version, so they travel in the scope's streams. A read counter is a max register:
+        one below the highest the cloud knows tells the scope nothing and is not relayed."""
         relayed = [
             Intent(Kind.SET, op.account, op.purse, op.amount, data=op.data)
             for op in ops
-            if op.kind is Kind.SET and op.purse in RELAYED_REGISTERS
+            if op.kind is Kind.SET
+            and op.purse in RELAYED_REGISTERS
+            and (op.purse != rec.SUN_COUNTER or self._newest_counter(op))
         ]
         if relayed:
             self.store.append(relayed, ref=f"relay:{t.device}:{ops[-1].seq}")
+
+    def _newest_counter(self, op: Op) -> bool:
+        known = self.store.register(op.account, op.purse)
+        return known is None or known.version <= op.amount
 
     def _float_target(self, state: PurseState, device: str) -> int:
         pool = max(0, state.rights(self.replica) - state.credit_limit) + max(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from cloud_sync.settings import TrustPolicy
 from cloud_sync.store import CloudStore, Device
 from edge.ledger import chain
+from edge.ledger import records as rec
 from edge.ledger.op import Kind, Op
 from edge.ledger.purse import purse_unit
 
@@ -66,6 +67,7 @@ def screen(
             rights_before=rights[key],
             credited_today=credited,
             now_ms=now_ms,
+            counter_before=_counter_before(store, op),
         )
         if why is not None:
             out.held, out.reason = fresh[i:], f"#{op.seq} {op.kind.name.lower()}: {why}"
@@ -84,6 +86,13 @@ def screen(
             credited += op.amount
             out.credited += op.amount
     return out
+
+
+def _counter_before(store: CloudStore, op: Op) -> int:
+    if op.kind is not Kind.SET or op.purse != rec.SUN_COUNTER:
+        return 0
+    known = store.register(op.account, op.purse)
+    return known.version if known is not None else 0
 
 
 def _tap_before(store: CloudStore, device: str, op: Op, stored: int) -> chain.TapContext:

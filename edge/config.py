@@ -136,7 +136,9 @@ class Rules(Strict):
     pass_expiry_notice_days: int = Field(default=7, ge=0)
     card_expiry_notice_days: int = Field(default=14, ge=0)
     near_tier_points: int = Field(default=0, ge=0)
-    accept_uid_cards: bool = Field(default=True, description="plain-UID NFC cards are clonable")
+    # NFC cards read by their UID alone (no NTAG 424 SUN) are clonable: off unless a site opts in
+    # (docs/security.md "Cards"). Barcodes and magstripes are not concerned.
+    accept_uid_cards: bool = Field(default=False, description="accept clonable UID-only NFC cards")
     redeem_points: bool = False
     points_per_cash_unit: int = Field(default=100, gt=0, description="points worth 100 minor units")
     # A member may decline to pay with points: the default, and the code keyed before a tap
@@ -166,6 +168,9 @@ class KioskSection(Strict):
     state_dir: Path = Path("/var/lib/kiosk")
     key_file: Path = Path("/etc/kiosk/device.key")  # Ed25519 ledger key, 0600
     site_key_file: Path = Path("/etc/kiosk/site.key")  # site secret: card refs and NFC keys
+    # The scope's card master keys after a rotation (`kiosk cloud card-keys`), 0600; unset: the
+    # version derived from the site secret.
+    card_keys_file: Path | None = None
     cloud_public_key: str = Field(
         default="", pattern="^([0-9a-fA-F]{64})?$"
     )  # pinned at enrollment

@@ -16,7 +16,7 @@ import aiomqtt
 import click
 
 from cloud_sync import admin, ca, trust
-from cloud_sync.errors import SyncError
+from cloud_sync.errors import ActionRefused, SyncError
 from cloud_sync.operator_input import ACCOUNT, AMOUNT, CARD, CODE, NAME
 from cloud_sync.reconciler import Reconciler, ReconcilerService
 from cloud_sync.settings import CloudConfig, load_config
@@ -27,7 +27,17 @@ from edge.ledger import LedgerError, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.records import CARD_PREFIX
-from edge.ledger.sitekey import SiteSecrets, create_site_key, load_site_secrets
+from edge.ledger.sitekey import (
+    CardKeys,
+    SiteSecrets,
+    card_keys_of,
+    create_site_key,
+    finish_rotation,
+    load_card_keys,
+    load_site_secrets,
+    rotate_card_keys,
+    save_card_keys,
+)
 from provisioning.secret_input import secret_option
 
 log = logging.getLogger(__name__)
@@ -329,6 +339,72 @@ def site_key(path: Path) -> None:
     except FileExistsError:
         raise click.ClickException(f"{path} exists; a site key is created once") from None
     click.echo(f"site key {path}")
+
+
+@cloud.group(name="card-keys")
+def card_keys() -> None:
+    """A scope's NTAG 424 card master keys: versions and their rotation (docs/security.md)."""
+
+
+keys_file_option = click.option(
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The scope's card-keys file (0600); the same file goes to the scope's kiosks.",
+)
+
+
+def _card_keys(config: Path, path: Path) -> CardKeys:
+    try:
+        if path.exists():
+            return load_card_keys(path)
+        return card_keys_of(_site_key(_config(config)), None)
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _say_versions(path: Path, keys: CardKeys) -> None:
+    versions = sorted(keys, reverse=True)
+    previous = f", version {versions[1]} previous (still accepted)" if len(versions) > 1 else ""
+    click.echo(f"{path}: version {versions[0]} current{previous}")
+
+
+@card_keys.command(name="rotate")
+@config_option
+@keys_file_option
+def card_keys_rotate(config: Path, path: Path) -> None:
+    """Start a rotation: a new random card master key becomes current, the current one previous.
+    The key is made here and written to the file only (never shown, never an option)."""
+    keys = _card_keys(config, path)
+    if len(keys) > 1:
+        raise click.ClickException(
+            f"{path}: a rotation is under way; finish it first (kiosk cloud card-keys finish)"
+        )
+    try:
+        keys = rotate_card_keys(keys)
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    save_card_keys(path, keys)
+    _say_versions(path, keys)
+
+
+@card_keys.command(name="finish")
+@config_option
+@keys_file_option
+def card_keys_finish(config: Path, path: Path) -> None:
+    """End a rotation: only the current version is left; cards of the old one are refused."""
+    keys = finish_rotation(_card_keys(config, path))
+    save_card_keys(path, keys)
+    _say_versions(path, keys)
+
+
+@card_keys.command(name="show")
+@config_option
+@keys_file_option
+def card_keys_show(config: Path, path: Path) -> None:
+    """The versions a card-keys file holds (never the keys)."""
+    _say_versions(path, _card_keys(config, path))
 
 
 @cloud.command()
@@ -682,8 +758,16 @@ def _date_ms(text: str, option: str) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: str | None) -> str:
-    """The card reference from a number, an NFC UID (hex) or a tap on the desk's PC/SC reader."""
+def _card_of(
+    cfg: CloudConfig,
+    number: str | None,
+    nfc_uid: str | None,
+    reader: str | None,
+    uid_only: bool = False,
+) -> str:
+    """The card reference from a number, an NFC UID (hex) or a tap on the desk's PC/SC reader.
+    An NFC card is an NTAG 424 known by its verified SUN UID; with `uid_only`, a card read by
+    its bare UID, which is never the same card (docs/security.md, "Cards")."""
     given = [x for x in (number, nfc_uid, reader) if x]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --card, --nfc-uid, --reader")
@@ -702,15 +786,26 @@ def _card_of(cfg: CloudConfig, number: str | None, nfc_uid: str | None, reader: 
             raise click.BadParameter("not hex bytes", param_hint="--nfc-uid") from None
         if len(raw) not in (4, 7, 10):
             raise click.BadParameter("an NFC UID is 4, 7 or 10 bytes", param_hint="--nfc-uid")
-        return admin.card_token(_site_key(cfg), raw.hex().upper(), "nfc")
+        return admin.card_token(_site_key(cfg), raw.hex().upper(), "uid" if uid_only else "nfc")
+    if uid_only:
+        raise click.UsageError("--uid-only goes with --nfc-uid or --reader")
     assert number is not None
-    return admin.card_token(_site_key(cfg), number)
+    try:
+        return admin.card_token(_site_key(cfg), number)
+    except ActionRefused as exc:
+        raise click.BadParameter(str(exc), param_hint="--card") from None
 
 
 card_options = [
     secret_option("--card", "number", what="card number", default=None, help="Card number"),
     click.option("--nfc-uid", default=None, help="NFC card UID in hex, e.g. 04A1B2C3D4E5F6."),
     click.option("--reader", default=None, help="Read the NFC card on this PC/SC desk reader."),
+    click.option(
+        "--uid-only",
+        is_flag=True,
+        help="A UID-only NFC card (clonable; kiosks take it only with accept_uid_cards), never "
+        "the same card as an NTAG 424 of that UID.",
+    ),
 ]
 
 
@@ -734,6 +829,7 @@ def card_link(
     number: str | None,
     nfc_uid: str | None,
     reader: str | None,
+    uid_only: bool,
     anonymous: bool,
     valid_until: str | None,
 ) -> None:
@@ -742,7 +838,7 @@ def card_link(
     if anonymous == (account is not None):
         raise click.UsageError("give --account, or --anonymous")
     with _reconciler(config) as (cfg, rec):
-        token = _card_of(cfg, number, nfc_uid, reader)
+        token = _card_of(cfg, number, nfc_uid, reader, uid_only)
         if account is None:
             account = admin.link_anonymous_card(rec.store, token, valid_until_ms=until)
         else:
@@ -755,11 +851,17 @@ def card_link(
 @with_card
 @click.option("--pct", required=True, type=click.IntRange(0, 100), help="Discount rate, 0-100.")
 def card_discount(
-    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, pct: int
+    config: Path,
+    number: str | None,
+    nfc_uid: str | None,
+    reader: str | None,
+    uid_only: bool,
+    pct: int,
 ) -> None:
     """Set a card's own discount rate (applied after the category or tier discount)."""
     with _reconciler(config) as (cfg, rec):
-        account = admin.set_card_discount(rec.store, _card_of(cfg, number, nfc_uid, reader), pct)
+        card = _card_of(cfg, number, nfc_uid, reader, uid_only)
+        account = admin.set_card_discount(rec.store, card, pct)
     click.echo(f"card of {account}: {pct}% discount")
 
 
@@ -768,12 +870,18 @@ def card_discount(
 @with_card
 @click.option("--until", "until", required=True, help="Last day the card is valid (YYYY-MM-DD).")
 def card_expiry(
-    config: Path, number: str | None, nfc_uid: str | None, reader: str | None, until: str
+    config: Path,
+    number: str | None,
+    nfc_uid: str | None,
+    reader: str | None,
+    uid_only: bool,
+    until: str,
 ) -> None:
     """Set or renew a card's expiry date (an expired card renewed becomes active)."""
     until_ms = _date_ms(until, "--until")
     with _reconciler(config) as (cfg, rec):
-        account = admin.set_card_expiry(rec.store, _card_of(cfg, number, nfc_uid, reader), until_ms)
+        card = _card_of(cfg, number, nfc_uid, reader, uid_only)
+        account = admin.set_card_expiry(rec.store, card, until_ms)
     click.echo(f"card of {account} valid until {until}")
 
 
@@ -783,10 +891,11 @@ def _status(
     number: str | None,
     nfc_uid: str | None,
     reader: str | None,
+    uid_only: bool,
     status: str,
 ) -> None:
     with _reconciler(config) as (cfg, rec):
-        token = _card_of(cfg, number, nfc_uid, reader)
+        token = _card_of(cfg, number, nfc_uid, reader, uid_only)
         account, out = admin.set_card_status(rec, site, token, status)
         click.echo(f"card of {account} is now {status}")
         _publish(cfg, [out])
@@ -798,9 +907,14 @@ def _status_command(name: str, status: str, doc: str) -> None:
     @click.option("--site", required=True, help="Site whose kiosks must apply it.")
     @with_card
     def command(
-        config: Path, site: str, number: str | None, nfc_uid: str | None, reader: str | None
+        config: Path,
+        site: str,
+        number: str | None,
+        nfc_uid: str | None,
+        reader: str | None,
+        uid_only: bool,
     ) -> None:
-        _status(config, site, number, nfc_uid, reader, status)
+        _status(config, site, number, nfc_uid, reader, uid_only, status)
 
 
 _status_command(

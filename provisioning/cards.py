@@ -1,5 +1,5 @@
-"""Batch card issuing: card numbers with a Luhn check digit from a range, never issued twice
-(an SQLite registry beside the site key), a CSV of number -> card reference for the cloud, and
+"""Batch card issuing: random card numbers with a Luhn check digit from a range, never issued
+twice (an SQLite registry beside the site key), a CSV of number -> card reference for the cloud, and
 a printable PDF sheet of barcodes or QR codes. NTAG 424 cards are personalised on a writer.
 
 The cloud registers card references (HMAC of the number with the site key), never numbers:
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -106,7 +107,10 @@ CREATE TABLE IF NOT EXISTS issued (
 
 
 def allocate(registry: Path, rng: NumberRange, count: int, kind: CardKind, batch: str) -> list[str]:
-    """`count` numbers of the range never issued before, recorded in one transaction."""
+    """`count` numbers of the range never issued before, drawn at random (a member's number
+    plus or minus one is not another member's card: in a range much larger than the cards
+    issued, a guess hits a card about issued/range of the time, and the check digit refuses
+    nine in ten typing errors before any lookup), recorded in one transaction."""
     if count <= 0:
         raise ProvisionError("--count must be at least 1")
     with closing(sqlite3.connect(registry, isolation_level=None)) as db:
@@ -120,17 +124,7 @@ def allocate(registry: Path, rng: NumberRange, count: int, kind: CardKind, batch
                     "SELECT number FROM issued WHERE length(number) = ?", (rng.digits + 1,)
                 )
             }
-            numbers: list[str] = []
-            n = rng.start
-            while len(numbers) < count and n <= rng.end:
-                number = rng.number(n)
-                if number not in issued:
-                    numbers.append(number)
-                n += 1
-            if len(numbers) < count:
-                raise ProvisionError(
-                    f"range has only {len(numbers)} numbers left, {count} asked: use a new range"
-                )
+            numbers = _draw(rng, issued, count)
             now = datetime.now(UTC).isoformat()
             db.executemany(
                 "INSERT INTO issued (number, kind, batch, issued_at) VALUES (?, ?, ?, ?)",
@@ -142,6 +136,29 @@ def allocate(registry: Path, rng: NumberRange, count: int, kind: CardKind, batch
             raise
     assert all(luhn_valid(x) for x in numbers)
     return numbers
+
+
+ENUMERATE_BELOW = 1_000_000  # a smaller range is listed whole; a larger one is sampled
+
+
+def _draw(rng: NumberRange, issued: set[str], count: int) -> list[str]:
+    """`count` numbers of the range not in `issued`, uniformly at random (a CSPRNG)."""
+    size = rng.end - rng.start + 1
+    used = sum(1 for x in issued if rng.start <= int(x[:-1]) <= rng.end)
+    if size - used < count:
+        raise ProvisionError(
+            f"range has only {size - used} numbers left, {count} asked: use a new range"
+        )
+    draw = secrets.SystemRandom()
+    if size <= ENUMERATE_BELOW or used + count > size // 2:
+        free = (rng.number(n) for n in range(rng.start, rng.end + 1))
+        return draw.sample([x for x in free if x not in issued], count)
+    chosen: set[str] = set()
+    while len(chosen) < count:  # at least half the range is free: about 2 draws per number
+        number = rng.number(rng.start + secrets.randbelow(size))
+        if number not in issued:
+            chosen.add(number)
+    return draw.sample(sorted(chosen), count)
 
 
 def release(registry: Path, numbers: list[str]) -> None:

@@ -33,10 +33,11 @@ def issue_cards(
     pdf: bool = True,
     links: Iterable[CardLink] | None = None,
     url: str = "https://tap.invalid/c",
+    card_keys_file: Path | None = None,
 ) -> tuple[Path, Path | None, int]:
     """Allocate, personalise (ntag424), and write `<batch>.csv` (+ `<batch>.pdf`) under `out`."""
     from edge.drivers.ntag424 import SiteKeys
-    from edge.ledger.sitekey import load_site_secrets
+    from edge.ledger.sitekey import card_keys_of, load_site_secrets
     from provisioning.cards import (
         IssuedCard,
         allocate,
@@ -68,7 +69,10 @@ def issue_cards(
     if kind == "ntag424":
         from provisioning.ntag424_writer import personalise
 
-        keys = SiteKeys(master=secrets.sun_master, system_id=site.encode()[:23])
+        # New cards get the scope's current card master key version (docs/security.md).
+        held = card_keys_of(secrets, card_keys_file)
+        current = max(held)
+        keys = SiteKeys(master=held[current], system_id=site.encode()[:23], version=current)
         done = 0
         try:
             for number, link in zip(numbers, links or [], strict=False):
@@ -137,6 +141,14 @@ def issue_cards(
     show_default=True,
     help="ntag424: the SUN URL base written to the card.",
 )
+@click.option(
+    "--card-keys",
+    "card_keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="ntag424: the scope's card-keys file after a rotation (kiosk cloud card-keys); the "
+    "current version keys the cards.",
+)
 def issue_cmd(
     count: int,
     kind: str,
@@ -150,8 +162,9 @@ def issue_cmd(
     no_pdf: bool,
     reader: str | None,
     url: str,
+    card_keys: Path | None,
 ) -> None:
-    """Issue a batch: Luhn card numbers from a range (never reused), a CSV of number -> card
+    """Issue a batch: random Luhn card numbers from a range (never reused), a CSV of number -> card
     ref for the cloud, a PDF sheet; ntag424 also personalises each card on a PC/SC writer."""
     links = None
     if kind == "ntag424":
@@ -172,6 +185,7 @@ def issue_cmd(
             pdf=not no_pdf,
             links=links,
             url=url,
+            card_keys_file=card_keys,
         )
     except (KioskError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -33,7 +33,12 @@ def kiosk_config(tmp: Path, role: str = "gate", **rules: Any) -> KioskConfig:
                 "key_file": str(tmp / "device.key"),
                 "site_key_file": str(tmp / "site.key"),
             },
-            "rules": {"products": {"swim": {"name": "Swim", "price": 2000}}, **rules},
+            # The simulated taps are plain UID tags: this test site opts in to UID-only cards.
+            "rules": {
+                "products": {"swim": {"name": "Swim", "price": 2000}},
+                "accept_uid_cards": True,
+                **rules,
+            },
             "nfc": {"backend": "sim"},
             "wedge": {"backend": "sim"},
             "keypad": {"backend": "sim", "mode": "pin"},

@@ -78,9 +78,26 @@ async def test_nfc_card_linked_by_uid_is_recognised_at_the_gate(cloud):
     admin.link_card(rec.store, "m1", admin.card_token(secrets, uid, "nfc"))
     kiosk.apply_many(rec.store.ops("cloud"))
     pipeline = TapPipeline(gate_config(), kiosk, secrets.card_ref_key, RecordingFeedback())
-    out = await pipeline.card(Token(TokenKind.NFC_UID, uid, False))
+    out = await pipeline.card(Token(TokenKind.NTAG424_SUN, uid, True, sun_ctr=1))
     assert out.decision.reason is not DenyReason.UNKNOWN_CARD
     assert out.decision.member_name == "Alice"
+
+
+async def test_a_uid_only_card_is_linked_on_purpose_and_taken_only_where_accepted(cloud):
+    rec, kiosk, secrets = cloud
+    uid = "04A1B2C3D4E5F6"
+    admin.link_card(rec.store, "m1", admin.card_token(secrets, uid, "uid"))
+    kiosk.apply_many(rec.store.ops("cloud"))
+    read = Token(TokenKind.NFC_UID, uid, False)
+    default = TapPipeline(gate_config(), kiosk, secrets.card_ref_key, RecordingFeedback())
+    refused = await default.card(read)
+    assert (refused.decision.reason, refused.decision.member_name) == (
+        DenyReason.CARD_NOT_SECURE,
+        "",
+    )
+    opted_in = gate_config(accept_uid_cards=True)
+    pipeline = TapPipeline(opted_in, kiosk, secrets.card_ref_key, RecordingFeedback())
+    assert (await pipeline.card(read)).decision.member_name == "Alice"
 
 
 async def test_unfreeze_never_revives_a_lost_card_and_the_kiosk_still_refuses_it(cloud):

@@ -228,14 +228,14 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
                 await page.click("input[name=_save]")
                 await page.goto(console.url + "/members/m7/")
                 await page.fill("#link-form input[name=number]", uid)
-                await page.select_option("#link-form select[name=kind]", "nfc")
+                await page.select_option("#link-form select[name=kind]", "uid")
                 await page.click("#link-form input[type=submit]")
                 await page.fill("#topup-form input[name=amount]", "50.00")
                 await page.fill("#topup-form input[name=receipt]", "R-7")
                 await page.click("#topup-form input[type=submit]")
                 assert (await page.inner_text(".balance-cash")).strip() == "50.00"
 
-                token = admin.card_token(console.secrets(), uid, "nfc")
+                token = admin.card_token(console.secrets(), uid, "uid")
                 await eventually(
                     lambda: daemon.ledger.register("card:" + token, "member") is not None,
                     what="the console's card known at the kiosk",

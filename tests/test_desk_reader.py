@@ -93,7 +93,8 @@ def test_card_link_by_desk_tap_gives_the_reference_a_kiosk_computes(
         wait_reader_empty()
     assert res.exit_code == 0, res.output
     secrets = load_site_secrets(tmp_path / "site.key")
-    at_the_gate = card_ref(secrets.card_ref_key, Token(TokenKind.NFC_UID, UID, False))
+    # Linked as an NTAG 424 card: the reference a kiosk computes from its verified SUN UID.
+    at_the_gate = card_ref(secrets.card_ref_key, Token(TokenKind.NTAG424_SUN, UID, True))
     store = SqliteCloudStore(tmp_path / "cloud.db", replica="cloud", key=load_private_key(key))
     try:
         assert admin.card_owner(store, at_the_gate) == "m1"

@@ -29,7 +29,7 @@ async def test_member_registered_at_the_cloud_taps_in_and_a_lost_report_stops_th
         rec = w.cloud()
         create_site_key(tmp_path / "site.key")
         secrets = load_site_secrets(tmp_path / "site.key")
-        token = admin.card_token(secrets, UID, "nfc")
+        token = admin.card_token(secrets, UID, "uid")  # plain UID tags: the site opted in
         admin.register_member(w.store, "m1", "Alice")
         admin.link_card(w.store, "m1", token)
         w.store.append([Intent(Kind.INC, "m1", "cash", 5000)], ref="counter-1")

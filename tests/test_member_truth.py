@@ -18,6 +18,8 @@ from edge.config import KioskConfig
 from edge.daemon.daemon import KioskDaemon
 from edge.daemon.sdnotify import Notifier
 from edge.drivers.gpio import SimulatedInputs
+from edge.drivers.nfc_cards import Ntag424Tag
+from edge.drivers.ntag424 import SiteKeys
 from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_key
 from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
@@ -39,8 +41,9 @@ SALE = 350  # a fixed sale at the point of sale
 class Venue:
     """The four daemons, their outcome queues, and the cloud they talk to."""
 
-    def __init__(self, w: World) -> None:
+    def __init__(self, w: World, card: Ntag424Tag) -> None:
         self.w = w
+        self.card = card  # the member's NTAG 424 DNA: its SUN read counter moves at every tap
         self.daemons: dict[str, KioskDaemon] = {}
         self.outcomes: dict[str, asyncio.Queue[Outcome]] = {}
         self.last: dict[str, float] = {}  # loop time of the last tap per kiosk
@@ -61,7 +64,7 @@ class Venue:
         loop = asyncio.get_running_loop()
         wait = self.last.get(kiosk, -1e9) + d.cfg.rules.debounce_seconds + 0.1 - loop.time()
         await asyncio.sleep(max(0.0, wait))
-        d.nfc.present_uid(UID)
+        d.nfc.present(self.card)
         out = await next_outcome(self.outcomes[kiosk])
         self.last[kiosk] = loop.time()
         assert not out.decision.repeated
@@ -106,14 +109,16 @@ async def venue(tmp: Path, cable: str = "") -> AsyncIterator[tuple[Venue, Cable 
         w.cloud()
         assert w.store is not None
         create_site_key(tmp / "site.key")
-        token = admin.card_token(load_site_secrets(tmp / "site.key"), UID, "nfc")
+        secrets = load_site_secrets(tmp / "site.key")
+        token = admin.card_token(secrets, UID, "nfc")
+        keys = SiteKeys(secrets.sun_master, system_id=w.site.encode()[:23])
         # The member's home scopes her to this site's kiosks (docs/knowledge-model.md).
         w.store.append(rec.register_writes("m1", 1, home=w.site))
         admin.register_member(w.store, "m1", "Ann")
         admin.link_card(w.store, "m1", token)
         w.store.append([Intent(Kind.INC, "m1", "cash", START)], ref="counter-1")
         w.start_reconciler()
-        v = Venue(w)
+        v = Venue(w, Ntag424Tag.for_site(bytes.fromhex(UID), keys))
         stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
         async with contextlib.AsyncExitStack() as stack:
             proxy = await stack.enter_async_context(Cable(w.broker.port)) if cable else None

@@ -71,12 +71,15 @@ def test_card_validity_window():
     assert decide(late, tap(), config()).reason is DenyReason.CARD_EXPIRED
 
 
-def test_uid_only_cards_can_be_refused_by_policy():
-    cfg = config(rules__accept_uid_cards=False, rules__products={"swim": {"name": "S", "price": 1}})
-    assert (
-        decide(state(cash=CASH), tap(authenticated=False), cfg).reason is DenyReason.CARD_NOT_SECURE
-    )
-    assert decide(state(cash=CASH), tap(authenticated=True), cfg).approved
+def test_uid_only_cards_are_refused_unless_the_site_opts_in():
+    products = {"swim": {"name": "S", "price": 1}}
+    cfg = config(rules__products=products)
+    assert not cfg.rules.accept_uid_cards  # the default
+    refused = decide(state(cash=CASH), tap(uid_only=True), cfg)
+    assert (refused.reason, refused.member_name) == (DenyReason.CARD_NOT_SECURE, "")
+    assert decide(state(cash=CASH), tap(uid_only=False), cfg).approved
+    opted_in = config(rules__accept_uid_cards=True, rules__products=products)
+    assert decide(state(cash=CASH), tap(uid_only=True), opted_in).approved
 
 
 def test_not_enough_balance_is_denied():

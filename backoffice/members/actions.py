@@ -13,7 +13,7 @@ from backoffice.cloud import cloud
 from backoffice.members.models import Card, Member
 from backoffice.money import money
 from cloud_sync import admin
-from cloud_sync.errors import ConfigError
+from cloud_sync.errors import ActionRefused, ConfigError
 from cloud_sync.protocol import DenyEntry
 from cloud_sync.reconciler import Outgoing
 
@@ -64,7 +64,7 @@ def link(request: HttpRequest, member: Member, number: str, kind: str) -> bool:
     c = cloud()
     try:
         token = c.card_token(number, kind)
-    except ConfigError as exc:
+    except (ConfigError, ActionRefused) as exc:
         token = ""
         reason = str(exc)
     else:

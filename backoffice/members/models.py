@@ -15,7 +15,13 @@ CARD_STATES = (
     ("replaced", _("replaced")),
     ("expired", _("expired")),
 )
-CARD_KINDS = (("number", _("printed number / barcode")), ("nfc", _("NFC UID")))
+# "nfc" is an NTAG 424 card known by its verified SUN UID; "uid" a card read by its bare UID
+# (clonable: only kiosks with accept_uid_cards take it), never the same card (docs/security.md).
+CARD_KINDS = (
+    ("number", _("printed number / barcode")),
+    ("nfc", _("NFC (NTAG 424 DNA)")),
+    ("uid", _("NFC UID only (clonable)")),
+)
 
 
 class Member(models.Model):

@@ -19,7 +19,7 @@ from backoffice.members import actions
 from backoffice.members.models import Card, Member
 from backoffice.operators.scope import venue_of
 from cloud_sync import admin
-from cloud_sync.errors import ConfigError
+from cloud_sync.errors import ActionRefused, ConfigError
 
 _REF = re.compile(r"^[0-9a-f]{32}$")
 
@@ -55,10 +55,14 @@ class MemberResource(resources.ModelResource):  # type: ignore[misc]
         uid = _text(row, "uid", "nfc_uid")
         given = _text(row, "card_ref").lower()
         c = cloud()
-        if number:
-            return c.card_token(number, "number"), "number"
-        if uid:
-            return c.card_token(uid, "nfc"), "nfc"
+        kind = "uid" if _text(row, "kind") == "uid" else "nfc"  # a UID-only card, on purpose
+        try:
+            if number:
+                return c.card_token(number, "number"), "number"
+            if uid:
+                return c.card_token(uid, kind), kind
+        except ActionRefused as exc:
+            raise ValidationError(str(exc)) from None
         if given:
             if not _REF.match(given):
                 raise ValidationError(_("card_ref is not a card reference: %(v)s") % {"v": given})

@@ -31,7 +31,7 @@ from edge.drivers.ntag424 import SiteKeys
 from edge.feedback.outputs import GateAndScreen
 from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
 from edge.ledger.errors import sqlite_fault
-from edge.ledger.sitekey import load_site_secrets
+from edge.ledger.sitekey import SiteSecrets, card_keys_of, load_site_secrets
 from edge.taps.pipeline import RightsSource, TapPipeline
 from edge.taps.reasons import DenyReason
 
@@ -128,11 +128,14 @@ class KioskDaemon:
             ledger.trust(k.cloud_replica, bytes.fromhex(k.cloud_public_key), "cloud")
         return ledger
 
-    async def _open_drivers(self, stack: AsyncExitStack, sun_master: bytes) -> None:
+    async def _open_drivers(self, stack: AsyncExitStack, secrets: SiteSecrets) -> None:
         cfg = self.cfg
         if cfg.nfc is not None:
-            keys = SiteKeys(master=sun_master, system_id=cfg.kiosk.site.encode()[:23])
-            store = SqliteCounterStore(cfg.kiosk.state_dir / "sun_counters.db", sun_master)
+            system_id = cfg.kiosk.site.encode()[:23]
+            held = card_keys_of(secrets, cfg.kiosk.card_keys_file)
+            keys = [SiteKeys(master=m, system_id=system_id, version=v) for v, m in held.items()]
+            path = cfg.kiosk.state_dir / "sun_counters.db"
+            store = stack.enter_context(SqliteCounterStore(path, secrets.counter_key))
             verifier = SunVerifier(keys, store)
             reader = create_nfc_reader(
                 cfg.nfc.backend, verifier, reader_name=cfg.nfc.reader or None
@@ -196,7 +199,7 @@ class KioskDaemon:
         try:
             async with AsyncExitStack() as stack:
                 await self._open_sync(stack, self.ledger)
-                await self._open_drivers(stack, secrets.sun_master)
+                await self._open_drivers(stack, secrets)
                 rights = self.rights
                 online: Callable[[], bool] = (lambda: rights.online) if rights else (lambda: False)
                 self.feedback = GateAndScreen(self.cfg, self.gpio, self.display, online=online)

@@ -58,11 +58,15 @@ class TokenKind(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Token:
     """A card or code as read. `value` is the identifier (UID hex, card number, QR payload):
-    it is sensitive, so `repr` hides it; the app stores only an HMAC of it."""
+    it is sensitive, so `repr` hides it; the app stores only an HMAC of it. A verified SUN read
+    carries its read counter (`sun_ctr`, checked again against the counters of the whole scope)
+    and the version of the card master key it verified with."""
 
     kind: TokenKind
     value: str
     authenticated: bool
+    sun_ctr: int | None = None
+    key_version: int = 0
 
     def __repr__(self) -> str:
         return f"Token(kind={self.kind.value}, authenticated={self.authenticated}, value=<hidden>)"

@@ -5,14 +5,22 @@ Both NFC backends (pcsc, simulated) run `read_tap` over a `CardLink`, so they sh
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from edge.drivers.base import DriverError, Token, TokenKind
-from edge.drivers.ntag424 import RejectReason, SiteKeys, SunRejected, verify_sun
+from edge.drivers.ntag424 import RejectReason, SiteKeys, SunReading, SunRejected, verify_sun
 from edge.drivers.sun_counters import CounterStore
-from edge.drivers.sun_url import MAX_NDEF_LEN, is_sun_url, parse_ndef_uri, parse_sun_url
+from edge.drivers.sun_url import (
+    MAX_NDEF_LEN,
+    SunMessage,
+    is_sun_url,
+    parse_ndef_uri,
+    parse_sun_url,
+)
 
 __all__ = [
     "GET_UID",
@@ -91,20 +99,52 @@ class CardLink(Protocol):
 
 
 class SunVerifier:
-    """Verifies SUN URLs with a site's keys and refuses read counters already seen."""
+    """Verifies SUN URLs with a scope's card master keys and refuses read counters already seen.
 
-    def __init__(self, keys: SiteKeys, counters: CounterStore) -> None:
-        self._keys = keys
+    During a key rotation a kiosk holds two versions, the current and the previous; a card is
+    tried with the newest first. After the rotation only the current one is left, and a card
+    still keyed with the old version no longer verifies (BAD_MAC).
+    """
+
+    MAX_VERSIONS = 2
+
+    def __init__(self, keys: SiteKeys | Sequence[SiteKeys], counters: CounterStore) -> None:
+        held = [keys] if isinstance(keys, SiteKeys) else list(keys)
+        if not 1 <= len(held) <= self.MAX_VERSIONS:
+            raise ValueError("a kiosk holds one or two card master key versions")
+        self._keys = sorted(held, key=lambda k: -k.version)
         self._counters = counters
 
-    def token_from_url(self, url: str) -> Token:
-        """The authenticated token of a SUN URL; raises SunRejected."""
+    def _verify(self, msg: SunMessage) -> tuple[SunReading, int]:
+        rejected: SunRejected | None = None
+        for keys in self._keys:
+            try:
+                return verify_sun(keys, msg.picc_enc, msg.mac, msg.mac_input), keys.version
+            except SunRejected as e:
+                rejected = e
+        assert rejected is not None
+        raise rejected
+
+    def token_from_url(self, url: str, reader_uid: bytes | None = None) -> Token:
+        """The authenticated token of a SUN URL; raises SunRejected. `reader_uid` is the UID
+        the reader saw: a SUN message inside a card of another UID (a URL captured with a phone
+        and written to another tag) is refused."""
         msg = parse_sun_url(url)
-        reading = verify_sun(self._keys, msg.picc_enc, msg.mac, msg.mac_input)
+        reading, version = self._verify(msg)
+        if reader_uid is not None and not hmac.compare_digest(reader_uid, reading.uid):
+            raise SunRejected(
+                RejectReason.UID_MISMATCH, "the reader's UID is not the UID inside the SUN message"
+            )
         # Only after the MAC checks: a forged message must never move a card's counter.
         if not self._counters.advance(reading.uid, reading.read_ctr):
             raise SunRejected(RejectReason.REPLAYED, f"read counter {reading.read_ctr} not new")
-        return Token(TokenKind.NTAG424_SUN, reading.uid.hex().upper(), authenticated=True)
+        return Token(
+            TokenKind.NTAG424_SUN,
+            reading.uid.hex().upper(),
+            authenticated=True,
+            sun_ctr=reading.read_ctr,
+            key_version=version,
+        )
 
 
 def _exchange(link: CardLink, apdu: bytes) -> tuple[bytes, bytes]:
@@ -155,7 +195,7 @@ def read_tap(link: CardLink, verifier: SunVerifier) -> NfcEvent:
         url = None if ndef is None else parse_ndef_uri(ndef)
         if url is None or not is_sun_url(url):
             return CardPresented(Token(TokenKind.NFC_UID, uid.hex().upper(), authenticated=False))
-        return CardPresented(verifier.token_from_url(url))
+        return CardPresented(verifier.token_from_url(url, uid))
     except CardGone:
         log.info("card removed before the read finished")
         return CardRemovedEarly()

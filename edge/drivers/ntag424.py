@@ -43,6 +43,7 @@ class RejectReason(enum.StrEnum):
 
     BAD_MAC = "bad_mac"  # SUN message not made by a card holding our keys
     REPLAYED = "replayed"  # read counter not above the last accepted one for this card
+    UID_MISMATCH = "uid_mismatch"  # the reader's UID is not the UID inside the SUN message
     MALFORMED = "malformed"  # NDEF/URL is not a SUN message in our layout
     UNREADABLE = "unreadable"  # APDU exchange failed (status word, short answer)
 
@@ -109,11 +110,13 @@ class SiteKeys:
 
     The SDM meta read key cannot depend on the UID (the UID is inside the PICCData it decrypts),
     so it is diversified with the system identifier only; the SDM file read key (the MAC key) is
-    diversified per card: M = key number || UID || system identifier.
+    diversified per card: M = key number || UID || system identifier. `version` is the card
+    master key's version in its scope (docs/security.md, "Cards": rotation).
     """
 
     master: bytes
     system_id: bytes = b"kiosk"
+    version: int = 1
 
     def __post_init__(self) -> None:
         if len(self.master) != BLOCK:
@@ -122,7 +125,7 @@ class SiteKeys:
             raise ValueError("system_id must be 1..23 bytes")
 
     def __repr__(self) -> str:
-        return "SiteKeys(<hidden>)"
+        return f"SiteKeys(version={self.version}, <hidden>)"
 
     @property
     def meta_read_key(self) -> bytes:

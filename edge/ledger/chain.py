@@ -25,9 +25,12 @@ from edge.ledger.errors import OpRefused, Refusal, SpendRefused
 from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import STRICT, PurseState, RiskPolicy, Share, plan_spend, purse_unit
 from edge.ledger.records import (
+    CARD_PREFIX,
     CREDIT_LIMIT_PREFIX,
     KIOSK_REGISTERS,
     SERVICE_REGISTER,
+    SUN_COUNTER,
+    SUN_CTR_MAX,
     VOUCHER_PREFIX,
     kiosk_account,
 )
@@ -206,14 +209,17 @@ def shape_refusal(op: Op | Intent) -> str | None:
     return None
 
 
-def kiosk_register_refusal(replica: str, account: str, name: str) -> str | None:
+def kiosk_register_refusal(replica: str, account: str, name: str, version: int) -> str | None:
     """A kiosk writes only its own locks and counters (PIN failures and lockouts, card read
     counters, its own service-mode record): never card status, tiers, PINs, credit limits or
-    passes, which only the cloud writes."""
+    passes, which only the cloud writes. A SUN read counter is a card's, at the counter's own
+    value (a max register: the version is the counter, 3 bytes on the card)."""
     if name not in KIOSK_REGISTERS:
         return f"a kiosk may not write register {name!r}"
     if name == SERVICE_REGISTER and account != kiosk_account(replica):
         return "a kiosk writes service mode only on its own account"
+    if name == SUN_COUNTER and not (account.startswith(CARD_PREFIX) and version <= SUN_CTR_MAX):
+        return f"a SUN read counter is a card's, at most {SUN_CTR_MAX}"
     return None
 
 
@@ -235,7 +241,7 @@ def check_op(keyring: Keyring, op: Op) -> None:
         raise OpRefused(op.replica, op.seq, "transfer not between the cloud and an enrolled kiosk")
     why = None
     if op.kind is Kind.SET and keyring.role_of(op.replica) != "cloud":
-        why = kiosk_register_refusal(op.replica, op.account, op.purse)
+        why = kiosk_register_refusal(op.replica, op.account, op.purse, op.amount)
     if why is not None:
         raise OpRefused(op.replica, op.seq, why)
 
@@ -326,6 +332,9 @@ class KioskAuthority:
     points_per_100: int = 100  # most points a purchase of 100 minor units may accrue
     debt_per_op: int = 0  # offline risk allowance the cloud accepts (0 = strict)
     version_ahead_ms: int = 86_400_000  # a kiosk's register version (its ms) vs the cloud's
+    # How far a SUN read counter may jump above the one the cloud knows (a real card counts
+    # every read, phones included; a stolen kiosk writing the top counter would lock the card).
+    sun_ctr_jump: int = 100_000
 
 
 @dataclass(slots=True)
@@ -344,13 +353,17 @@ def authority_refusal(
     rights_before: int,
     credited_today: int,
     now_ms: int,
+    counter_before: int = 0,
 ) -> str | None:
     """Why the cloud holds a kiosk's op for an operator's review instead of applying it, or
     None. A gate or point of sale never credits money (points only within what the tap paid);
     a top-up kiosk credits cash within its bounds, or what a voucher it redeemed was worth;
     debits only within the kiosk's rights plus its debt allowance; register versions not ahead
-    of the cloud's clock."""
+    of the cloud's clock; a card's SUN read counter within a jump of `counter_before`, the one
+    the cloud knows."""
     if op.kind is Kind.SET:
+        if op.purse == SUN_COUNTER and op.amount > counter_before + authority.sun_ctr_jump:
+            return f"SUN read counter {op.amount} jumps above the {counter_before} known"
         if op.amount > now_ms + authority.version_ahead_ms:
             return "register version ahead of the cloud's clock"
         return None
@@ -402,7 +415,7 @@ def check_intent(
         raise SpendRefused(Refusal.BAD_AMOUNT, intent.account, intent.purse, intent.amount, 0)
     if kind is Kind.SET:
         if store.role_of(replica) != "cloud" and kiosk_register_refusal(
-            replica, intent.account, intent.purse
+            replica, intent.account, intent.purse, intent.amount
         ):
             raise SpendRefused(Refusal.NOT_ALLOWED, intent.account, intent.purse, intent.amount, 0)
         return kind

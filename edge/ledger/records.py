@@ -28,7 +28,11 @@ SPEND_OFFSET = "spend_offset"  # cash spent that does not count toward tiers
 MEMBER_CATEGORY = "category"  # member category: its own prices and discount
 PASS_PREFIX = "pass:"  # noqa: S105 - pass:<product> = "<from_ms>-<until_ms>", a time pass
 CREDIT_LIMIT_PREFIX = "limit:"  # limit:<purse> = overdraft in minor units, held by the cloud
-SUN_COUNTER = "sun_ctr"  # on a card account: newest SUN read counter seen (version = counter)
+# On a card account: the newest SUN read counter seen in the scope, a max register (version =
+# the counter). Each kiosk writes the counters it read; the cloud relays the highest to the
+# scope, so a URL read at one kiosk is refused at the others once they know it.
+SUN_COUNTER = "sun_ctr"
+SUN_CTR_MAX = 0xFFFFFF  # SDMReadCtr is 3 bytes
 SERVICE_REGISTER = "service"  # on a kiosk's own account `kiosk:<id>`: service mode opened/closed
 LAST_ENTRY = "last_entry"  # on a card account: ms of its last entry at a gate (anti-passback)
 
@@ -59,9 +63,27 @@ def card_account(ref: str) -> str:
 def card_ref_of(card_ref_key: bytes, family: str, value: str) -> str:
     """The reference the ledger, logs and cloud hold instead of a card's identifier: an HMAC
     with the site's card-reference key. `family` groups identifiers of one physical card
-    ("nfc" for a UID, "num" for a printed/striped number)."""
+    ("nfc" for a verified NTAG 424 SUN UID, "uid" for a bare UID, "num" for a printed/striped
+    number)."""
     mac = hmac.new(card_ref_key, f"{family}:{value.strip().upper()}".encode(), hashlib.sha256)
     return mac.hexdigest()[:32]
+
+
+# Luhn's doubled digit, by digit: 0->0, 1->2, ..., 5->1 (10 - 9), ..., 9->9.
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def check_digit_ok(number: str) -> bool:
+    """Whether a card number typed by an operator has a right check digit: Luhn (how numbers
+    are issued, provisioning.cards) or EAN-13 (a retail barcode). The kiosk's reader applies
+    the same rule (edge.drivers.cardformats): a mistyped or neighbouring number names no card,
+    and is refused before anything is looked up."""
+    if not (number.isascii() and number.isdigit() and 8 <= len(number) <= 19):
+        return False
+    digits = [int(c) for c in reversed(number)]
+    luhn = sum(d if i % 2 == 0 else _LUHN_DOUBLE[d] for i, d in enumerate(digits))
+    ean = len(number) == 13 and sum(d * (3 if i % 2 else 1) for i, d in enumerate(digits)) % 10
+    return luhn % 10 == 0 or (len(number) == 13 and ean == 0)
 
 
 def register_writes(account: str, version: int, **values: str) -> list[Intent]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from edge.config import KioskConfig, Role
-from edge.drivers.base import Token
+from edge.drivers.base import Token, TokenKind
 from edge.ledger import Intent, Kind, Ledger, Refusal, SpendRefused
 from edge.ledger import records as rec
 from edge.ledger.membership import CardStatus
@@ -173,13 +173,52 @@ class TapPipeline:
         self._use_points: bool | None = None  # point of sale: the member's choice, next tap
         self._lookup_until: float | None = None  # lookup button: deadline for the card
         self._service_until: float | None = None  # monotonic deadline while service mode is open
+        self._owed: list[Intent] = []  # the SUN read counter of the tap being decided
 
     # -- inputs ------------------------------------------------------------------------------
 
     async def card(self, token: Token) -> Outcome:
         """A card was tapped, swiped or scanned."""
         started = time.perf_counter_ns()
+        if token.kind is TokenKind.MAGSTRIPE and not rec.check_digit_ok(token.value):
+            # Numbers are issued with a Luhn digit: a neighbour's number, or a misread, names
+            # no card and is refused before anything is looked up (barcodes: the decoder).
+            return await self.refuse(DenyReason.UNKNOWN_CARD, "check digit wrong")
+        if token.kind is TokenKind.NFC_UID and not self.cfg.rules.accept_uid_cards:
+            # UID-only cards are clonable: refused at once, unless the site opts in.
+            return await self.refuse(DenyReason.CARD_NOT_SECURE, "UID-only card")
         ref = card_ref(self.site_key, token)
+        replayed = self._replayed(token, ref)
+        if replayed is not None:
+            log.warning("card refused: %s", replayed)
+            return await self.refuse(DenyReason.CARD_NOT_SECURE, replayed)
+        if token.sun_ctr is not None:
+            # Every verified SUN read moves the card's counter in the scope, approved or not:
+            # written with the tap's own ops when it has some, else on its own (`_settle`).
+            self._owed = [
+                Intent(Kind.SET, rec.card_account(ref), rec.SUN_COUNTER, token.sun_ctr, data="")
+            ]
+        outcome = await self._card(token, ref, started)
+        self._settle()
+        return outcome
+
+    def _replayed(self, token: Token, ref: str) -> str | None:
+        """Why a verified SUN read is a replay this kiosk's reader could not see: a read counter
+        not above the one another kiosk of the scope read (relayed by the cloud)."""
+        if token.sun_ctr is None:
+            return None
+        known = self.ledger.register(rec.card_account(ref), rec.SUN_COUNTER)
+        if known is None or token.sun_ctr > known.version:
+            return None
+        return f"replayed: SUN read counter {token.sun_ctr}, {known.version} read in the scope"
+
+    def _settle(self) -> None:
+        """Write the SUN read counter of a tap that wrote nothing else (a lookup, a PIN asked)."""
+        owed, self._owed = self._owed, []
+        if owed:
+            self.ledger.append(owed, ref=uuid.uuid4().hex[:16])
+
+    async def _card(self, token: Token, ref: str, started: int) -> Outcome:
         if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
             # The closing tap ends the session, however soon it comes: never a double tap.
             return await self._close_topup(ref, started)
@@ -351,6 +390,7 @@ class TapPipeline:
     ) -> Outcome:
         now = self.clock_ms()
         state = self._state(ref)
+        uid_only = token.kind is TokenKind.NFC_UID
         if state.card is None and await self._looked_up(rec.card_account(ref)):
             state = self._state(ref)  # a member of another venue of the chain
         member, card = state.member, state.card
@@ -365,7 +405,7 @@ class TapPipeline:
         tap = Tap(
             tap_id=tap_id,
             now_ms=now,
-            authenticated=token.authenticated,
+            uid_only=uid_only,
             pin=pin,
             amount=self._amount,
             use_points=self._use_points,
@@ -505,8 +545,10 @@ class TapPipeline:
         ]
 
     def _append(self, intents: list[Intent], tap_id: str) -> None:
+        """The tap's ops, with the read counter it owes, in one transaction."""
         if intents:
-            self.ledger.append(intents, ref=tap_id)
+            self.ledger.append([*self._owed, *intents], ref=tap_id)
+            self._owed = []
 
     async def _ask_cloud(self, account: str, purse: str, amount: int) -> bool:
         """When online and this kiosk holds less than `amount`, ask the cloud for the shortfall
@@ -531,7 +573,7 @@ class TapPipeline:
             writes = [
                 Intent(Kind.SET, w.account, w.name, now, data=w.value) for w in decision.writes
             ]
-            self.ledger.append(writes, ref=tap_id)
+            self._append(writes, tap_id)
         self.ledger.record_denial(
             ref=tap_id,
             account=ref and rec.card_account(ref),

@@ -97,7 +97,7 @@ class TapState:
 class Tap:
     tap_id: str
     now_ms: int
-    authenticated: bool = True
+    uid_only: bool = False  # an NFC card read by its UID alone (no SUN): clonable
     pin: str | None = None
     amount: int | None = None  # point of sale: entered on the keypad
     use_points: bool | None = None  # the member's choice; None = [rules] redeem_points_default
@@ -158,6 +158,8 @@ def deny(reason: DenyReason, name: str = "", writes: tuple[RegisterWrite, ...] =
 
 def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
     """Decide a card tap at this kiosk."""
+    if tap.uid_only and not cfg.rules.accept_uid_cards:
+        return deny(DenyReason.CARD_NOT_SECURE)  # whatever card it is: say nothing of it
     card, member = state.card, state.member
     if card is None or member is None:
         return deny(DenyReason.UNKNOWN_CARD)
@@ -171,8 +173,6 @@ def decide(state: TapState, tap: Tap, cfg: KioskConfig) -> Decision:
         return deny(DenyReason.CARD_NOT_YET_VALID, name)
     if card.valid_until_ms and tap.now_ms >= card.valid_until_ms:
         return deny(DenyReason.CARD_EXPIRED, name)
-    if not tap.authenticated and not cfg.rules.accept_uid_cards:
-        return deny(DenyReason.CARD_NOT_SECURE, name)
     if member.pin_locked_until_ms > tap.now_ms:
         return deny(DenyReason.PIN_LOCKED, name)
     # The tier is applied at the tap: the one the member's progress reaches, if above the one

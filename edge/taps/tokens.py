@@ -6,10 +6,12 @@ from __future__ import annotations
 from edge.drivers.base import Token, TokenKind
 from edge.ledger.records import card_ref_of
 
-# Tokens that name the same physical card map to the same family: an NTAG 424 read with and
-# without SUN verification is one card; a number printed as a barcode and on a stripe is one card.
+# Tokens that name the same physical card map to the same family: a number printed as a barcode
+# and on a stripe is one card. A UID read alone ("uid") is never the same card as that UID's
+# verified SUN identity ("nfc"): anyone can clone a UID, so a clone of a SUN card's UID names a
+# card of its own, which exists only if an operator linked it on purpose (docs/security.md).
 _FAMILY = {
-    TokenKind.NFC_UID: "nfc",
+    TokenKind.NFC_UID: "uid",
     TokenKind.NTAG424_SUN: "nfc",
     TokenKind.MAGSTRIPE: "num",
     TokenKind.BARCODE: "num",

@@ -180,7 +180,8 @@ class Day:
             led.close()
 
     def ref(self, uid: str) -> str:
-        return card_ref(self.secrets.card_ref_key, Token(TokenKind.NFC_UID, uid, False))
+        # The members' cards are NTAG 424 DNA: UID-only cards are off by default (clonable).
+        return card_ref(self.secrets.card_ref_key, Token(TokenKind.NTAG424_SUN, uid, True))
 
     def enroll(self) -> None:
         version = 1
@@ -295,11 +296,14 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
     assert isinstance(scanner, SimulatedKeySource)
     assert isinstance(keypad, SimulatedKeySource)
 
-    def tap(uid: str, secure: bool = False) -> Callable[[], None]:
-        if secure:
-            card = Ntag424Tag.for_site(bytes.fromhex(uid), day.sun_keys)
-            return lambda: nfc.present(card)
-        return lambda: nfc.present_uid(uid)
+    cards: dict[str, Ntag424Tag] = {}
+
+    def card_of(uid: str) -> Ntag424Tag:
+        # One card per member: its SUN read counter goes up at every tap, as a real one's does.
+        return cards.setdefault(uid, Ntag424Tag.for_site(bytes.fromhex(uid), day.sun_keys))
+
+    def tap(uid: str) -> Callable[[], None]:
+        return lambda: nfc.present(card_of(uid))
 
     def uid_of(mid: str) -> str:
         return next(m[2] for m in MEMBERS if m[0] == mid)
@@ -309,7 +313,7 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
     echo(
         "                                                              signal, or to the decision)"
     )
-    alice = tap(uid_of("m-alice"), secure=True)
+    alice = tap(uid_of("m-alice"))
     first = await step("08:00", "Alice", "taps NTAG 424 card", alice)
     await step("08:00", "Alice", "taps again at once", alice)
     await step("08:05", "Bob", "taps (5-visit pass)", tap(uid_of("m-bob")))
@@ -358,11 +362,12 @@ async def play(root: Path) -> tuple[bool, list[Path]]:
     assert isinstance(tnfc, SimulatedReader)
     assert topup.gpio is not None
     coins = SimulatedInputs(topup.gpio)
-    await step("11:00", "Bob", "taps to start", lambda: tnfc.present_uid(uid_of("m-bob")))
+    bob = card_of(uid_of("m-bob"))
+    await step("11:00", "Bob", "taps to start", lambda: tnfc.present(bob))
     for _ in range(2):
         await step("11:00", "Bob", "inserts a 50.00 note", lambda: coins.insert_coin(4))
     await asyncio.sleep(day.topup_cfg.rules.debounce_seconds)
-    done = await step("11:01", "Bob", "taps to finish", lambda: tnfc.present_uid(uid_of("m-bob")))
+    done = await step("11:01", "Bob", "taps to finish", lambda: tnfc.present(bob))
     bonus_ok = done.topup_total == 11000
     shown = screen_for(done, day.topup_cfg)
     assert isinstance(shown, TopUpScreen)
