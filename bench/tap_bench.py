@@ -43,8 +43,11 @@ def bench_config(root: Path) -> KioskConfig:
                 "key_file": str(root / "device.key"),
                 "site_key_file": str(root / "site.key"),
             },
+            # The simulated taps are plain UID tags: the bench site opts in to UID-only cards
+            # (a SUN card's check runs in the reader driver, before the timed tap path).
             "rules": {
                 "products": {"swim": {"name": "Swim", "price": 100}},
+                "accept_uid_cards": True,
                 "debounce_seconds": 0,
                 "tiers": [
                     {"name": "silver", "min_points": 0},

@@ -116,9 +116,9 @@ async def test_an_import_with_one_bad_row_shows_it_and_imports_nothing_until_fix
     bad = tmp_path / "members.csv"
     bad.write_text(
         "account,name,phone,site,card_number\n"
-        "m10,Carol Chen,13800000010,s1,6001000000000010\n"
-        "m11,,13800000011,s1,6001000000000011\n"
-        "m12,Dan Zhou,13800000012,s1,6001000000000012\n"
+        "m10,Carol Chen,13800000010,s1,6001000000000014\n"
+        "m11,,13800000011,s1,6001000000000022\n"
+        "m12,Dan Zhou,13800000012,s1,6001000000000030\n"
     )
     good = tmp_path / "members-fixed.csv"
     good.write_text(bad.read_text().replace("m11,,", "m11,Erin Xu,"))
@@ -148,7 +148,7 @@ async def test_an_import_with_one_bad_row_shows_it_and_imports_nothing_until_fix
     try:
         for account in ("m10", "m11", "m12"):
             assert admin.is_member(store, account)
-        token = admin.card_token(secrets, "6001000000000011")
+        token = admin.card_token(secrets, "6001000000000022")
         assert admin.card_owner(store, token) == "m11"
         assert admin.card_status(store, token) == "active"
     finally:
@@ -345,7 +345,7 @@ def test_cli_commands_are_recorded_in_the_console_audit_trail(console):
     reused = kiosk("topup", *cfg, "--account", "m2", "--amount", "500", "--ref", "R-9")
     assert reused.returncode == 1 and "used already" in reused.stderr
     assert (
-        kiosk("card", "link", *cfg, "--account", "m1", "--card", "6001000000000099").returncode == 0
+        kiosk("card", "link", *cfg, "--account", "m1", "--card", "6001000000000097").returncode == 0
     )
     rows = [a for a in console.actions() if a.actor.startswith("cli:")]
     by_what = {(a.action, a.allowed): a for a in rows}
@@ -353,5 +353,5 @@ def test_cli_commands_are_recorded_in_the_console_audit_trail(console):
     assert ok.target == "m1" and ok.before["params"]["ref"] == "R-9"
     assert "used already" in by_what[("kiosk cloud topup", False)].reason
     link = by_what[("kiosk cloud card link", True)]
-    assert "6001000000000099" not in str(link.before)  # the card number never reaches the trail
+    assert "6001000000000097" not in str(link.before)  # the card number never reaches the trail
     assert link.before["params"]["number"].startswith("ref:")
