@@ -441,6 +441,18 @@ class PgCloudStore(CloudStore):
             for a, p in keys
         }
 
+    def purses_of(self, accounts: Sequence[str]) -> dict[str, list[PurseState]]:
+        keys = self._conn.execute(
+            "SELECT DISTINCT account, purse FROM shares WHERE account = ANY(%s)"
+            " ORDER BY account, purse",
+            (list(accounts),),
+        ).fetchall()
+        states = self.purse_many([(a, p) for a, p in keys])
+        out: dict[str, list[PurseState]] = {a: [] for a in accounts}
+        for a, p in keys:
+            out[a].append(states[(a, p)])
+        return out
+
     def purses(self, account: str | None = None) -> list[PurseState]:
         if account is None:
             keys = self._conn.execute(
@@ -451,7 +463,8 @@ class PgCloudStore(CloudStore):
                 "SELECT DISTINCT account, purse FROM shares WHERE account = %s ORDER BY purse",
                 (account,),
             ).fetchall()
-        return [self.purse(a, p) for a, p in keys]
+        states = self.purse_many([(a, p) for a, p in keys])
+        return [states[(a, p)] for a, p in keys]
 
     def register(self, account: str, name: str) -> Register | None:
         return _register(self._conn, account, name)

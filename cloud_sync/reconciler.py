@@ -649,15 +649,22 @@ class Reconciler:
         """The account's values as the cloud holds them, for the kiosk of `t`."""
         return self._snapshots_to(t, [account])[0]
 
-    def _snapshots_to(self, t: Topics, accounts: Sequence[str]) -> list[Outgoing]:
-        """The accounts' values as the cloud holds them, with how much of this kiosk's own chain
-        they include (the kiosk adds what it wrote since) and its rights: one signed message
-        per `SNAPSHOT_CHUNK` accounts."""
+    def _snapshots_to(
+        self,
+        t: Topics,
+        accounts: Sequence[str],
+        purses: Mapping[str, Sequence[PurseState]] | None = None,
+    ) -> list[Outgoing]:
+        """The accounts' values as the cloud holds them (`purses`, read here if not given), with
+        how much of this kiosk's own chain they include (the kiosk adds what it wrote since) and
+        its rights: one signed message per `SNAPSHOT_CHUNK` accounts."""
+        if purses is None:
+            purses = self.store.purses_of(accounts)
         own_head = self.store.head(t.device)[0]
         now = self.clock()
         items = []
         for account in accounts:
-            states = self.store.purses(account)
+            states = purses[account]
             items.append(
                 Snapshot(
                     account=account,
@@ -689,9 +696,11 @@ class Reconciler:
     def _snapshots_each(
         self, per_device: Mapping[str, Sequence[str]], devices: Mapping[str, str]
     ) -> list[Outgoing]:
+        wanted = sorted({a for accounts in per_device.values() for a in accounts})
+        purses = self.store.purses_of(wanted) if wanted else {}
         out = []
         for device, accounts in per_device.items():
-            out.extend(self._snapshots_to(Topics(devices[device], device), accounts))
+            out.extend(self._snapshots_to(Topics(devices[device], device), accounts, purses))
         return out
 
     def sweep(self) -> list[Outgoing]:

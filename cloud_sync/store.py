@@ -206,6 +206,10 @@ class CloudStore(abc.ABC):
         """Several purses at once (a backend may answer in one round trip)."""
         return {(a, p): self.purse(a, p) for a, p in keys}
 
+    def purses_of(self, accounts: Sequence[str]) -> dict[str, list[PurseState]]:
+        """Every purse of each account (a backend may answer in one round trip)."""
+        return {a: self.purses(a) for a in accounts}
+
     @abc.abstractmethod
     def register(self, account: str, name: str) -> Register | None: ...
 

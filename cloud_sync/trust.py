@@ -47,7 +47,8 @@ def screen(
     authority = policy.authority(dev.role)
     today = now_ms // DAY_MS
     credited = dev.credit_today if dev.credit_day == today else 0
-    rights: dict[tuple[str, str], int] = {}
+    states = store.purse_many(sorted({(o.account, o.purse) for o in fresh}))
+    rights = {key: state.rights(dev.device) for key, state in states.items()}
     taps: dict[str, chain.TapContext] = {}
     expected = stored + 1
     for i, op in enumerate(fresh):
@@ -55,8 +56,6 @@ def screen(
             break  # a gap: resent later from the ack
         expected += 1
         key = (op.account, op.purse)
-        if key not in rights:
-            rights[key] = store.purse(op.account, op.purse).rights(dev.device)
         tap = taps.get(op.ref)
         if tap is None:
             tap = taps[op.ref] = _tap_before(store, dev.device, op, stored)

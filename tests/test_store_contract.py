@@ -226,6 +226,21 @@ def test_rights_and_values_after_grants_spends_and_a_return(world: World) -> Non
     assert [p.purse for p in world.store.purses("m1")] == ["cash"]
 
 
+def test_purses_of_several_accounts_read_together_equal_each_read_alone(world: World) -> None:
+    world.store.append(
+        [
+            Intent(Kind.INC, "m1", "cash", 1000),
+            Intent(Kind.INC, "m1", "visits:swim", 5),
+            Intent(Kind.SET, "m1", "limit:cash", 1, data="200"),
+            Intent(Kind.INC, "m2", "cash", 40),
+        ]
+    )
+    together = world.store.purses_of(["m1", "m2", "m3"])
+    assert together == {a: world.store.purses(a) for a in ("m1", "m2", "m3")}
+    assert [p.purse for p in together["m1"]] == ["cash", "visits:swim"]
+    assert together["m1"][0].rights("cloud") == 1200 and together["m3"] == []
+
+
 def test_a_credit_limit_register_adds_to_the_clouds_rights(world: World) -> None:
     world.store.append([Intent(Kind.SET, "m1", "limit:cash", 1, data="200")])
     assert world.store.purse("m1", "cash").rights("cloud") == 200
