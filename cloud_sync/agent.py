@@ -182,8 +182,10 @@ class SyncAgent:
         settings: AgentSettings,
         *,
         key: Ed25519PrivateKey | None = None,
-        clock: Callable[[], int] = wall_ms,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """`clock`: wall ms; by default the ledger's (a kiosk daemon sets it from the cloud's
+        signed time when the system clock is off)."""
         if key is None:
             if settings.key_file is None:
                 raise SyncError("the agent needs the device key (settings.key_file)")
@@ -198,7 +200,7 @@ class SyncAgent:
         self.ledger = ledger
         self.settings = settings
         self.key = key
-        self.clock = clock
+        self.clock = clock or ledger.clock.wall_ms
         self.cloud = cloud
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
@@ -206,7 +208,7 @@ class SyncAgent:
         self.snapshots = Snapshots(settings.state_file)
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
-        self.forked = False
+        self.forked = bool(ledger.fork_set_aside)  # a fork was set aside: the operator is told
         self.online = False
         # Wall ms of the last message the cloud signed for us: how stale our copy of card
         # status and deny list may be (time passes fail closed past a configured age).
@@ -217,7 +219,10 @@ class SyncAgent:
         self._sent = 0
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
-        self._need_recover = False
+        # A ledger held at open (found behind its head record, edge.ledger.head_record):
+        # recover from the cloud at the first connect.
+        self._need_recover = bool(ledger.recovering)
+        self._repair_backoff_s = 0.0  # grows while a repair leaves things unresolved
         self._client: Transport | None = None
         self._rpc: dict[str, asyncio.Future[Answer]] = {}
         self._deny_listeners: list[DenyListener] = []
@@ -454,6 +459,16 @@ class SyncAgent:
             if self._need_recover or self._deny_gap:
                 await self._repair()
             await self._publish(self.topics.status, self._status(True), retain=True)
+            if self._need_recover or self._deny_gap:
+                # Still unresolved: ask again, but never in a tight loop (a forked kiosk asked
+                # ~58 times a second). Doubling from poll_interval_s up to sync_interval_s.
+                self._repair_backoff_s = min(
+                    max(2 * self._repair_backoff_s, s.poll_interval_s), s.sync_interval_s
+                )
+                log.info("agent %s: repair again in %.1f s", s.device, self._repair_backoff_s)
+                await asyncio.sleep(self._repair_backoff_s * random.uniform(0.8, 1.2))
+                continue
+            self._repair_backoff_s = 0.0
             try:
                 async with asyncio.timeout(s.sync_interval_s):
                     while not (self._need_recover or self._deny_gap):
@@ -473,7 +488,12 @@ class SyncAgent:
                 if self._need_recover:
                     after = self.ledger.head()[0]
                     log.warning("agent %s: recovering own chain after seq %d", s.device, after)
-                    await self._rpc_call(RecoverRequest(id=uuid.uuid4().hex, after_seq=after))
+                    req = RecoverRequest(id=uuid.uuid4().hex, after_seq=after)
+                    answer = await self._rpc_call(req)
+                    if self.ledger.recovering and answer.granted <= self.ledger.head()[0]:
+                        # The cloud holds no more of our chain than we do now: what is missing
+                        # never reached it. Waiting would freeze the kiosk for good.
+                        self.ledger.accept_lost()
                     if not self.ledger.recovering:
                         self._need_recover = False
                         log.warning("agent %s: own chain recovered", s.device)
@@ -496,7 +516,6 @@ class SyncAgent:
             self._sent = max(self._sent, self.acked)
             if (
                 not self.ledger.recovering
-                and not self.forked
                 and head > self._sent
                 and self._sent - self.acked < s.window
             ):
@@ -614,15 +633,15 @@ class SyncAgent:
             self._need_recover = True
         elif ack.seq > 0:
             ours = next(self.ledger.ops(self.settings.device, ack.seq - 1, 1))
-            if ours.hash() != ack.hash and not self.forked:
-                self.forked = True
-                self.ledger.hold_until(head + 1)
+            if ours.hash() != ack.hash:
                 log.critical(
                     "agent %s: our op #%d differs from the one the cloud stored: the chain has"
-                    " forked (restored image that kept writing); spending stopped, call support",
+                    " forked (restored image that kept writing)",
                     self.settings.device,
                     ack.seq,
                 )
+                self._set_aside_fork(ack.seq)
+                self._synced.set()  # uploads resume once the cloud's copy is recovered
                 return
         if ack.seq < self.acked:
             # The cloud holds less of our chain than it acked before: restored from a backup.
@@ -665,13 +684,24 @@ class SyncAgent:
             ops[-1].seq,
             counts,
         )
-        if counts["refused"] and not self.forked:
-            self.forked = True
+        if counts["refused"]:
             log.critical(
                 "agent %s: recovered ops conflict with ours: forked chain", self.settings.device
             )
+            self._set_aside_fork(max(ops[-1].seq, self.ledger.recovering))
+            return
         if not self.ledger.recovering:
             self._need_recover = False
+        self._progress.set()
+
+    def _set_aside_fork(self, cloud_seq: int) -> None:
+        """Never frozen for good: our branch is kept aside (the file named in the log and in
+        `Ledger.fork_set_aside`), the cloud's copy of our chain is recovered, and the kiosk
+        goes on after it. `forked` stays set: the fleet view raises a `fork` alert."""
+        self.forked = True
+        self.ledger.set_aside_fork(cloud_seq)
+        self.acked = self._sent = 0
+        self._need_recover = True
         self._progress.set()
 
     def _on_recall(self, msg: Recall) -> None:
@@ -732,7 +762,7 @@ class SyncAgent:
             return True
         # What a debit can use of what is held: debt (negative rights) is repaid first.
         target = max(self.ledger.purse(account, purse).rights(me), 0) + amount
-        if not self.online or self.ledger.recovering or self.forked:
+        if not self.online or self.ledger.recovering:
             return False
         req = RightsRequest(
             id=uuid.uuid4().hex,

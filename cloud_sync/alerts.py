@@ -52,13 +52,15 @@ def kiosk_alerts(view: KioskView, now_ms: int, rules: AlertSettings) -> dict[str
     if h is None:
         return out
     if h.forked:
-        out["fork"] = "its chain differs from what the cloud stored: spending stopped"
+        out["fork"] = "its chain forked from what the cloud stored: its branch set aside"
     if not h.clock_trusted:
         out["clock_untrusted"] = f"clock not vouched for ({h.clock_source or 'no source'})"
     if not h.reader_ok:
         out["reader_down"] = "a configured card reader is missing"
     if h.disk_free_bytes and h.disk_free_bytes < rules.disk_low_bytes:
         out["disk_low"] = f"{h.disk_free_bytes // 1_000_000} MB free"
+    if h.refusals.get("DISK_FULL"):  # a tap could not be written: out of service
+        out["disk_low"] = f"disk full: {h.refusals['DISK_FULL']} taps refused"
     return out
 
 
