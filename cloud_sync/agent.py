@@ -53,6 +53,7 @@ from cloud_sync.protocol import (
     seal,
 )
 from cloud_sync.settings import AgentSettings
+from edge.aio import honour_cancel, run_until_cancelled
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
 from edge.ledger.op import SPENDING
 from edge.ledger.private_files import prepare_private
@@ -328,7 +329,7 @@ class SyncAgent:
         client = self._client
         if client is None:
             raise aiomqtt.MqttError("offline")
-        await client.publish(topic, self._seal(topic, msg), qos=1, retain=retain)
+        await honour_cancel(client.publish(topic, self._seal(topic, msg), qos=1, retain=retain))
 
     def _status(self, online: bool) -> Status:
         head = self.ledger.head()[0]
@@ -392,9 +393,13 @@ class SyncAgent:
                     log.info("agent %s online", s.device)
                     try:
                         async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._receive(client), name="agent-receive")
-                            tg.create_task(self._sync(), name="agent-sync")
-                            tg.create_task(self._upload(), name="agent-upload")
+                            await run_until_cancelled(
+                                [
+                                    tg.create_task(self._receive(client), name="agent-receive"),
+                                    tg.create_task(self._sync(), name="agent-sync"),
+                                    tg.create_task(self._upload(), name="agent-upload"),
+                                ]
+                            )
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise

@@ -57,6 +57,7 @@ from cloud_sync.store import CloudStore, Device
 from cloud_sync.streams import StreamBook, content
 from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
+from edge.aio import honour_cancel, run_until_cancelled
 from edge.ledger import records as rec
 from edge.ledger.op import SPENDING, Intent, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
@@ -762,7 +763,7 @@ class ReconcilerService:
         if client is None:
             raise aiomqtt.MqttError("reconciler is not connected")
         for o in outs:
-            await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+            await honour_cancel(client.publish(o.topic, o.payload, qos=1, retain=o.retain))
 
     async def run(self) -> None:
         backoff = 0.2
@@ -785,9 +786,13 @@ class ReconcilerService:
                     self.connected.set()
                     log.info("reconciler connected")
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._sweeper(), name="reconciler-sweep")
-                        tg.create_task(self._streams(), name="reconciler-streams")
-                        tg.create_task(self._consume(client), name="reconciler-consume")
+                        await run_until_cancelled(
+                            [
+                                tg.create_task(self._sweeper(), name="reconciler-sweep"),
+                                tg.create_task(self._streams(), name="reconciler-streams"),
+                                tg.create_task(self._consume(client), name="reconciler-consume"),
+                            ]
+                        )
             except* aiomqtt.MqttError as group:
                 log.warning("reconciler link lost: %s", group.exceptions[0])
             finally:
@@ -836,18 +841,13 @@ class ReconcilerService:
             return []
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
                 outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
-                await self.publish(outs)
+                await self.publish(outs)  # a cancel lost in a publish is raised there (edge.aio)
             self.handled += 1
             client._client.ack(message.mid, message.qos)
-            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
-            # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError
 
     async def _streams(self) -> None:
         """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the

@@ -6,10 +6,8 @@ clock is 30 days behind connects and takes the cloud's signed time as soon as th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +18,11 @@ from cloud_sync.settings import AlertSettings
 from edge import clock as clock_module
 from edge.config import KioskConfig
 from edge.daemon import daemon as daemon_module
-from edge.daemon.daemon import KioskDaemon
-from edge.daemon.sdnotify import Notifier
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
 from edge.ledger.head_record import read_head_record
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
-from kiosk.link import link_factory
-from tests.daemon_helpers import kiosk_config, next_outcome
+from tests.daemon_helpers import kiosk_config, next_outcome, running
 from tests.mqtt_broker import World, eventually, world
 
 pytestmark = pytest.mark.mqtt
@@ -65,24 +60,6 @@ def linked_kiosk(tmp_path: Path, w: World, cash: int, held: int) -> tuple[KioskC
     return KioskConfig.model_validate(raw), token
 
 
-@contextlib.asynccontextmanager
-async def daemon_of(cfg: KioskConfig) -> AsyncIterator[tuple[KioskDaemon, asyncio.Queue]]:
-    daemon = KioskDaemon(cfg, notifier=Notifier({}), link=link_factory(cfg))
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        outcomes: asyncio.Queue = asyncio.Queue()
-        assert daemon.feedback is not None
-        daemon.feedback.observers.append(outcomes.put_nowait)
-        yield daemon, outcomes
-    finally:
-        stop.set()
-        async with asyncio.timeout(20):
-            await task
-
-
 def restore(cfg: KioskConfig, copy: Path) -> None:
     db = cfg.kiosk.state_dir / "ledger.db"
     for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
@@ -94,7 +71,7 @@ async def test_a_restored_kiosk_recovers_its_chain_before_it_spends_again(tmp_pa
     async with world(tmp_path, ["gate-1"]) as w:
         cfg, token = linked_kiosk(tmp_path, w, cash=5000, held=0)
         w.start_reconciler()
-        async with daemon_of(cfg) as (daemon, _):
+        async with running(cfg) as (daemon, _):
             await eventually(lambda: daemon.agent.synced, what="kiosk online")
             await eventually(
                 lambda: daemon.ledger.register("card:" + token, "member") is not None,
@@ -102,7 +79,7 @@ async def test_a_restored_kiosk_recovers_its_chain_before_it_spends_again(tmp_pa
             )
         copy = tmp_path / "backup.db"
         shutil.copy(cfg.kiosk.state_dir / "ledger.db", copy)
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             await eventually(lambda: daemon.agent.synced, what="kiosk online")
             for _ in range(2):
                 daemon.nfc.present_uid(UID)
@@ -115,7 +92,7 @@ async def test_a_restored_kiosk_recovers_its_chain_before_it_spends_again(tmp_pa
         record = read_head_record(cfg.kiosk.state_dir / "head.json")
         assert record is not None
         restore(cfg, copy)
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             assert daemon.ledger.restored_behind is not None
             await eventually(lambda: not daemon.ledger.recovering, what="own chain recovered")
             assert daemon.ledger.head() == (record.seq, record.hash)
@@ -132,7 +109,7 @@ async def test_ops_that_never_reached_the_cloud_are_declared_lost_and_the_kiosk_
     async with world(tmp_path, ["gate-1"]) as w:
         cfg, token = linked_kiosk(tmp_path, w, cash=10000, held=6000)
         w.start_reconciler()
-        async with daemon_of(cfg) as (daemon, _):
+        async with running(cfg) as (daemon, _):
             await eventually(
                 lambda: daemon.ledger.purse("m1", "cash").rights("gate-1") == 6000,
                 what="rights held at the kiosk",
@@ -140,12 +117,12 @@ async def test_ops_that_never_reached_the_cloud_are_declared_lost_and_the_kiosk_
         copy = tmp_path / "backup.db"
         shutil.copy(cfg.kiosk.state_dir / "ledger.db", copy)
         await w.stop_task("reconciler1")  # the cloud is out of reach: the taps stay here
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             daemon.nfc.present_uid(UID)
             assert (await next_outcome(outcomes)).decision.approved
         restore(cfg, copy)
         w.start_reconciler()
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             assert daemon.ledger.recovering
             await eventually(lambda: not daemon.ledger.recovering, what="hold lifted")
             assert daemon.ledger.restored_behind is None
@@ -181,7 +158,7 @@ async def test_a_kiosk_30_days_behind_connects_and_takes_the_clouds_time_at_once
     async with world(tmp_path, ["gate-1"]) as w:
         cfg, token = linked_kiosk(tmp_path, w, cash=5000, held=0)
         w.start_reconciler()
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             assert daemon.wall_ms() < time.time_ns() // 1_000_000 - behind_ms + 60_000
             # Trusted within seconds of the link coming up, not after the 60 s re-check.
             await eventually(lambda: daemon.clock.trusted, timeout=10, what="clock trusted")
@@ -202,14 +179,14 @@ async def test_a_forked_kiosk_sets_its_branch_aside_tells_the_operator_and_goes_
         cfg, token = linked_kiosk(tmp_path, w, cash=10000, held=6000)
         w.start_reconciler()
         state = cfg.kiosk.state_dir
-        async with daemon_of(cfg) as (daemon, _):
+        async with running(cfg) as (daemon, _):
             await eventually(
                 lambda: daemon.ledger.purse("m1", "cash").rights("gate-1") == 6000,
                 what="rights held at the kiosk",
             )
         # The whole state folder copied (ledger and head record): the head record cannot see it.
         shutil.copytree(state, tmp_path / "image")
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             await eventually(lambda: daemon.agent.synced, what="kiosk online")
             daemon.nfc.present_uid(UID)
             assert (await next_outcome(outcomes)).decision.approved
@@ -221,13 +198,13 @@ async def test_a_forked_kiosk_sets_its_branch_aside_tells_the_operator_and_goes_
         shutil.rmtree(state)
         shutil.copytree(tmp_path / "image", state)
         await w.stop_task("reconciler1")
-        async with daemon_of(cfg) as (daemon, outcomes):  # offline: the other branch
+        async with running(cfg) as (daemon, outcomes):  # offline: the other branch
             daemon.nfc.present_uid(UID)
             assert (await next_outcome(outcomes)).decision.approved
             assert daemon.ledger.head()[0] == cloud_head[0]  # same seqs, other ops
             assert daemon.ledger.head()[1] != cloud_head[1]
         w.start_reconciler()
-        async with daemon_of(cfg) as (daemon, outcomes):
+        async with running(cfg) as (daemon, outcomes):
             agent = daemon.agent
             requests = 0
             call = agent._rpc_call
