@@ -35,6 +35,7 @@ from cloud_sync.protocol import (
     ChainWanted,
     DenyDelta,
     DenySince,
+    ForkOps,
     Health,
     Hello,
     Lookup,
@@ -432,7 +433,7 @@ class SyncAgent:
             client._client.ack(m.mid, m.qos)
 
     async def _rpc_call(
-        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince
+        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince | ForkOps
     ) -> Answer:
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rpc[msg.id] = fut
@@ -463,6 +464,8 @@ class SyncAgent:
                 continue  # ask again (the reconciler may be reconnecting)
             if self._need_recover or self._deny_gap:
                 await self._repair()
+            if self.ledger.fork_set_aside and not self.ledger.recovering:
+                await self._report_fork()
             await self._publish(self.topics.status, self._status(True), retain=True)
             if self._need_recover or self._deny_gap:
                 # Still unresolved: ask again, but never in a tight loop (a forked kiosk asked
@@ -504,6 +507,34 @@ class SyncAgent:
                         log.warning("agent %s: own chain recovered", s.device)
         except TimeoutError:
             log.warning("agent %s: repair timed out; retrying at the next sync", s.device)
+
+    async def _report_fork(self) -> None:
+        """Hand the cloud the ops of our set-aside branch (a fork), batch by batch, until it
+        has accounted them all; what is left is tried again at the next sync."""
+        s = self.settings
+        fork_seq, ops = self.ledger.fork_branch(s.batch_size)
+        try:
+            while ops:
+                req = ForkOps(id=uuid.uuid4().hex, fork_seq=fork_seq, batch=encode_ops(ops))
+                async with asyncio.timeout(max(5 * s.ack_timeout_s, 5.0)):
+                    answer = await self._rpc_call(req)
+                if not answer.ok:
+                    log.error(
+                        "agent %s: the cloud refused our forked branch: %s", s.device, answer.reason
+                    )
+                    return
+                self.ledger.fork_reported_through(answer.granted)
+                log.warning(
+                    "agent %s: forked branch from #%d accounted by the cloud to #%d",
+                    s.device,
+                    fork_seq,
+                    answer.granted,
+                )
+                fork_seq, ops = self.ledger.fork_branch(s.batch_size)
+        except TimeoutError:
+            log.warning(
+                "agent %s: forked branch not yet accounted; again at the next sync", s.device
+            )
 
     async def _upload(self) -> None:
         """Send unacked ops in seq order, at most `window` ahead of the ack; resend from the

@@ -951,7 +951,8 @@ def _when(ms: int) -> str:
 @config_option
 def kiosks(config: Path) -> None:
     """Kiosks: online, lag (ops not yet stored), queue, last contact, version, clock, reader,
-    display, disk free, tap latency p50/p95 and refusals by reason, as each last reported."""
+    display, disk free, tap latency p50/p95 and refusals by reason, as each last reported; and
+    the debt a forked kiosk's set-aside branch left, per purse."""
     from cloud_sync.fleet import FleetRecords
 
     with _reconciler(config) as (cfg, rec):
@@ -995,6 +996,13 @@ def kiosks(config: Path) -> None:
                 click.echo(f"{device}: last refused: {f.last_refusal}")
             if f.last_skew:
                 click.echo(f"{device}: last skew: {f.last_skew}")
+        for r in rec.store.fork_debts():  # a forked kiosk's set-aside branch, accounted
+            owed = r.debt
+            click.echo(
+                f"{r.device}: forked branch from #{r.fork_seq}: {owed.account}/{owed.purse} spent"
+                f" {owed.spent} there, held {owed.held}, debt {owed.debt}"
+                + (f", {owed.beyond} beyond the rights held (review)" if owed.beyond else "")
+            )
         if restore is not None:
             click.echo(
                 f"restored from a backup: recovering; waiting for {', '.join(restore.waiting)}"

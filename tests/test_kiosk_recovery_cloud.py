@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from cloud_sync import admin
-from cloud_sync.alerts import KioskView, kiosk_alerts
+from cloud_sync.alerts import FleetWatch, KioskView, kiosk_alerts
+from cloud_sync.fleet import FleetRecords
 from cloud_sync.settings import AlertSettings
 from edge import clock as clock_module
 from edge.config import KioskConfig
@@ -22,8 +24,10 @@ from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_p
 from edge.ledger.head_record import read_head_record
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
+from kiosk.cli import cli
 from tests.daemon_helpers import kiosk_config, next_outcome, running
 from tests.mqtt_broker import World, eventually, world
+from tests.test_fleet_status import cloud_toml
 
 pytestmark = pytest.mark.mqtt
 
@@ -56,6 +60,7 @@ def linked_kiosk(tmp_path: Path, w: World, cash: int, held: int) -> tuple[KioskC
         "backoff_min_s": 0.05,
         "backoff_max_s": 0.5,
         "ack_timeout_s": 1.0,
+        "sync_interval_s": 2.0,
     }
     return KioskConfig.model_validate(raw), token
 
@@ -238,3 +243,31 @@ async def test_a_forked_kiosk_sets_its_branch_aside_tells_the_operator_and_goes_
             )
             await asyncio.sleep(2.0)
             assert requests < 20  # no request storm (it was ~58 a second)
+            # Both branches reach the cloud: the set-aside one's tap is accounted as the
+            # member's debt, bounded by the rights the kiosk held, and the operator told.
+            await eventually(lambda: w.store.fork_debts("gate-1") != [], what="branch accounted")
+            (row,) = w.store.fork_debts("gate-1")
+            assert (row.fork_seq, row.debt.account, row.debt.purse) == (1, "m1", "cash")
+            assert row.debt.spent == row.debt.debt == 2000  # the swim on the other branch
+            assert row.debt.held >= 6000
+            branch_head = daemon.ledger.fork_reported
+            assert branch_head == cloud_head[0]
+            # Uploaded again (its answer lost, say): recorded once.
+            daemon.ledger.fork_reported_through(0)
+            await eventually(
+                lambda: daemon.ledger.fork_reported == branch_head, what="branch uploaded again"
+            )
+            assert w.store.fork_debts("gate-1") == [row]
+        assert w.reconciler is not None
+        fleet = FleetRecords(str(tmp_path / "cloud.db"))
+        try:
+            raised = FleetWatch(w.reconciler, fleet, AlertSettings()).check()
+        finally:
+            fleet.close()
+        debt_alert = next(e for e in raised if e.type == "fork_debt")
+        assert debt_alert.device == "gate-1" and "2000 owed" in debt_alert.detail
+        out = CliRunner().invoke(
+            cli, ["cloud", "kiosks", "--config", str(cloud_toml(tmp_path, w.keys["cloud"]))]
+        )
+        assert out.exit_code == 0, out.output
+        assert "gate-1: forked branch from #1: m1/cash spent 2000 there" in out.output

@@ -434,6 +434,40 @@ class Ledger:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'fork_set_aside'").fetchone()
         return "" if row is None else str(row[0])
 
+    def fork_branch(self, limit: int) -> tuple[int, list[Op]]:
+        """The set-aside branch still to report to the cloud: the seq where it forked from our
+        chain (the first own seq whose op differs, our chain being the cloud's copy), and up
+        to `limit` of its ops after what was reported (`fork_reported`); no ops when done."""
+        path = self.fork_set_aside
+        if not path or not Path(path).exists():
+            return 0, []
+        with Ledger(path, read_only=True) as aside:
+            # Hash-linked: equal up to the fork, different from it on. Bisect for it.
+            low, high = 1, min(aside.head(self.replica)[0], self.head()[0]) + 1
+            while low < high:
+                mid = (low + high) // 2
+                if aside._own_hash(mid) == self._own_hash(mid):
+                    low = mid + 1
+                else:
+                    high = mid
+            fork_seq = low
+            after = max(fork_seq - 1, self.fork_reported)
+            return fork_seq, list(aside.ops(self.replica, after, limit))
+
+    @property
+    def fork_reported(self) -> int:
+        """The newest seq of the set-aside branch the cloud has accounted."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'fork_reported'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def fork_reported_through(self, seq: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO meta VALUES ('fork_reported', ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value",
+                (str(seq),),
+            )
+
     @property
     def recovering(self) -> int:
         """The own seq still missing before local writes resume; 0 when not recovering."""
