@@ -1165,8 +1165,8 @@ def webhooks_run(config: Path, once: bool) -> None:
 @click.option("--open", "open_only", is_flag=True, help="Only alerts still open.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 def alerts(config: Path, open_only: bool, limit: int) -> None:
-    """Fleet alerts (kiosk offline, fork, quarantine, clock, reader, disk, refusal rate), newest
-    first, with when they were raised and cleared."""
+    """Fleet alerts (kiosk offline, fork, fork debt, quarantine, clock, reader, disk, refusal
+    rate), newest first, with when they were raised and cleared."""
     from cloud_sync.fleet import FleetRecords
 
     fleet = FleetRecords(_config(config).reconciler.store)

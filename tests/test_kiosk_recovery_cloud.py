@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cloud_sync.settings import AlertSettings
 from edge import clock as clock_module
 from edge.config import KioskConfig
 from edge.daemon import daemon as daemon_module
-from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes, save_private_key
+from edge.ledger import Intent, Kind, Ledger, chain, generate_key, public_bytes, save_private_key
 from edge.ledger.head_record import read_head_record
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
@@ -271,3 +272,40 @@ async def test_a_forked_kiosk_sets_its_branch_aside_tells_the_operator_and_goes_
         )
         assert out.exit_code == 0, out.output
         assert "gate-1: forked branch from #1: m1/cash spent 2000 there" in out.output
+
+
+async def test_a_full_disk_shows_in_the_fleet_view_with_the_reason(tmp_path, monkeypatch):
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with world(tmp_path, ["gate-1"]) as w:
+        cfg, token = linked_kiosk(tmp_path, w, cash=5000, held=3000)
+        assert w.reconciler is not None
+        fleet = w.reconciler.fleet = FleetRecords(str(tmp_path / "cloud.db"))
+        w.start_reconciler()
+        try:
+            async with running(cfg) as (daemon, outcomes):
+                await eventually(
+                    lambda: daemon.ledger.register("card:" + token, "member") is not None,
+                    what="card known at the kiosk",
+                )
+                monkeypatch.setattr(chain, "write", disk_full)  # the ledger's write fails
+                daemon.nfc.present_uid(UID)
+                out = await next_outcome(outcomes)
+                assert out.decision.reason is DenyReason.DISK_FULL  # the member is told why
+                await eventually(
+                    lambda: "DISK_FULL" in getattr(fleet.healths().get("gate-1"), "refusals", {}),
+                    what="the refusal in the kiosk's health at the cloud",
+                )
+                monkeypatch.undo()
+            raised = FleetWatch(w.reconciler, fleet, AlertSettings()).check()
+        finally:
+            fleet.close()
+        alert = next(e for e in raised if e.type == "disk_low")
+        assert (alert.device, alert.detail) == ("gate-1", "disk full: 1 taps refused")
+        out = CliRunner().invoke(
+            cli, ["cloud", "kiosks", "--config", str(cloud_toml(tmp_path, w.keys["cloud"]))]
+        )
+        assert out.exit_code == 0, out.output
+        row = next(line for line in out.output.splitlines() if " gate-1 " in line)
+        assert "disk_full 1" in row
