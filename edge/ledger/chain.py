@@ -497,7 +497,8 @@ def rights_at_fork(rights_now: int, replica: str, kept: Sequence[Op]) -> int:
     return held
 
 
-def _content(op: Op) -> tuple[Kind, str, str, int, str]:
+def _spend_of_tap(op: Op) -> tuple[Kind, str, str, int, str]:
+    """A spend as its tap wrote it (what, whose, how much, which tap), wherever it sits."""
     return (op.kind, op.account, op.purse, op.amount, op.ref)
 
 
@@ -513,10 +514,10 @@ def fork_debts(
     not contain (the same tap written on both branches is spent once), added to what earlier
     parts of the same branch recorded (`before`), capped by `held` + `allowance`."""
     before = before or {}
-    contained = {_content(o) for o in kept}
+    contained = {_spend_of_tap(o) for o in kept}
     spent: dict[tuple[str, str], int] = {k: d.spent for k, d in before.items()}
     for op in branch:
-        if op.kind in SPENDING and _content(op) not in contained:
+        if op.kind in SPENDING and _spend_of_tap(op) not in contained:
             key = (op.account, op.purse)
             spent[key] = spent.get(key, 0) + op.amount
     out = []
