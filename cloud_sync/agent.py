@@ -27,6 +27,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync.errors import BatchError, MessageRefused, SyncError
+from cloud_sync.mqtt_ack import ack, manual_ack_client
 from cloud_sync.protocol import (
     CLOUD_TO_KIOSK,
     Ack,
@@ -371,14 +372,12 @@ class SyncAgent:
             will = aiomqtt.Will(
                 self.topics.status, self._seal(self.topics.status, self._status(False)), 1, True
             )
-            client = aiomqtt.Client(
+            client = manual_ack_client(
                 # The device listener replaces it with our certificate CN: we can only be us.
                 identifier=device_client_id(s.device),
                 will=will,
                 **s.broker.client_kwargs(),
             )
-            # Before connecting: otherwise paho acks queued messages before we have applied them.
-            client._client.manual_ack_set(True)
             try:
                 async with client:
                     self._client = client
@@ -429,8 +428,7 @@ class SyncAgent:
             payload = m.payload
             if isinstance(payload, bytes | bytearray):
                 self.handle(str(m.topic), bytes(payload))
-            # Only now, with its effects durable (or it refused), may the broker forget it.
-            client._client.ack(m.mid, m.qos)
+            ack(client, m)  # only now, with its effects durable (or refused)
 
     async def _rpc_call(
         self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince | ForkOps

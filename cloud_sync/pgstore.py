@@ -49,7 +49,7 @@ from edge.ledger.chain import TOTALS, Role
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import GENESIS, Op
 from edge.ledger.records import CREDIT_LIMIT_PREFIX as CREDIT_LIMIT
-from edge.ledger.sqlite_chain import OP_COLUMNS, op_from_row
+from edge.ledger.sqlite_chain import OP_COLUMNS, op_from_row, op_row
 
 log = logging.getLogger(__name__)
 
@@ -223,24 +223,7 @@ class PgChainStore:
     # -- writes ----------------------------------------------------------------------------
 
     def put_op(self, op: Op, digest: bytes) -> None:
-        self._ops.append(
-            (
-                op.replica,
-                op.seq,
-                op.wall_ms,
-                op.mono_ms,
-                int(op.kind),
-                op.account,
-                op.purse,
-                op.amount,
-                op.counterpart,
-                op.ref,
-                op.data,
-                op.prev,
-                op.sig,
-                digest,
-            )
-        )
+        self._ops.append(op_row(op, digest))
         self._heads[op.replica] = (op.seq, digest)
 
     def add_to_total(self, account: str, purse: str, replica: str, total: str, amount: int) -> None:

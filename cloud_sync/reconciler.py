@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.membership import MembershipSettings
+from cloud_sync.mqtt_ack import ack, manual_ack_client
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
     MAX_TEXT,
@@ -56,7 +57,7 @@ from cloud_sync.protocol import (
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, Device, ForkPart
-from cloud_sync.streams import StreamBook, content
+from cloud_sync.streams import StreamBook
 from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
 from edge.aio import honour_cancel, run_until_cancelled
@@ -325,19 +326,19 @@ class Reconciler:
 
     def _remaster(self, copies: Sequence[Op]) -> int:
         """Re-append to the master chain, as new master ops, what these stream ops copy and the
-        master chain lacks (a stream op is a master op re-signed: `streams.content`)."""
+        master chain lacks (a stream op is a master op re-signed: `Op.content`)."""
         if not copies:
             return 0
-        have = {content(o) for o in self.store.ops(self.replica, self.streams.routed)}
+        have = {o.content() for o in self.store.ops(self.replica, self.streams.routed)}
         added = 0
         for c in copies:
-            if content(c) in have:
+            if c.content() in have:
                 continue
             seq, prev = self.store.head(self.replica)
             m = msgspec.structs.replace(c, seq=seq + 1, prev=prev, sig=b"").signed(self.key)
             counts = self.store.ingest([m])
             if counts["applied"]:
-                have.add(content(c))
+                have.add(c.content())
                 added += 1
             else:
                 log.error(
@@ -856,11 +857,10 @@ class ReconcilerService:
         ident = self.settings.client_id or secret_client_id("reconciler")
         while True:
             # A persistent session: what kiosks publish while we reconnect is queued for us.
-            client = aiomqtt.Client(
+            client = manual_ack_client(
                 identifier=ident,
                 **self.settings.broker.client_kwargs(self.settings.session_expiry_s),
             )
-            client._client.manual_ack_set(True)
             try:
                 async with client:
                     self._client = client
@@ -932,7 +932,7 @@ class ReconcilerService:
                 outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
                 await self.publish(outs)  # a cancel lost in a publish is raised there (edge.aio)
             self.handled += 1
-            client._client.ack(message.mid, message.qos)
+            ack(client, message)
 
     async def _streams(self) -> None:
         """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the

@@ -15,6 +15,7 @@ from cloud_sync.errors import ConfigError
 from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import CLIENT_ID_PREFIX, check_name
 from edge.ledger.chain import KioskAuthority
+from edge.validation import settings_faults
 
 
 class Settings(BaseModel):
@@ -330,7 +331,4 @@ def load_config(path: Path) -> CloudConfig:
     try:
         return CloudConfig.model_validate(data).model_copy(update={"path": path})
     except ValidationError as exc:
-        faults = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: invalid config: {faults}") from None
+        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc)}") from None

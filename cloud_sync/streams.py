@@ -26,22 +26,6 @@ HOME = "home"  # register of an account: the site or site group whose kiosks kno
 Devices = Callable[[], Mapping[str, str]]  # device -> site
 
 
-def content(op: Op) -> tuple[object, ...]:
-    """What a stream op copies of its master op: everything but replica, seq, prev and sig.
-    The same in every stream the op went to, and in the master op itself."""
-    return (
-        op.wall_ms,
-        op.mono_ms,
-        int(op.kind),
-        op.account,
-        op.purse,
-        op.amount,
-        op.counterpart,
-        op.ref,
-        op.data,
-    )
-
-
 def backup_streams(path: Path, out: Path) -> None:
     """A consistent copy of a streams file (SQLite's backup API), safe while it is in use."""
     src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -223,7 +207,7 @@ class StreamBook:
             if not rows:
                 break
             ops = [opcodec.decode(bytes(r[0])) for r in rows]
-            out.update(content(o) for o in ops)
+            out.update(o.content() for o in ops)
             top = ops[-1].seq - 1
             if ops[-1].wall_ms < since_wall_ms:
                 break
@@ -259,7 +243,7 @@ class StreamBook:
                 last = m.seq
                 self._learn_scope(m)
                 for device in self._targets(m, devices):
-                    if content(m) in held[device]:
+                    if m.content() in held[device]:
                         continue
                     seq, prev = self.head(device)
                     self._set_head(device, *self._put(device, seq, prev, m))

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from edge.checks.system import BrokerAddress
 from edge.config import ConfigError, KioskConfig, load_config
+from edge.validation import settings_faults
 
 if TYPE_CHECKING:
     from cloud_sync.settings import AgentSettings
@@ -45,10 +46,7 @@ def load_kiosk_config(path: Path) -> KioskConfig:
     try:
         agent_settings(cfg)
     except ValidationError as exc:
-        faults = "; ".join(
-            f"agent.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {faults}") from None
+        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc, 'agent')}") from None
     return cfg
 
 

@@ -37,6 +37,7 @@ from edge.config import KioskConfig
 from edge.ledger import KeyFileError, public_bytes
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.sitekey import SITE_SECRET_BYTES
+from edge.validation import settings_faults
 from provisioning.errors import AlreadyEnrolled, BundleRejected, ProvisionError
 from provisioning.files import Owner, write_atomic
 from provisioning.identity import ensure_device_key, ensure_site_secret, kiosk_owner
@@ -147,10 +148,7 @@ def _validate(config: dict[str, Any], where: str) -> KioskConfig:
     try:
         return KioskConfig.model_validate(config)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"[{'.'.join(str(p) for p in e['loc'])}] {e['msg']}" for e in exc.errors()
-        )
-        raise ProvisionError(f"{where}: wrong settings: {problems}") from None
+        raise ProvisionError(f"{where}: wrong settings: {settings_faults(exc)}") from None
 
 
 def create_bundle(

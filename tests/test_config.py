@@ -31,3 +31,30 @@ def test_agent_takes_site_device_and_key_from_the_kiosk_section(tmp_path):
     assert settings.key_file == tmp_path / "d.key"
     assert settings.state_file == tmp_path / "agent.db"
     assert settings.broker.host == "broker.example"
+
+
+def test_every_config_reader_names_faults_the_same_way(tmp_path):
+    """The kiosk config, the cloud config and a sim scenario each report a wrong setting on one
+    line as `place: what is wrong`, with no pydantic banner or URL."""
+    from cloud_sync.errors import ConfigError as CloudConfigError
+    from cloud_sync.settings import load_config as load_cloud_config
+    from kiosk.sim.scenario import ScenarioError, parse
+
+    kiosk_toml = tmp_path / "kiosk.toml"
+    kiosk_toml.write_text('[kiosk]\nid = "t1"\nsite = "pool"\nrole = "nope"\n')
+    cloud_toml = tmp_path / "cloud.toml"
+    cloud_toml.write_text('[reconciler]\nbatch_size = "lots"\n')
+    faults = []
+    for read, error in (
+        (lambda: load_kiosk_config(kiosk_toml), ConfigError),
+        (lambda: load_cloud_config(cloud_toml), CloudConfigError),
+        (lambda: parse("[fleet]\nkiosks = -3\n"), ScenarioError),
+    ):
+        with pytest.raises(error) as info:
+            read()
+        faults.append(str(info.value))
+    assert "kiosk.role: " in faults[0]
+    assert "reconciler." in faults[1]
+    assert "fleet.kiosks: " in faults[2]
+    for text in faults:
+        assert "\n" not in text and "pydantic" not in text and "errors.pydantic.dev" not in text

@@ -17,14 +17,16 @@ PACKAGES = ("edge", "cloud_sync", "provisioning", "kiosk", "backoffice")
 # Where a module may import from, among our packages (longest matching prefix wins).
 ALLOWED: dict[str, tuple[str, ...]] = {
     "edge.ledger": ("edge.ledger",),
-    "edge.drivers": ("edge.drivers",),
+    "edge.drivers": ("edge.drivers", "edge.validation"),
     "edge.aio": (),
+    "edge.validation": (),
     "edge": ("edge",),  # the daemon, taps, feedback, checks: never the cloud side
     # The cloud side reads the ledger core; the enrollment document format is provisioning's.
     "cloud_sync": (
         "cloud_sync",
         "edge.ledger",
         "edge.aio",
+        "edge.validation",
         "provisioning.bundle",
         "provisioning.errors",
     ),

@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.drivers.base import DriverError
+from edge.validation import settings_faults
 
 __all__ = [
     "ConfigError",
@@ -168,11 +169,7 @@ def load_model(model: type[ModelT], path: Path) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"  [{where}] {err['msg']}")
-        raise ConfigError(f"{path}: wrong settings:\n" + "\n".join(problems)) from None
+        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc)}") from None
 
 
 def load_drivers_config(path: Path) -> DriversConfig:

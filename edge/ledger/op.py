@@ -60,21 +60,21 @@ class Op(msgspec.Struct, frozen=True, array_like=True):
 
     def body(self) -> bytes:
         """The canonical bytes the signature covers: every field but `sig`."""
-        return _encoder.encode(
-            (
-                self.replica,
-                self.seq,
-                self.wall_ms,
-                self.mono_ms,
-                int(self.kind),
-                self.account,
-                self.purse,
-                self.amount,
-                self.counterpart,
-                self.ref,
-                self.data,
-                self.prev,
-            )
+        return _encoder.encode((self.replica, self.seq, *self.content(), self.prev))
+
+    def content(self) -> tuple[object, ...]:
+        """What the op says, apart from where it sits (replica, seq, prev) and its signature: the
+        same for a cloud op and every stream copy of it."""
+        return (
+            self.wall_ms,
+            self.mono_ms,
+            int(self.kind),
+            self.account,
+            self.purse,
+            self.amount,
+            self.counterpart,
+            self.ref,
+            self.data,
         )
 
     def hash(self) -> bytes:

@@ -19,6 +19,8 @@ OP_COLUMNS = (
     " sig"
 )
 
+_INSERT_OP = f"INSERT INTO ops ({OP_COLUMNS}, hash) VALUES ({', '.join('?' * 14)})"
+
 
 def op_from_row(row: Sequence[Any]) -> Op:
     """An op from a row selected with `OP_COLUMNS` (extra trailing columns are ignored)."""
@@ -37,6 +39,11 @@ def op_from_row(row: Sequence[Any]) -> Op:
         prev=bytes(row[11]),
         sig=bytes(row[12]),
     )
+
+
+def op_row(op: Op, digest: bytes) -> tuple[object, ...]:
+    """The values of `OP_COLUMNS, hash` for one op: the row both chain stores insert."""
+    return (op.replica, op.seq, *op.content(), op.prev, op.sig, digest)
 
 
 # One statement per total, prepared once by sqlite3's statement cache.
@@ -133,23 +140,8 @@ class SqliteChainStore:
     def put_op(self, op: Op, digest: bytes) -> None:
         c = self._conn
         c.execute(
-            "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                op.replica,
-                op.seq,
-                op.wall_ms,
-                op.mono_ms,
-                int(op.kind),
-                op.account,
-                op.purse,
-                op.amount,
-                op.counterpart,
-                op.ref,
-                op.data,
-                op.prev,
-                digest,
-                op.sig,
-            ),
+            _INSERT_OP,
+            op_row(op, digest),
         )
         c.execute(
             "INSERT INTO heads VALUES (?, ?, ?)"

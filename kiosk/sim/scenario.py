@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cloud_sync.settings import EscrowPolicy
 from edge.errors import KioskError
+from edge.validation import settings_faults
 
 
 class ScenarioError(KioskError):
@@ -97,9 +98,12 @@ def default_text() -> str:
 def parse(text: str, origin: str = "scenario") -> Scenario:
     try:
         data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{origin}: not valid TOML: {exc}") from None
+    try:
         return Scenario.model_validate(data)
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ScenarioError(f"{origin}: invalid scenario: {exc}") from exc
+    except ValidationError as exc:
+        raise ScenarioError(f"{origin}: invalid scenario: {settings_faults(exc)}") from None
 
 
 def load(path: Path | None) -> Scenario:
