@@ -36,6 +36,7 @@ from cloud_sync.protocol import (
     ChainWanted,
     DenyDelta,
     DenySince,
+    ForkOps,
     Health,
     Hello,
     Lookup,
@@ -55,6 +56,7 @@ from cloud_sync.protocol import (
     seal,
 )
 from cloud_sync.settings import AgentSettings
+from edge.aio import honour_cancel, run_until_cancelled
 from edge.ledger import Intent, Kind, Ledger, SpendRefused, load_private_key
 from edge.ledger.op import SPENDING
 from edge.ledger.private_files import prepare_private
@@ -193,8 +195,10 @@ class SyncAgent:
         settings: AgentSettings,
         *,
         key: Ed25519PrivateKey | None = None,
-        clock: Callable[[], int] = wall_ms,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """`clock`: wall ms; by default the ledger's (a kiosk daemon sets it from the cloud's
+        signed time when the system clock is off)."""
         if key is None:
             if settings.key_file is None:
                 raise SyncError("the agent needs the device key (settings.key_file)")
@@ -209,7 +213,7 @@ class SyncAgent:
         self.ledger = ledger
         self.settings = settings
         self.key = key
-        self.clock = clock
+        self.clock = clock or ledger.clock.wall_ms
         self.cloud = cloud
         self._cloud_key: Ed25519PublicKey = cloud_key
         self.topics = Topics(settings.site, settings.device)
@@ -217,7 +221,7 @@ class SyncAgent:
         self.snapshots = SnapshotBook(settings.state_file)
         self.acked = 0  # highest contiguous seq of our chain the cloud has stored
         self.refused = 0  # messages refused (forged, replayed on the wrong topic, malformed)
-        self.forked = False
+        self.forked = bool(ledger.fork_set_aside)  # a fork was set aside: the operator is told
         self.online = False
         # Wall ms of the last message the cloud signed for us: how stale our copy of card
         # status and deny list may be (time passes fail closed past a configured age).
@@ -228,7 +232,10 @@ class SyncAgent:
         self._sent = 0
         self._synced = asyncio.Event()  # the cloud's ack has arrived since this connect
         self._progress = asyncio.Event()
-        self._need_recover = False
+        # A ledger held at open (found behind its head record, edge.ledger.head_record):
+        # recover from the cloud at the first connect.
+        self._need_recover = bool(ledger.recovering)
+        self._repair_backoff_s = 0.0  # grows while a repair leaves things unresolved
         self._client: Transport | None = None
         self._rpc: dict[str, asyncio.Future[Answer]] = {}
         self._deny_listeners: list[DenyListener] = []
@@ -334,7 +341,7 @@ class SyncAgent:
         client = self._client
         if client is None:
             raise aiomqtt.MqttError("offline")
-        await client.publish(topic, self._seal(topic, msg), qos=1, retain=retain)
+        await honour_cancel(client.publish(topic, self._seal(topic, msg), qos=1, retain=retain))
 
     def _status(self, online: bool) -> Status:
         head = self.ledger.head()[0]
@@ -396,9 +403,13 @@ class SyncAgent:
                     log.info("agent %s online", s.device)
                     try:
                         async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._receive(client), name="agent-receive")
-                            tg.create_task(self._sync(), name="agent-sync")
-                            tg.create_task(self._upload(), name="agent-upload")
+                            await run_until_cancelled(
+                                [
+                                    tg.create_task(self._receive(client), name="agent-receive"),
+                                    tg.create_task(self._sync(), name="agent-sync"),
+                                    tg.create_task(self._upload(), name="agent-upload"),
+                                ]
+                            )
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
@@ -430,7 +441,7 @@ class SyncAgent:
             ack(client, m)  # only now, with its effects durable (or refused)
 
     async def _rpc_call(
-        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince
+        self, msg: Hello | RightsRequest | Lookup | RecoverRequest | DenySince | ForkOps
     ) -> Answer:
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rpc[msg.id] = fut
@@ -461,7 +472,19 @@ class SyncAgent:
                 continue  # ask again (the reconciler may be reconnecting)
             if self._need_recover or self._deny_gap:
                 await self._repair()
+            if self.ledger.fork_set_aside and not self.ledger.recovering:
+                await self._report_fork()
             await self._publish(self.topics.status, self._status(True), retain=True)
+            if self._need_recover or self._deny_gap:
+                # Still unresolved: ask again, but never in a tight loop (a forked kiosk asked
+                # ~58 times a second). Doubling from poll_interval_s up to sync_interval_s.
+                self._repair_backoff_s = min(
+                    max(2 * self._repair_backoff_s, s.poll_interval_s), s.sync_interval_s
+                )
+                log.info("agent %s: repair again in %.1f s", s.device, self._repair_backoff_s)
+                await asyncio.sleep(self._repair_backoff_s * random.uniform(0.8, 1.2))
+                continue
+            self._repair_backoff_s = 0.0
             try:
                 async with asyncio.timeout(s.sync_interval_s):
                     while not (self._need_recover or self._deny_gap):
@@ -481,12 +504,45 @@ class SyncAgent:
                 if self._need_recover:
                     after = self.ledger.head()[0]
                     log.warning("agent %s: recovering own chain after seq %d", s.device, after)
-                    await self._rpc_call(RecoverRequest(id=uuid.uuid4().hex, after_seq=after))
+                    req = RecoverRequest(id=uuid.uuid4().hex, after_seq=after)
+                    answer = await self._rpc_call(req)
+                    if self.ledger.recovering and answer.granted <= self.ledger.head()[0]:
+                        # The cloud holds no more of our chain than we do now: what is missing
+                        # never reached it. Waiting would freeze the kiosk for good.
+                        self.ledger.accept_lost()
                     if not self.ledger.recovering:
                         self._need_recover = False
                         log.warning("agent %s: own chain recovered", s.device)
         except TimeoutError:
             log.warning("agent %s: repair timed out; retrying at the next sync", s.device)
+
+    async def _report_fork(self) -> None:
+        """Hand the cloud the ops of our set-aside branch (a fork), batch by batch, until it
+        has accounted them all; what is left is tried again at the next sync."""
+        s = self.settings
+        fork_seq, ops = self.ledger.fork_branch(s.batch_size)
+        try:
+            while ops:
+                req = ForkOps(id=uuid.uuid4().hex, fork_seq=fork_seq, batch=encode_ops(ops))
+                async with asyncio.timeout(max(5 * s.ack_timeout_s, 5.0)):
+                    answer = await self._rpc_call(req)
+                if not answer.ok:
+                    log.error(
+                        "agent %s: the cloud refused our forked branch: %s", s.device, answer.reason
+                    )
+                    return
+                self.ledger.fork_reported_through(answer.granted)
+                log.warning(
+                    "agent %s: forked branch from #%d accounted by the cloud to #%d",
+                    s.device,
+                    fork_seq,
+                    answer.granted,
+                )
+                fork_seq, ops = self.ledger.fork_branch(s.batch_size)
+        except TimeoutError:
+            log.warning(
+                "agent %s: forked branch not yet accounted; again at the next sync", s.device
+            )
 
     async def _upload(self) -> None:
         """Send unacked ops in seq order, at most `window` ahead of the ack; resend from the
@@ -504,7 +560,6 @@ class SyncAgent:
             self._sent = max(self._sent, self.acked)
             if (
                 not self.ledger.recovering
-                and not self.forked
                 and head > self._sent
                 and self._sent - self.acked < s.window
             ):
@@ -622,15 +677,15 @@ class SyncAgent:
             self._need_recover = True
         elif ack.seq > 0:
             ours = next(self.ledger.ops(self.settings.device, ack.seq - 1, 1))
-            if ours.hash() != ack.hash and not self.forked:
-                self.forked = True
-                self.ledger.hold_until(head + 1)
+            if ours.hash() != ack.hash:
                 log.critical(
                     "agent %s: our op #%d differs from the one the cloud stored: the chain has"
-                    " forked (restored image that kept writing); spending stopped, call support",
+                    " forked (restored image that kept writing)",
                     self.settings.device,
                     ack.seq,
                 )
+                self._set_aside_fork(ack.seq)
+                self._synced.set()  # uploads resume once the cloud's copy is recovered
                 return
         if ack.seq < self.acked:
             # The cloud holds less of our chain than it acked before: restored from a backup.
@@ -673,13 +728,24 @@ class SyncAgent:
             ops[-1].seq,
             counts,
         )
-        if counts["refused"] and not self.forked:
-            self.forked = True
+        if counts["refused"]:
             log.critical(
                 "agent %s: recovered ops conflict with ours: forked chain", self.settings.device
             )
+            self._set_aside_fork(max(ops[-1].seq, self.ledger.recovering))
+            return
         if not self.ledger.recovering:
             self._need_recover = False
+        self._progress.set()
+
+    def _set_aside_fork(self, cloud_seq: int) -> None:
+        """Never frozen for good: our branch is kept aside (the file named in the log and in
+        `Ledger.fork_set_aside`), the cloud's copy of our chain is recovered, and the kiosk
+        goes on after it. `forked` stays set: the fleet view raises a `fork` alert."""
+        self.forked = True
+        self.ledger.set_aside_fork(cloud_seq)
+        self.acked = self._sent = 0
+        self._need_recover = True
         self._progress.set()
 
     def _on_recall(self, msg: Recall) -> None:
@@ -740,7 +806,7 @@ class SyncAgent:
             return True
         # What a debit can use of what is held: debt (negative rights) is repaid first.
         target = max(self.ledger.purse(account, purse).rights(me), 0) + amount
-        if not self.online or self.ledger.recovering or self.forked:
+        if not self.online or self.ledger.recovering:
             return False
         req = RightsRequest(
             id=uuid.uuid4().hex,

@@ -1,21 +1,21 @@
 """The fleet watch: every few seconds it marks a kiosk not heard from offline, raises and clears
-alerts (kiosk offline too long, fork or quarantine, clock untrusted, reader down, disk low,
-reconciler refusals above a rate) as events in the cloud store, and hands each new event to
-its listeners (the back office's webhooks subscribe with `on_event`)."""
+alerts (kiosk offline too long, fork or quarantine, clock untrusted, reader down, disk low, a
+forked branch's debt, reconciler refusals above a rate) as events in the cloud store, and hands
+each new event to its listeners (the back office's webhooks subscribe with `on_event`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cloud_sync.fleet import FleetEvent, FleetRecords
 from cloud_sync.protocol import Health
 from cloud_sync.reconciler import Reconciler, wall_ms
 from cloud_sync.settings import AlertSettings
-from cloud_sync.store import Device
+from cloud_sync.store import Device, RecordedForkDebt
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ ALERT_TYPES = (
     "clock_untrusted",
     "reader_down",
     "disk_low",
+    "fork_debt",
     "refusals_high",
 )
 EventListener = Callable[[FleetEvent], None]
@@ -37,6 +38,7 @@ class KioskView:
 
     device: Device
     health: Health | None
+    fork_debts: tuple[RecordedForkDebt, ...] = ()  # its forked branches' debts, as recorded
 
 
 def kiosk_alerts(view: KioskView, now_ms: int, rules: AlertSettings) -> dict[str, str | None]:
@@ -49,17 +51,32 @@ def kiosk_alerts(view: KioskView, now_ms: int, rules: AlertSettings) -> dict[str
         out["kiosk_offline"] = f"offline for {offline_for:.0f} s"
     if d.recovering:
         out["quarantine"] = f"spending held until its own op #{d.recovering} is recovered"
+    if view.fork_debts:
+        out["fork_debt"] = fork_debt_detail(view.fork_debts)
     if h is None:
         return out
     if h.forked:
-        out["fork"] = "its chain differs from what the cloud stored: spending stopped"
+        out["fork"] = "its chain forked from what the cloud stored: its branch set aside"
     if not h.clock_trusted:
         out["clock_untrusted"] = f"clock not vouched for ({h.clock_source or 'no source'})"
     if not h.reader_ok:
         out["reader_down"] = "a configured card reader is missing"
     if h.disk_free_bytes and h.disk_free_bytes < rules.disk_low_bytes:
         out["disk_low"] = f"{h.disk_free_bytes // 1_000_000} MB free"
+    if h.refusals.get("DISK_FULL"):  # a tap could not be written: out of service
+        out["disk_low"] = f"disk full: {h.refusals['DISK_FULL']} taps refused"
     return out
+
+
+def fork_debt_detail(debts: Sequence[RecordedForkDebt]) -> str:
+    """One line for the operator: what a forked kiosk's set-aside branch left owed."""
+    owed = sum(r.debt.debt for r in debts)
+    beyond = sum(r.debt.beyond for r in debts)
+    forks = ", ".join(f"#{s}" for s in sorted({r.fork_seq for r in debts}))
+    line = f"forked branch from {forks}: {owed} owed on {len(debts)} purses as debt"
+    if beyond:
+        line += f"; {beyond} spent beyond the rights it held (review the kiosk)"
+    return line
 
 
 class FleetWatch:
@@ -98,7 +115,13 @@ class FleetWatch:
                 log.warning("kiosk %s not heard from since %d: offline", d.device, d.last_seen_ms)
                 store.seen(d.device, online=False)
         healths = self.fleet.healths()
-        self.kiosks = [KioskView(d, healths.get(d.device)) for d in store.devices()]
+        debts: dict[str, list[RecordedForkDebt]] = {}
+        for r in store.fork_debts():
+            debts.setdefault(r.device, []).append(r)
+        self.kiosks = [
+            KioskView(d, healths.get(d.device), tuple(debts.get(d.device, ())))
+            for d in store.devices()
+        ]
         raised: list[FleetEvent] = []
         for view in self.kiosks:
             for kind, detail in kiosk_alerts(view, now, self.rules).items():

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import psycopg
 
 from cloud_sync.errors import StoreError
+from cloud_sync.store import FORK_TABLES
 
 Migration = Callable[[psycopg.Connection], None]
 SCHEMA_LOCK = 0x6B696F736B  # advisory lock id of schema changes ("kiosk")
@@ -103,12 +104,17 @@ _M0005_REPORTS = _sql(
     "CREATE INDEX IF NOT EXISTS ops_kind_purse ON ops (kind, purse, wall_ms)",
 )
 
+# A forked kiosk's set-aside branches and the debt they recorded (the SQLite twin is
+# migration 0005_forks of cloud_sync.store: the same statements).
+_M0006_FORKS = _sql(*FORK_TABLES)
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", _M0001_INITIAL),
     ("device_flags", _M0002_DEVICE_FLAGS),
     ("fleet", _M0003_FLEET),
     ("device_trust", _M0004_DEVICE_TRUST),
     ("report_indexes", _M0005_REPORTS),
+    ("forks", _M0006_FORKS),
 ]
 
 

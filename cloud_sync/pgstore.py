@@ -31,13 +31,17 @@ from cloud_sync.store import (
     CloudStore,
     Device,
     DeviceFlags,
+    ForkPart,
     HeldOp,
+    RecordedForkDebt,
     _delta,
     claim_from_row,
     device_from_row,
     entries_json,
     flag_sql,
     flags_of,
+    fork_debts_of,
+    fork_sql,
 )
 from edge.ledger import Intent, OpRefused, PurseState, Register, Share, chain
 from edge.ledger import op as opcodec
@@ -278,6 +282,9 @@ def _register(conn: psycopg.Connection, account: str, name: str) -> Register | N
     return None if row is None else Register(row[0], row[1], row[2], int(row[3]), row[4])
 
 
+_FORK_SQL = fork_sql("%s")
+
+
 class PgCloudStore(CloudStore):
     """One connection per process; every method one transaction."""
 
@@ -502,6 +509,25 @@ class PgCloudStore(CloudStore):
             " ON CONFLICT (device) DO UPDATE SET site = excluded.site, role = excluded.role",
             (device, site, role),
         )
+
+    def fork_head(self, device: str, fork_seq: int) -> tuple[int, bytes] | None:
+        row = self._conn.execute(_FORK_SQL["head"], (device, fork_seq)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def record_fork(self, part: ForkPart) -> bool:
+        with self._conn.transaction():
+            # One writer per kiosk's branches across reconcilers (the row may not exist yet).
+            lock = ("fork:" + part.device,)
+            self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", lock)
+            if not part.follows(self._conn.execute(_FORK_SQL["lock"], part.key).fetchone()):
+                return False
+            self._conn.execute(_FORK_SQL["put"], part.head_row)
+            with self._conn.cursor() as cur:
+                cur.executemany(_FORK_SQL["debt"], part.debt_rows)
+        return True
+
+    def fork_debts(self, device: str | None = None) -> list[RecordedForkDebt]:
+        return fork_debts_of(self._conn.execute(_FORK_SQL["debts"], (device, device)).fetchall())
 
     def _device(self, row: Sequence[Any]) -> Device:
         return device_from_row(row, self.head(str(row[0]))[0])

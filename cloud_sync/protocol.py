@@ -270,6 +270,18 @@ class DenySince(Message, frozen=True, tag="deny_since"):
     since: Count
 
 
+class ForkOps(Message, frozen=True, tag="fork"):
+    """kiosk -> cloud on `rpc/req`: ops of the kiosk's own branch that it set aside when its
+    chain forked from what the cloud stored (a restored image that kept writing), from
+    `fork_seq` on, in batches (the first starts at `fork_seq`, each next one after the last
+    seq the cloud answered). The cloud records their overspend as debt; the answer's
+    `granted` is the newest seq of the branch it has accounted."""
+
+    id: Name
+    fork_seq: Positive
+    batch: Blob
+
+
 class Answer(Message, frozen=True, tag="answer"):
     """cloud -> kiosk on `rpc/res`: the answer to a request, by id."""
 
@@ -328,6 +340,7 @@ AnyMessage = (
     | Lookup
     | RecoverRequest
     | DenySince
+    | ForkOps
     | Answer
     | Status
 )
@@ -336,7 +349,7 @@ _body_dec = msgspec.msgpack.Decoder(AnyMessage)
 # Which messages may arrive on which leaf, and from whom: anything else is refused.
 KIOSK_TO_CLOUD: dict[str, tuple[type[Message], ...]] = {
     "ops": (OpsUpload, ChainOps),
-    "rpc/req": (Hello, RightsRequest, Lookup, RecoverRequest, DenySince),
+    "rpc/req": (Hello, RightsRequest, Lookup, RecoverRequest, DenySince, ForkOps),
     "status": (Status,),
 }
 CLOUD_TO_KIOSK: dict[str, tuple[type[Message], ...]] = {

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiomqtt
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
@@ -27,6 +27,7 @@ from cloud_sync.membership import MembershipSettings
 from cloud_sync.mqtt_ack import ack, manual_ack_client
 from cloud_sync.protocol import (
     KIOSK_TO_CLOUD,
+    MAX_TEXT,
     Ack,
     Answer,
     ChainOps,
@@ -34,6 +35,7 @@ from cloud_sync.protocol import (
     DenyDelta,
     DenyEntry,
     DenySince,
+    ForkOps,
     Hello,
     Lookup,
     Message,
@@ -55,12 +57,16 @@ from cloud_sync.protocol import (
     secret_client_id,
 )
 from cloud_sync.settings import EscrowPolicy, ReconcilerSettings, TrustPolicy
-from cloud_sync.store import CloudStore, Device
+from cloud_sync.store import CloudStore, Device, ForkPart
 from cloud_sync.streams import StreamBook
 from cloud_sync.trust import DAY_MS, screen
 from cloud_sync.upkeep import due_upkeep
+from edge.aio import honour_cancel, run_until_cancelled
+from edge.ledger import chain
 from edge.ledger import records as rec
-from edge.ledger.op import SPENDING, Intent, Kind, Op
+from edge.ledger.chain import Role
+from edge.ledger.errors import OpRefused
+from edge.ledger.op import GENESIS, SPENDING, Intent, Kind, Op
 from edge.ledger.purse import PurseState, purse_unit
 
 if TYPE_CHECKING:
@@ -75,6 +81,7 @@ SNAPSHOT_CHUNK = 100  # accounts per snapshots message (well inside MAX_PAYLOAD)
 RELAYED_REGISTERS = frozenset(
     {rec.PIN_FAILS, rec.PIN_LOCKED_UNTIL, rec.LAST_ENTRY, rec.SUN_COUNTER}
 )
+MAX_KEPT = 100_000  # a forked kiosk's kept ops read to tell its branch's taps from them
 
 
 def wall_ms() -> int:
@@ -185,6 +192,8 @@ class Reconciler:
             return self._on_lookup(t, msg)
         if isinstance(msg, RecoverRequest):
             return self._on_recover(t, msg)
+        if isinstance(msg, ForkOps):
+            return [self.seal(t.rpc_res, self._on_fork(t, dev, msg))]
         if isinstance(msg, DenySince):
             return [self.seal(t.rpc_res, Answer(id=msg.id, ok=True, deny=self._deny(t, msg.since)))]
         if isinstance(msg, Status):
@@ -576,6 +585,65 @@ class Reconciler:
         out.append(self.seal(t.rpc_res, Answer(id=msg.id, ok=True, granted=after)))
         return out
 
+    def _on_fork(self, t: Topics, dev: Device, msg: ForkOps) -> Answer:
+        """A forked kiosk's set-aside branch (its ops the cloud never kept): checked as its
+        own signed chain forking from ours at `fork_seq`, and each purse's overspend recorded
+        as debt, bounded by the rights the kiosk held (`edge.ledger.chain.fork_debts`). Every
+        part is accounted once, however often it is uploaded."""
+
+        def refuse(reason: str) -> Answer:
+            self._refuse(t.rpc_req, f"fork branch: {reason}", t.device)
+            return Answer(id=msg.id, ok=False, reason=reason[:MAX_TEXT])
+
+        try:
+            ops = decode_ops(msg.batch)
+            keys = _DeviceKeys(self.store, self.replica)
+            for op in ops:
+                chain.check_op(keys, op)
+        except (BatchError, OpRefused) as exc:
+            return refuse(str(exc))
+        if ops[0].replica != t.device:
+            return refuse(f"ops of {ops[0].replica!r}")
+        accounted = self.store.fork_head(t.device, msg.fork_seq)
+        seq, digest = accounted or (msg.fork_seq - 1, self._stored_hash(t.device, msg.fork_seq - 1))
+        ops = [o for o in ops if o.seq > seq]
+        if not ops:  # uploaded again: answered, recorded once
+            return Answer(id=msg.id, ok=True, granted=seq)
+        if ops[0].seq != seq + 1 or ops[0].prev != digest:
+            return refuse(f"#{ops[0].seq} does not follow #{seq} of the branch")
+        if accounted is None and self._stored_hash(t.device, msg.fork_seq) == ops[0].hash():
+            return refuse(f"#{msg.fork_seq} is the op the cloud stored: not a fork")
+        kept = self.store.ops(t.device, msg.fork_seq - 1, limit=MAX_KEPT)
+        before = {
+            (r.debt.account, r.debt.purse): r.debt
+            for r in self.store.fork_debts(t.device)
+            if r.fork_seq == msg.fork_seq
+        }
+        held = {}
+        for account, purse in {(o.account, o.purse) for o in ops} - before.keys():
+            now_rights = self.store.purse(account, purse).rights(t.device)
+            mine = [o for o in kept if (o.account, o.purse) == (account, purse)]
+            held[(account, purse)] = chain.rights_at_fork(now_rights, t.device, mine)
+        allowance = self.trust.authority(dev.role).debt_per_op
+        debts = chain.fork_debts(ops, kept=kept, held=held, allowance=allowance, before=before)
+        head = (ops[-1].seq, ops[-1].hash())
+        if self.store.record_fork(ForkPart(t.device, msg.fork_seq, seq, head, debts, self.clock())):
+            log.critical(
+                "device %s: forked branch from #%d accounted to #%d: %s",
+                t.device,
+                msg.fork_seq,
+                head[0],
+                ", ".join(f"{d.account}/{d.purse} debt {d.debt}" for d in debts) or "no debt",
+            )
+        return Answer(id=msg.id, ok=True, granted=head[0])
+
+    def _stored_hash(self, device: str, seq: int) -> bytes | None:
+        """The hash of a kiosk's op the cloud stored (GENESIS before its first)."""
+        if seq == 0:
+            return GENESIS
+        found = self.store.ops(device, seq - 1, limit=1)
+        return found[0].hash() if found and found[0].seq == seq else None
+
     # -- outbound --------------------------------------------------------------------------
 
     def _devices(self) -> dict[str, str]:
@@ -784,6 +852,24 @@ class Reconciler:
         return out
 
 
+class _DeviceKeys:
+    """The keyring `edge.ledger.chain.check_op` needs, over the cloud store: who signs what."""
+
+    keeper_role: Role = "cloud"
+
+    def __init__(self, store: CloudStore, cloud: str) -> None:
+        self._store = store
+        self.cloud = cloud
+
+    def public_key(self, replica: str) -> Ed25519PublicKey | None:
+        return self._store.public_key(replica)
+
+    def role_of(self, replica: str) -> Role | None:
+        if replica == self.cloud:
+            return "cloud"
+        return "kiosk" if self._store.device(replica) is not None else None
+
+
 class ReconcilerService:
     """The reconciler on MQTT: subscribe, handle, publish, then ack the inbound message (manual
     acks: a message is acknowledged to the broker only after its effects are stored and its
@@ -808,7 +894,7 @@ class ReconcilerService:
         if client is None:
             raise aiomqtt.MqttError("reconciler is not connected")
         for o in outs:
-            await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+            await honour_cancel(client.publish(o.topic, o.payload, qos=1, retain=o.retain))
 
     async def run(self) -> None:
         backoff = 0.2
@@ -830,9 +916,13 @@ class ReconcilerService:
                     self.connected.set()
                     log.info("reconciler connected")
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._sweeper(), name="reconciler-sweep")
-                        tg.create_task(self._streams(), name="reconciler-streams")
-                        tg.create_task(self._consume(client), name="reconciler-consume")
+                        await run_until_cancelled(
+                            [
+                                tg.create_task(self._sweeper(), name="reconciler-sweep"),
+                                tg.create_task(self._streams(), name="reconciler-streams"),
+                                tg.create_task(self._consume(client), name="reconciler-consume"),
+                            ]
+                        )
             except* aiomqtt.MqttError as group:
                 log.warning("reconciler link lost: %s", group.exceptions[0])
             finally:
@@ -881,18 +971,13 @@ class ReconcilerService:
             return []
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        me = asyncio.current_task()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
                 outs = self._handle_safely(str(message.topic), bytes(payload), message.retain)
-                await self.publish(outs)
+                await self.publish(outs)  # a cancel lost in a publish is raised there (edge.aio)
             self.handled += 1
             ack(client, message)
-            # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
-            # lands as the PUBACK arrives (CPython gh-86296): honour it here, or stop hangs.
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError
 
     async def _streams(self) -> None:
         """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the

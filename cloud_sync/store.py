@@ -23,7 +23,7 @@ from cloud_sync.fleet import prepare_sqlite, refuse_while_restoring
 from cloud_sync.protocol import DenyDelta, DenyEntry
 from edge.ledger import Intent, Kind, Ledger, PurseState, Refusal, Register, SpendRefused
 from edge.ledger import op as opcodec
-from edge.ledger.chain import Role
+from edge.ledger.chain import ForkDebt, Role
 from edge.ledger.op import Op
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,50 @@ class DeviceFlags:
 
 
 FLAG_KINDS = ("refused", "skewed")
+
+
+@dataclass(frozen=True, slots=True)
+class ForkPart:
+    """A part of a forked kiosk's set-aside branch, accounted: the branch (its kiosk and the seq
+    where it forked), the branch's head it follows (`after`) and its new one, and each purse's
+    debt so far."""
+
+    device: str
+    fork_seq: int
+    after: int
+    head: tuple[int, bytes]
+    debts: Sequence[ForkDebt]
+    now_ms: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.device, self.fork_seq)
+
+    def follows(self, row: Sequence[Any] | None) -> bool:
+        """Whether the branch's stored head (its row, if any) is still the one this follows."""
+        return (self.fork_seq - 1 if row is None else int(row[0])) == self.after
+
+    @property
+    def head_row(self) -> tuple[object, ...]:
+        return (self.device, self.fork_seq, self.head[0], self.head[1], self.now_ms)
+
+    @property
+    def debt_rows(self) -> list[tuple[object, ...]]:
+        return [
+            (self.device, self.fork_seq, d.account, d.purse, d.spent, d.held, d.debt, self.now_ms)
+            for d in self.debts
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedForkDebt:
+    """A purse's debt for a forked kiosk's set-aside branch (`edge.ledger.chain.fork_debts`),
+    as the cloud recorded it: the branch is named by its kiosk and the seq where it forked."""
+
+    device: str
+    fork_seq: int
+    debt: ForkDebt
+    recorded_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +328,23 @@ class CloudStore(abc.ABC):
     def take_held(self, device: str) -> list[Op]:
         """Remove and return a device's held ops (released by an operator)."""
 
+    # -- forked kiosks' set-aside branches ---------------------------------------------
+
+    @abc.abstractmethod
+    def fork_head(self, device: str, fork_seq: int) -> tuple[int, bytes] | None:
+        """(seq, hash) of the newest op of a set-aside branch already accounted; None if none."""
+
+    @abc.abstractmethod
+    def record_fork(self, part: ForkPart) -> bool:
+        """Account a part of a branch: its new head and each purse's debt so far (replacing the
+        branch's earlier rows), only if the branch's accounted head is still `part.after`.
+        False, writing nothing, when another upload got there first: a branch uploaded twice
+        is recorded once."""
+
+    @abc.abstractmethod
+    def fork_debts(self, device: str | None = None) -> list[RecordedForkDebt]:
+        """Recorded fork debts, by device, branch and purse."""
+
     @abc.abstractmethod
     def device(self, device: str) -> Device | None: ...
 
@@ -438,6 +499,55 @@ def _m0004(db: Database) -> None:
     )
 
 
+@_cloud_migrations(name="0005_forks")
+def _m0005(db: Database) -> None:
+    for statement in FORK_TABLES:
+        db.execute(statement.replace("BYTEA", "BLOB"))
+
+
+# Both stores (PostgreSQL: migration "forks" of cloud_sync.pgschema).
+FORK_TABLES = (
+    """CREATE TABLE forks (
+        device TEXT NOT NULL, fork_seq BIGINT NOT NULL, head_seq BIGINT NOT NULL,
+        head_hash BYTEA NOT NULL, recorded_ms BIGINT NOT NULL, PRIMARY KEY (device, fork_seq))""",
+    """CREATE TABLE fork_debts (
+        device TEXT NOT NULL, fork_seq BIGINT NOT NULL, account TEXT NOT NULL,
+        purse TEXT NOT NULL, spent BIGINT NOT NULL, held BIGINT NOT NULL, debt BIGINT NOT NULL,
+        recorded_ms BIGINT NOT NULL, PRIMARY KEY (device, fork_seq, account, purse))""",
+)
+
+
+def fork_sql(mark: str) -> dict[str, str]:
+    """The statements of the fork records (the same SQL on both stores, `mark` their
+    placeholder)."""
+    m = mark
+    return {
+        "head": f"SELECT head_seq, head_hash FROM forks WHERE device = {m} AND fork_seq = {m}",
+        "lock": f"SELECT head_seq FROM forks WHERE device = {m} AND fork_seq = {m}",
+        "put": f"INSERT INTO forks VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (device, fork_seq)"
+        " DO UPDATE SET head_seq = excluded.head_seq, head_hash = excluded.head_hash,"
+        " recorded_ms = excluded.recorded_ms",
+        "debt": f"INSERT INTO fork_debts VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})"
+        " ON CONFLICT (device, fork_seq, account, purse) DO UPDATE SET spent = excluded.spent,"
+        " held = excluded.held, debt = excluded.debt, recorded_ms = excluded.recorded_ms",
+        "debts": "SELECT device, fork_seq, account, purse, spent, held, debt, recorded_ms"
+        f" FROM fork_debts WHERE CAST({m} AS TEXT) IS NULL OR device = {m}"
+        " ORDER BY device, fork_seq, account, purse",
+    }
+
+
+def fork_debts_of(rows: Sequence[Sequence[Any]]) -> list[RecordedForkDebt]:
+    return [
+        RecordedForkDebt(
+            str(r[0]),
+            int(r[1]),
+            ForkDebt(str(r[2]), str(r[3]), int(r[4]), int(r[5]), int(r[6])),
+            int(r[7]),
+        )
+        for r in rows
+    ]
+
+
 def flag_sql(kind: str, mark: str) -> str:
     """The upsert of one counter (the same SQL on both stores, `mark` their placeholder)."""
     if kind not in FLAG_KINDS:
@@ -459,6 +569,7 @@ def flags_of(rows: Sequence[Sequence[object]]) -> dict[str, DeviceFlags]:
     }
 
 
+_FORK_SQL = fork_sql("?")
 _DEVICE_FIELDS = ("online", "head", "queue_depth", "recovering", "cloud_head", "last_seen_ms")
 
 
@@ -546,6 +657,22 @@ class SqliteCloudStore(CloudStore):
                 " ON CONFLICT (device) DO UPDATE SET site = excluded.site, role = excluded.role",
                 (device, site, role),
             )
+
+    def fork_head(self, device: str, fork_seq: int) -> tuple[int, bytes] | None:
+        row = self._conn.execute(_FORK_SQL["head"], (device, fork_seq)).fetchone()
+        return None if row is None else (int(row[0]), _blob(row[1]))
+
+    def record_fork(self, part: ForkPart) -> bool:
+        with self._write() as c:
+            row = c.execute(_FORK_SQL["lock"], part.key).fetchone()
+            if not part.follows(row):
+                return False
+            c.execute(_FORK_SQL["put"], part.head_row)
+            c.executemany(_FORK_SQL["debt"], part.debt_rows)
+        return True
+
+    def fork_debts(self, device: str | None = None) -> list[RecordedForkDebt]:
+        return fork_debts_of(self._conn.execute(_FORK_SQL["debts"], (device, device)).fetchall())
 
     def _device(self, row: Sequence[object]) -> Device:
         return device_from_row(row, self.head(str(row[0]))[0])

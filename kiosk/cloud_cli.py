@@ -1065,7 +1065,8 @@ def _when(ms: int) -> str:
 @config_option
 def kiosks(config: Path) -> None:
     """Kiosks: online, lag (ops not yet stored), queue, last contact, version, clock, reader,
-    display, disk free, tap latency p50/p95 and refusals by reason, as each last reported."""
+    display, disk free, tap latency p50/p95 and refusals by reason, as each last reported; and
+    the debt a forked kiosk's set-aside branch left, per purse."""
     from cloud_sync.fleet import FleetRecords
 
     with _reconciler(config) as (cfg, rec):
@@ -1109,6 +1110,13 @@ def kiosks(config: Path) -> None:
                 click.echo(f"{device}: last refused: {f.last_refusal}")
             if f.last_skew:
                 click.echo(f"{device}: last skew: {f.last_skew}")
+        for r in rec.store.fork_debts():  # a forked kiosk's set-aside branch, accounted
+            owed = r.debt
+            click.echo(
+                f"{r.device}: forked branch from #{r.fork_seq}: {owed.account}/{owed.purse} spent"
+                f" {owed.spent} there, held {owed.held}, debt {owed.debt}"
+                + (f", {owed.beyond} beyond the rights held (review)" if owed.beyond else "")
+            )
         if restore is not None:
             click.echo(
                 f"restored from a backup: recovering; waiting for {', '.join(restore.waiting)}"
@@ -1271,8 +1279,8 @@ def webhooks_run(config: Path, once: bool) -> None:
 @click.option("--open", "open_only", is_flag=True, help="Only alerts still open.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 def alerts(config: Path, open_only: bool, limit: int) -> None:
-    """Fleet alerts (kiosk offline, fork, quarantine, clock, reader, disk, refusal rate), newest
-    first, with when they were raised and cleared."""
+    """Fleet alerts (kiosk offline, fork, fork debt, quarantine, clock, reader, disk, refusal
+    rate), newest first, with when they were raised and cleared."""
     from cloud_sync.fleet import FleetRecords
 
     fleet = FleetRecords(_config(config).reconciler.store)

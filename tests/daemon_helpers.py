@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,24 +90,48 @@ class Site:
         led.close()
 
 
+def task_stacks() -> str:
+    """Every task of the running loop with where it waits: what a stuck stop is stuck on."""
+    out = io.StringIO()
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=12, file=out)
+    return out.getvalue()
+
+
+async def stop_daemon(task: asyncio.Task[None], stop: asyncio.Event, timeout_s: float = 20) -> None:
+    """Ask the daemon to stop and wait for it, bounded: a daemon that does not stop fails the
+    test with the stack of every task, never hangs it. (Not `await task` under a timeout: that
+    cancels the daemon and then waits, unbounded, for it to honour the cancel.)"""
+    stop.set()
+    done, _ = await asyncio.wait([task], timeout=timeout_s)
+    if not done:
+        stacks = task_stacks()
+        task.cancel()
+        raise AssertionError(f"the daemon did not stop within {timeout_s} s:\n{stacks}")
+    task.result()  # its own failure, if any
+
+
 @contextlib.asynccontextmanager
 async def running(
     cfg: KioskConfig, notifier: Notifier | None = None
 ) -> AsyncIterator[tuple[KioskDaemon, asyncio.Queue[Outcome]]]:
     daemon = KioskDaemon(cfg, notifier=notifier or Notifier({}), link=link_factory(cfg))
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    async with asyncio.timeout(10):
-        await daemon.ready.wait()
-    outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
-    assert daemon.feedback is not None
-    daemon.feedback.observers.append(outcomes.put_nowait)
+    task = asyncio.create_task(daemon.run(stop), name="daemon")
     try:
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait([ready, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if task.done():
+            task.result()  # it failed at start: that failure
+        assert daemon.ready.is_set(), "the daemon was not ready within 10 s"
+        outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        assert daemon.feedback is not None
+        daemon.feedback.observers.append(outcomes.put_nowait)
         yield daemon, outcomes
     finally:
-        stop.set()
-        async with asyncio.timeout(10):
-            await task
+        await stop_daemon(task, stop)
 
 
 async def next_outcome(q: asyncio.Queue[Outcome]) -> Outcome:

@@ -3,6 +3,9 @@ simulation drives the real agent through."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from cloud_sync.agent import SyncAgent
 from cloud_sync.protocol import Ack, Topics, seal
 from cloud_sync.reconciler import Reconciler
@@ -100,3 +103,32 @@ async def test_a_kiosk_holding_part_of_a_price_gets_the_rest_online(tmp_path):
     assert led.purse("m2", "cash").value == 5_000 - 1_200
     store.close()
     led.close()
+
+
+class LosesTheCancelOnStatus(Direct):
+    """Publishes like Direct, but a stop that lands while the status is on its way is lost, as
+    Python 3.11's asyncio.wait_for inside aiomqtt's publish loses it (CPython gh-86296)."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        if topic.endswith("/status"):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.5)
+            return
+        await super().publish(topic, payload, qos, retain)
+
+
+async def test_the_sync_loop_stops_even_when_its_publish_lost_the_cancel(tmp_path):
+    """The hang of a full test run: the kiosk's sync loop lost its stop in the status publish,
+    and then said hello forever while the daemon waited for it."""
+    store, rec, led, agent = _site(tmp_path)
+    transport = LosesTheCancelOnStatus(rec)
+    transport.agent = agent
+    agent.attach(transport)
+    task = asyncio.create_task(agent._sync())
+    await asyncio.sleep(0.2)  # hello answered, status on its way
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    task.cancel()
+    store.close()
+    led.close()
+    assert done and task.cancelled(), "the sync loop went on after its stop"

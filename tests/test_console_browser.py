@@ -175,7 +175,7 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
     from edge.ledger.keys import generate_key
     from edge.taps.reasons import DenyReason
     from kiosk.link import link_factory
-    from tests.daemon_helpers import kiosk_config, next_outcome
+    from tests.daemon_helpers import kiosk_config, next_outcome, stop_daemon
     from tests.mqtt_broker import eventually, world
 
     uid = "04A1B2C3D4E5F6"
@@ -258,9 +258,7 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
                 assert took <= 2.0
                 await b.close()
         finally:
-            stop.set()
-            async with asyncio.timeout(20):
-                await task
+            await stop_daemon(task, stop)
             console.stop()
     (lost,) = console.actions(action="card_lost", allowed=True)
     assert lost.actor == "manager1" and lost.target == "m7" and lost.site == "s1"

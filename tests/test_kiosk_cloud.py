@@ -16,7 +16,7 @@ from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_k
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
 from kiosk.link import link_factory
-from tests.daemon_helpers import kiosk_config, next_outcome
+from tests.daemon_helpers import kiosk_config, next_outcome, stop_daemon
 from tests.mqtt_broker import eventually, world
 
 pytestmark = pytest.mark.mqtt
@@ -86,6 +86,4 @@ async def test_member_registered_at_the_cloud_taps_in_and_a_lost_report_stops_th
             assert (await next_outcome(outcomes)).decision.reason is DenyReason.CARD_LOST
             assert w.store.purse("m1", "cash").value == 3000
         finally:
-            stop.set()
-            async with asyncio.timeout(20):
-                await task
+            await stop_daemon(task, stop)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.errors import StoreError
 from cloud_sync.protocol import DenyEntry
-from cloud_sync.store import Claim, CloudStore, SqliteCloudStore
+from cloud_sync.store import Claim, CloudStore, ForkPart, SqliteCloudStore
 from edge.ledger import (
     Intent,
     Kind,
@@ -25,6 +25,7 @@ from edge.ledger import (
     generate_key,
     public_bytes,
 )
+from edge.ledger.chain import ForkDebt
 from edge.ledger.errors import OpRefused
 from edge.ledger.op import Op
 
@@ -303,6 +304,27 @@ def test_devices_deny_list_and_claims(world: World) -> None:
     assert store.use_claim("c1", **use) is False
     used = store.claim("c1")
     assert used is not None and (used.used_by, used.used_ms) == ("k1", 10)
+
+
+def test_a_forked_branch_is_recorded_once_and_continues_only_from_its_head(world: World) -> None:
+    store = world.store
+    first = [ForkDebt("m1", "cash", 700, 3000, 700), ForkDebt("m2", "points", 9, 5, 5)]
+    assert store.fork_head("k1", 4) is None
+    assert not store.record_fork(ForkPart("k1", 4, 2, (5, b"h5"), first, 10))  # not after #3
+    assert store.record_fork(ForkPart("k1", 4, 3, (5, b"h5"), first, 10))
+    assert not store.record_fork(ForkPart("k1", 4, 3, (5, b"h5"), first, 10))  # twice: once
+    assert store.fork_head("k1", 4) == (5, b"h5")
+    more = [ForkDebt("m1", "cash", 1200, 3000, 1200)]
+    assert store.record_fork(ForkPart("k1", 4, 5, (6, b"h6"), more, 20))
+    assert store.fork_head("k1", 4) == (6, b"h6")
+    rows = store.fork_debts("k1")
+    assert [(r.device, r.fork_seq, r.debt, r.recorded_ms) for r in rows] == [
+        ("k1", 4, more[0], 20),
+        ("k1", 4, first[1], 10),
+    ]
+    assert rows[1].debt.beyond == 4
+    assert store.fork_debts("k2") == []
+    assert len(store.fork_debts()) == 2
 
 
 def test_a_reopened_store_keeps_everything(world: World) -> None:

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge import __version__
@@ -28,12 +29,14 @@ from edge.drivers.display import Display, open_display
 from edge.drivers.gpio import GpioBoard, open_gpio
 from edge.drivers.nfc import NfcReader, SqliteCounterStore, SunVerifier, create_nfc_reader
 from edge.drivers.ntag424 import SiteKeys
-from edge.feedback.outputs import GateAndScreen
-from edge.ledger import Ledger, RiskLimit, RiskPolicy, load_private_key
+from edge.feedback.catalog import tr_reason
+from edge.feedback.outputs import GateAndScreen, language
+from edge.ledger import Clock, Ledger, RiskLimit, RiskPolicy, load_private_key
 from edge.ledger.errors import sqlite_fault
 from edge.ledger.sitekey import SiteSecrets, card_keys_of, load_site_secrets
-from edge.taps.pipeline import RightsSource, TapPipeline
+from edge.taps.pipeline import Outcome, RightsSource, TapPipeline
 from edge.taps.reasons import DenyReason
+from edge.taps.rules import deny
 
 if TYPE_CHECKING:
     from edge.drivers.wedge import WedgeReader
@@ -42,7 +45,13 @@ log = logging.getLogger(__name__)
 
 IDLE_AFTER_S = 4.0
 CLOCK_CHECK_S = 60.0
+CLOCK_POLL_S = 0.5  # how soon the cloud's first time beacon is used
 QUEUE_MAX = 256
+HEAD_RECORD = "head.json"  # the own chain head, outside the ledger file (edge.ledger.head_record)
+
+
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 def risk_policy(cfg: KioskConfig) -> RiskPolicy:
@@ -112,6 +121,8 @@ class KioskDaemon:
         self.stats = TapStats()
         self._tap_kind = "-"  # what the event being decided came from (for the tap's log line)
         self._parts_down: set[str] = set()  # "Reader", "Display" while lost
+        self.disk_full = False  # the last ledger write failed for want of space
+        self.clock_offset_ms = 0  # the cloud's time minus the system clock, when set from it
 
     # -- the parts -----------------------------------------------------------------------------
 
@@ -121,7 +132,15 @@ class KioskDaemon:
         path = k.state_dir / "ledger.db"
         key = load_private_key(k.key_file)
         try:
-            ledger = Ledger(path, replica=k.id, key=key, role="kiosk", risk=risk_policy(self.cfg))
+            ledger = Ledger(
+                path,
+                replica=k.id,
+                key=key,
+                role="kiosk",
+                risk=risk_policy(self.cfg),
+                clock=Clock(wall_ms=self.wall_ms),
+                head_record=k.state_dir / HEAD_RECORD,
+            )
         except sqlite3.Error as exc:  # damaged, not a database, disk full: say which
             raise sqlite_fault(str(path), exc) from exc
         if k.cloud_public_key:  # pinned at enrollment: the only cloud this kiosk believes
@@ -210,6 +229,7 @@ class KioskDaemon:
                     secrets.card_ref_key,
                     recorder,
                     rights=self.rights,
+                    clock_ms=self.wall_ms,
                     diagnostics=self.diagnostics,
                     clock_trusted=lambda: self.clock.trusted,
                 )
@@ -266,6 +286,13 @@ class KioskDaemon:
             self.heartbeat = time.monotonic()
             try:
                 await self.handle(event)
+                self.disk_full = False
+            except sqlite3.OperationalError as exc:
+                if not is_disk_full(exc):
+                    log.exception("event %s failed", type(event).__name__)
+                    self._error(f"{type(event).__name__}: {exc}")
+                else:
+                    await self._on_disk_full(exc)
             except Exception as exc:  # one bad event must not stop the kiosk
                 log.exception("event %s failed", type(event).__name__)
                 self._error(f"{type(event).__name__}: {exc}")
@@ -329,6 +356,23 @@ class KioskDaemon:
                 elif name.endswith("Back"):
                     self._parts_down.discard(name.removesuffix("Back"))
 
+    async def _on_disk_full(self, exc: sqlite3.OperationalError) -> None:
+        """Nothing was written (the transaction rolled back whole): the member is told the
+        kiosk is out of service and why, the fleet sees DISK_FULL refusals (an alert)."""
+        self.disk_full = True
+        log.error(
+            "ledger write failed, disk full: %s; free space in %s", exc, self.cfg.kiosk.state_dir
+        )
+        self._error("disk full")
+        feedback, kiosk = self.feedback, self.kiosk
+        assert feedback is not None
+        assert kiosk is not None
+        outcome = Outcome(
+            deny(DenyReason.DISK_FULL), "disk-full", started_ns=time.perf_counter_ns()
+        )
+        await kiosk.feedback.show(outcome)  # counted and logged as a refusal
+        await feedback.out_of_service(tr_reason(DenyReason.DISK_FULL, language(self.cfg)))
+
     def _error(self, text: str) -> None:
         self.last_errors.append(text)
         del self.last_errors[:-10]
@@ -339,7 +383,15 @@ class KioskDaemon:
             await asyncio.sleep(0.5)
             if not self._idle_shown and time.monotonic() - self._last_screen > IDLE_AFTER_S:
                 self._idle_shown = True
-                await self.feedback.idle()
+                if self.disk_full:
+                    lang = language(self.cfg)
+                    await self.feedback.out_of_service(tr_reason(DenyReason.DISK_FULL, lang))
+                else:
+                    await self.feedback.idle()
+
+    def wall_ms(self) -> int:
+        """This kiosk's wall time: the system clock, set by the cloud's when it was off."""
+        return time.time_ns() // 1_000_000 + self.clock_offset_ms
 
     async def _check_clock(self) -> None:
         # timedatectl / chronyc are subprocesses: never on the tap path, never on the loop.
@@ -347,10 +399,28 @@ class KioskDaemon:
         if self.agent is not None and self.agent.cloud_time is not None:
             wall_ms, mono_ms = self.agent.cloud_time
             beacon = TimeBeacon(wall_ms, mono_ms, self.cfg.kiosk.id)
-        trust = await asyncio.to_thread(assess_clock, self.cfg.clock, beacon=beacon)
+            self._set_from_beacon(beacon)
+        now = datetime.fromtimestamp(self.wall_ms() / 1000, UTC)
+        trust = await asyncio.to_thread(assess_clock, self.cfg.clock, now=now, beacon=beacon)
         if trust.trusted != self.clock.trusted:
             log.warning("clock %s: %s", "trusted" if trust.trusted else "NOT trusted", trust.detail)
         self.clock = trust
+
+    def _set_from_beacon(self, beacon: TimeBeacon) -> None:
+        """A fresh signed cloud time and a clock off by more than the allowed skew (a kiosk
+        whose clock is days behind): the kiosk's time is set from the cloud's (an offset, so
+        no privilege is needed), for its decisions and the ops it stamps."""
+        mono = time.monotonic_ns() // 1_000_000
+        if (mono - beacon.received_mono_ms) / 1000 > self.cfg.clock.beacon_max_age_s:
+            return
+        off_ms = beacon.now_ms(mono) - self.wall_ms()
+        if abs(off_ms) / 1000 <= self.cfg.clock.max_skew_s:
+            return
+        self.clock_offset_ms += off_ms
+        log.warning(
+            "clock %+.0f s off the cloud's signed time: kiosk time set from the cloud",
+            off_ms / 1000,
+        )
 
     async def _service_watch(self) -> None:
         kiosk = self.kiosk
@@ -380,9 +450,19 @@ class KioskDaemon:
             await asyncio.sleep(m.interval_s)
 
     async def _clock_watch(self) -> None:
+        """Every CLOCK_CHECK_S, and at once when the cloud's first signed time arrives (the
+        link comes up after the check at start: passes must not wait a minute for it)."""
+        beacon_seen = self.agent is not None and self.agent.cloud_time is not None
+        checked = time.monotonic()
         while True:
-            await asyncio.sleep(CLOCK_CHECK_S)
-            await self._check_clock()
+            await asyncio.sleep(CLOCK_POLL_S)
+            first_beacon = (
+                not beacon_seen and self.agent is not None and self.agent.cloud_time is not None
+            )
+            if first_beacon or time.monotonic() - checked >= CLOCK_CHECK_S:
+                beacon_seen = beacon_seen or first_beacon
+                checked = time.monotonic()
+                await self._check_clock()
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -490,3 +490,67 @@ def write(
         prev = _put(store, op)
         written.append(op)
     return written
+
+
+# -- a forked kiosk's set-aside branch: its overspend, as debt ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ForkDebt:
+    """What one purse owes for a forked kiosk's set-aside branch: `spent` there and not on the
+    chain the cloud kept, recorded as `debt` up to the rights the kiosk `held` at the fork
+    (plus its debt allowance). Spent beyond that bound (`beyond`) no honest kiosk could have
+    written: it is reported for review, never recorded as a member's debt."""
+
+    account: str
+    purse: str
+    spent: int
+    held: int
+    debt: int
+
+    @property
+    def beyond(self) -> int:
+        return self.spent - self.debt
+
+
+def rights_at_fork(rights_now: int, replica: str, kept: Sequence[Op]) -> int:
+    """A replica's rights on one purse before `kept` (its ops of that purse from the fork on,
+    on the chain the cloud kept): their effects undone from the rights it holds now."""
+    held = rights_now
+    for op in kept:
+        for who, total, amount in moves(op):
+            if who == replica and total != "debt":  # debt is inside dec already
+                held += -amount if total in ("inc", "xin") else amount
+    return held
+
+
+def _spend_of_tap(op: Op) -> tuple[Kind, str, str, int, str]:
+    """A spend as its tap wrote it (what, whose, how much, which tap), wherever it sits."""
+    return (op.kind, op.account, op.purse, op.amount, op.ref)
+
+
+def fork_debts(
+    branch: Sequence[Op],
+    *,
+    kept: Sequence[Op],
+    held: dict[tuple[str, str], int],
+    allowance: int = 0,
+    before: dict[tuple[str, str], ForkDebt] | None = None,
+) -> list[ForkDebt]:
+    """The debt of each purse the branch spent on: its spending ops that the kept chain does
+    not contain (the same tap written on both branches is spent once), added to what earlier
+    parts of the same branch recorded (`before`), capped by `held` + `allowance`."""
+    before = before or {}
+    contained = {_spend_of_tap(o) for o in kept}
+    spent: dict[tuple[str, str], int] = {k: d.spent for k, d in before.items()}
+    for op in branch:
+        if op.kind in SPENDING and _spend_of_tap(op) not in contained:
+            key = (op.account, op.purse)
+            spent[key] = spent.get(key, 0) + op.amount
+    out = []
+    for (account, purse), amount in sorted(spent.items()):
+        rights = before[(account, purse)].held if (account, purse) in before else None
+        rights = held.get((account, purse), 0) if rights is None else rights
+        debt = min(amount, max(rights, 0) + allowance)
+        out.append(ForkDebt(account, purse, amount, rights, debt))
+    return out

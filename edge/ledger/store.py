@@ -7,6 +7,7 @@ written, committed with synchronous=FULL before the call returns.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.ledger import chain
 from edge.ledger.chain import Register, Role
 from edge.ledger.errors import LedgerError, OpRefused
+from edge.ledger.head_record import HeadFile, HeadRecord, read_head_record
 from edge.ledger.keys import public_bytes, public_key_from_bytes
 from edge.ledger.op import Intent, Op
 from edge.ledger.private_files import prepare_private
@@ -75,12 +77,20 @@ class Ledger:
         clock: Clock | None = None,
         durable: bool = True,
         read_only: bool = False,
+        head_record: Path | None = None,
     ) -> None:
         """`durable=False` skips the fsync of each commit: for building fixtures and
         simulations only, never for a kiosk's ledger (an acknowledged tap could be lost).
         `read_only=True` opens an existing ledger for reading only (`kiosk ledger verify`):
-        the file is never changed, and a file that is not a ledger is refused."""
+        the file is never changed, and a file that is not a ledger is refused.
+        `head_record` (a kiosk's): the file where the own chain head is recorded after every
+        commit; a ledger found behind it at open is held until recovered from the cloud."""
         self.path = str(path)
+        self._head_path = head_record
+        self._head_file: HeadFile | None = None
+        self._opened = 0
+        self.restored_behind: tuple[int, int] | None = None  # (recorded seq, found seq)
+        self.diverged_at = 0  # an own seq whose hash differs from the recorded one
         self.role: Role = role
         self.risk = risk
         self.clock = clock or Clock()
@@ -96,19 +106,8 @@ class Ledger:
             self._chain = SqliteChainStore(self._conn, role, self._keys, self._roles)
             self._load_keyring()
             return
-        prepare_private(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn = conn
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: the WAL is fsynced at every commit, so an acknowledged op survives a power cut.
-        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA cache_size=-256")  # 256 KiB page cache: the hot pages of a tap fit
-        try:
-            prepare(conn, self.path)
-        except BaseException:
-            conn.close()
-            raise
+        self._durable = durable
+        conn = self._connect()
         self.replica = self._own_replica(replica)
         self._keys = {}
         self._roles = {}
@@ -119,6 +118,24 @@ class Ledger:
                 conn.close()
                 raise LedgerError(f"{self.path}: a ledger that signs needs a replica id")
             self.trust(self.replica, public_bytes(key), role)
+        if head_record is not None:
+            self._check_head_record(head_record)
+
+    def _connect(self) -> sqlite3.Connection:
+        prepare_private(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged op survives a power cut.
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'OFF'}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA cache_size=-256")  # 256 KiB page cache: the hot pages of a tap fit
+        try:
+            prepare(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _own_replica(self, replica: str | None) -> str:
         """The replica this file belongs to, recorded at first open and checked after."""
@@ -138,6 +155,9 @@ class Ledger:
 
     def close(self) -> None:
         self._conn.close()
+        if self._head_file is not None:
+            self._head_file.close()
+            self._head_file = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -161,6 +181,71 @@ class Ledger:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    # -- the head record (a restored copy of the file is seen offline) --------------------
+
+    def _check_head_record(self, path: Path) -> None:
+        record = read_head_record(path)
+        self._head_file = HeadFile(path)
+        seq = self.head()[0]
+        if record is None:  # a new kiosk, or one from before head records: all gates opened
+            self._opened = seq
+            self._record_head()
+            return
+        self._opened = record.opened
+        if seq < record.seq:
+            self.restored_behind = (record.seq, seq)
+            log.critical(
+                "ledger %s: own chain ends at #%d but the head record says #%d: the file was"
+                " restored from an older copy; no spending until recovered from the cloud",
+                self.replica,
+                seq,
+                record.seq,
+            )
+            self.hold_until(record.seq)
+            return
+        if record.seq and self._own_hash(record.seq) != record.hash:
+            self.diverged_at = record.seq
+            log.critical(
+                "ledger %s: own op #%d is not the one the head record names: this file is another"
+                " branch of the chain (a restored copy that kept writing)",
+                self.replica,
+                record.seq,
+            )
+        if seq != record.seq:
+            self._record_head()
+
+    def _own_hash(self, seq: int) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT hash FROM ops WHERE replica = ? AND seq = ?", (self.replica, seq)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _record_head(self, *, sync: bool = False) -> None:
+        if self._head_file is None:
+            return
+        seq, digest = self.head()
+        try:
+            self._head_file.write(HeadRecord(seq, digest, self._opened), sync=sync)
+        except OSError as exc:  # the op is committed: the tap goes on, detection lags
+            log.error("head record %s not written: %s", self._head_path, exc)
+
+    def gate_opened(self, seq: int) -> None:
+        """The gate pulse for own op `seq` was given: it is no longer owed. Lost in a power
+        cut before the next flush, it only makes an entry already given look owed once more."""
+        if self._head_file is None or seq <= self._opened:
+            return
+        self._opened = seq
+        head, digest = self.head()
+        try:
+            self._head_file.write(HeadRecord(head, digest, seq))
+        except OSError as exc:
+            log.error("head record %s not written: %s", self._head_path, exc)
+
+    @property
+    def opened(self) -> int:
+        """The newest own seq whose gate pulse was recorded."""
+        return self._opened
 
     # -- keyring ---------------------------------------------------------------------------
 
@@ -206,8 +291,9 @@ class Ledger:
         """
         if self._key is None:
             raise LedgerError(f"replica {self.replica!r} has no signing key: read-only ledger")
+        before = self.head()[0] if self._head_path is not None else 0
         with self._write() as c:
-            return chain.write(
+            written = chain.write(
                 self._chain,
                 replica=self.replica,
                 key=self._key,
@@ -218,6 +304,9 @@ class Ledger:
                 risk=self.risk,
                 hold_until=self._hold(c),
             )
+        if self._head_path is not None and written and written[-1].seq > before:
+            self._record_head()  # before the caller acts on the op (opens the gate)
+        return written
 
     def ops_with_ref(self, ref: str) -> list[Op]:
         """This replica's own ops written with a ref (a tap, a grant for a request)."""
@@ -253,6 +342,8 @@ class Ledger:
         if checked:
             with self._write():
                 chain.place(self._chain, checked, placed)
+            if self._head_path is not None and any(o.replica == self.replica for o in checked):
+                self._record_head()  # own ops recovered from the cloud
         return placed.counts
 
     # -- recovery of our own chain (DESIGN.md section 4, trap 2) ----------------------------
@@ -274,6 +365,110 @@ class Ledger:
                 log.warning(
                     "ledger %s: local writes held until own seq %d is recovered", self.replica, seq
                 )
+
+    def accept_lost(self) -> tuple[int, int]:
+        """The cloud holds no more of our chain than we do: the ops between our head and the
+        hold never reached it and are gone with the overwritten file. Lift the hold (new ops
+        take those seqs) and return the lost (first, last) seqs; (0, 0) when none were held."""
+        head = self.head()[0]
+        with self._write() as c:
+            hold = self._hold(c)
+            if hold <= head:
+                return (0, 0)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'hold_until'", (str(head),))
+        log.critical(
+            "ledger %s: own ops #%d..#%d are lost (restored file, never reached the cloud):"
+            " spending resumes from #%d",
+            self.replica,
+            head + 1,
+            hold,
+            head + 1,
+        )
+        self.restored_behind = None
+        self._record_head(sync=True)
+        return (head + 1, hold)
+
+    def set_aside_fork(self, cloud_seq: int) -> Path:
+        """Our chain forked from what the cloud stored (a restored copy that kept writing):
+        move this file aside whole (every op of both our branch and the rest, for the
+        accounting) and go on with a ledger holding everything but our own chain, held until
+        the cloud's copy of it (to `cloud_seq`) is recovered. Returns the set-aside file."""
+        if self._key is None:
+            raise LedgerError(f"replica {self.replica!r} has no signing key: read-only ledger")
+        head = self.head()[0]
+        aside = Path(f"{self.path}.fork-{head}-{self.clock.wall_ms()}")
+        fresh = Path(f"{self.path}.rebuild")
+        for f in (fresh, Path(f"{fresh}-wal"), Path(f"{fresh}-shm")):
+            f.unlink(missing_ok=True)
+        with Ledger(fresh, replica=self.replica, clock=self.clock, risk=self.risk) as new:
+            for replica, role in self._roles.items():
+                new.trust(replica, public_bytes(self._keys[replica]), role)
+            new.apply_many([op for op in self.ops() if op.replica != self.replica])
+            with new._write() as c:
+                c.execute("INSERT INTO meta VALUES ('fork_set_aside', ?)", (str(aside),))
+            new.hold_until(cloud_seq)
+            new.checkpoint()
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            os.replace(fresh, self.path)
+            self._chain = SqliteChainStore(self._connect(), self.role, self._keys, self._roles)
+        log.critical(
+            "ledger %s: forked chain (own head #%d, the cloud stores #%d) set aside as %s;"
+            " recovering the cloud's copy and going on after it",
+            self.replica,
+            head,
+            cloud_seq,
+            aside,
+        )
+        self._opened = cloud_seq  # the recovered ops are old entries, none owed
+        self.diverged_at = 0
+        self.restored_behind = None
+        self._record_head(sync=True)
+        return aside
+
+    @property
+    def fork_set_aside(self) -> str:
+        """The file a forked chain was set aside in (for the accounting), if any."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'fork_set_aside'").fetchone()
+        return "" if row is None else str(row[0])
+
+    def fork_branch(self, limit: int) -> tuple[int, list[Op]]:
+        """The set-aside branch still to report to the cloud: the seq where it forked from our
+        chain (the first own seq whose op differs, our chain being the cloud's copy), and up
+        to `limit` of its ops after what was reported (`fork_reported`); no ops when done."""
+        path = self.fork_set_aside
+        if not path or not Path(path).exists():
+            return 0, []
+        with Ledger(path, read_only=True) as aside:
+            # Hash-linked: equal up to the fork, different from it on. Bisect for it.
+            low, high = 1, min(aside.head(self.replica)[0], self.head()[0]) + 1
+            while low < high:
+                mid = (low + high) // 2
+                if aside._own_hash(mid) == self._own_hash(mid):
+                    low = mid + 1
+                else:
+                    high = mid
+            fork_seq = low
+            after = max(fork_seq - 1, self.fork_reported)
+            return fork_seq, list(aside.ops(self.replica, after, limit))
+
+    @property
+    def fork_reported(self) -> int:
+        """The newest seq of the set-aside branch the cloud has accounted."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'fork_reported'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def fork_reported_through(self, seq: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO meta VALUES ('fork_reported', ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value",
+                (str(seq),),
+            )
 
     @property
     def recovering(self) -> int:

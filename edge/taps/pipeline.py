@@ -31,6 +31,7 @@ from edge.taps.rules import (
     Balance,
     Decision,
     Lookup,
+    Member,
     Tap,
     TapState,
     balance_lookup,
@@ -47,11 +48,13 @@ REFUSAL_REASON = {
     Refusal.INSUFFICIENT_RIGHTS: DenyReason.HELD_ELSEWHERE,
     Refusal.RISK_PER_TAP: DenyReason.RISK_LIMIT,
     Refusal.RISK_TOTAL: DenyReason.RISK_LIMIT,
+    Refusal.CHAIN_BEHIND: DenyReason.LEDGER_RECOVERING,
 }
 PIN_TIMEOUT_S = 30.0
 LAST_ENTRY = rec.LAST_ENTRY  # register of a card account: ms of its last entry at a gate
 MAX_KEYED_AMOUNT = 10_000_00  # a keyed sale above this is a typing error
 TOPUP_SESSION_S = 60.0
+OWED_ENTRY_S = 300.0  # a paid entry whose gate never opened (a crash) is owed this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,8 @@ class TapPipeline:
         self._use_points: bool | None = None  # point of sale: the member's choice, next tap
         self._lookup_until: float | None = None  # lookup button: deadline for the card
         self._service_until: float | None = None  # monotonic deadline while service mode is open
-        self._owed: list[Intent] = []  # the SUN read counter of the tap being decided
+        self._counter_due: list[Intent] = []  # the SUN read counter of the tap being decided
+        self._owed = self._owed_entries()  # member -> own seq of a paid entry never opened
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -195,7 +199,7 @@ class TapPipeline:
         if token.sun_ctr is not None:
             # Every verified SUN read moves the card's counter in the scope, approved or not:
             # written with the tap's own ops when it has some, else on its own (`_settle`).
-            self._owed = [
+            self._counter_due = [
                 Intent(Kind.SET, rec.card_account(ref), rec.SUN_COUNTER, token.sun_ctr, data="")
             ]
         outcome = await self._card(token, ref, started)
@@ -214,9 +218,9 @@ class TapPipeline:
 
     def _settle(self) -> None:
         """Write the SUN read counter of a tap that wrote nothing else (a lookup, a PIN asked)."""
-        owed, self._owed = self._owed, []
-        if owed:
-            self.ledger.append(owed, ref=uuid.uuid4().hex[:16])
+        due, self._counter_due = self._counter_due, []
+        if due:
+            self.ledger.append(due, ref=uuid.uuid4().hex[:16])
 
     async def _card(self, token: Token, ref: str, started: int) -> Outcome:
         if self.cfg.kiosk.role is Role.TOPUP and self._topup is not None:
@@ -402,6 +406,12 @@ class TapPipeline:
             return Outcome(Decision(approved=True, member_name=member.name), tap_id, ref)
         if self.in_service:
             return await self._finish_denied(deny(DenyReason.OUT_OF_SERVICE), tap_id, ref, started)
+        if self.ledger.recovering:
+            why = deny(DenyReason.LEDGER_RECOVERING)
+            return await self._finish_denied(why, tap_id, ref, started)
+        owed = self._owed.pop(member.id, None) if member and card else None
+        if owed is not None and member and card and card.status is CardStatus.ACTIVE:
+            return await self._open_owed(member, owed, tap_id, ref, started)
         tap = Tap(
             tap_id=tap_id,
             now_ms=now,
@@ -457,6 +467,7 @@ class TapPipeline:
         if self.cfg.kiosk.role is Role.GATE and decision.opens_gate:
             await self.feedback.open_gate()
             gate = time.perf_counter_ns()
+            self.ledger.gate_opened(self.ledger.head()[0])
             if ref:
                 self._remember_entry(ref)
         known = self.rights.known_values(member_id) if self.rights and member_id else None
@@ -518,6 +529,40 @@ class TapPipeline:
             return DenyReason.INSUFFICIENT_BALANCE
         return REFUSAL_REASON.get(exc.reason, DenyReason.INSUFFICIENT_BALANCE)
 
+    def _owed_entries(self) -> dict[str, int]:
+        """Entries paid for (a debit committed) whose gate pulse was never recorded, recent
+        enough to honour: the kiosk stopped between commit and pulse."""
+        if self.cfg.kiosk.role is not Role.GATE:
+            return {}
+        since = self.clock_ms() - int(OWED_ENTRY_S * 1000)
+        owed: dict[str, int] = {}
+        for op in self.ledger.ops(self.ledger.replica, self.ledger.opened):
+            if op.kind is Kind.DEC and op.ref and ":" not in op.account and op.wall_ms >= since:
+                owed[op.account] = op.seq
+        if owed:
+            log.warning("entries owed after a stop before the gate opened: %d", len(owed))
+        return owed
+
+    async def _open_owed(
+        self, member: Member, seq: int, tap_id: str, ref: str, started: int
+    ) -> Outcome:
+        """The member paid at op `seq` but the gate never opened: open it, debit nothing."""
+        log.warning("owed entry for op #%d given (no second debit)", seq)
+        await self.feedback.open_gate()
+        gate = time.perf_counter_ns()
+        self.ledger.gate_opened(seq)
+        self._remember_entry(ref)
+        balances = self._balances(member.id)
+        decision = Decision(
+            approved=True,
+            member_name=member.name,
+            remaining={p: b.value for p, b in balances.items()},
+        )
+        outcome = Outcome(decision, tap_id, ref, started, 0, gate)
+        self._remember(ref, outcome)
+        await self.feedback.show(outcome)
+        return outcome
+
     async def _fetched_rights_for(self, decision: Decision, state: TapState) -> bool:
         """Short of balance as this kiosk sees it, but online: the cloud may know more (a top-up
         at another kiosk). Ask for the missing rights; True if they came."""
@@ -547,8 +592,8 @@ class TapPipeline:
     def _append(self, intents: list[Intent], tap_id: str) -> None:
         """The tap's ops, with the read counter it owes, in one transaction."""
         if intents:
-            self.ledger.append([*self._owed, *intents], ref=tap_id)
-            self._owed = []
+            self.ledger.append([*self._counter_due, *intents], ref=tap_id)
+            self._counter_due = []
 
     async def _ask_cloud(self, account: str, purse: str, amount: int) -> bool:
         """When online and this kiosk holds less than `amount`, ask the cloud for the shortfall

@@ -36,6 +36,8 @@ class DenyReason(enum.Enum):
     COULD_NOT_READ = ("Could not read: try again", "读取失败，请重试")
     BANK_CARD = ("Bank cards are not accepted", "不接受银行卡")
     OUT_OF_SERVICE = ("Out of service", "暂停服务")
+    LEDGER_RECOVERING = ("Out of service: records being restored", "暂停服务：正在恢复记录")
+    DISK_FULL = ("Out of service: storage full", "暂停服务：存储空间已满")
 
     @property
     def en(self) -> str:
