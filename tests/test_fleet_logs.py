@@ -11,7 +11,7 @@ from edge.ledger.records import hash_pin
 from edge.taps.tokens import Token, TokenKind, card_ref
 from tests.daemon_helpers import Site, kiosk_config, next_outcome, running
 
-CARD_NUMBER = "6012345678"  # a member's magstripe number
+CARD_NUMBER = "6012345671"  # a member's magstripe number
 UID = "04A1B2C3D4E5F6"
 PIN = "2468"
 WRONG_PIN = "1357"

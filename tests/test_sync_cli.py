@@ -43,10 +43,10 @@ def test_operator_commands(tmp_path):
         public_bytes(generate_key()).hex(),
     )
     run("cloud", "member", "register", *c, "--account", "m1", "--name", "Alice")
-    run("cloud", "card", "link", *c, "--account", "m1", "--card", "4000 1234 5678 9010")
+    run("cloud", "card", "link", *c, "--account", "m1", "--card", "4000 1234 5678 9017")
     assert "1000" in run("cloud", "topup", *c, "--account", "m1", "--amount", "1000", "--ref", "r1")
     assert "1000" in run("cloud", "topup", *c, "--account", "m1", "--amount", "1000", "--ref", "r1")
-    out = run("cloud", "card", "lost", *c, "--site", "s1", "--card", "4000123456789010")
+    out = run("cloud", "card", "lost", *c, "--site", "s1", "--card", "4000123456789017")
     assert "lost" in out and "not published" in out
     run(
         "cloud",
@@ -56,13 +56,13 @@ def test_operator_commands(tmp_path):
         "--site",
         "s1",
         "--old",
-        "4000123456789010",
+        "4000123456789017",
         "--new",
-        "4000999988887777",
+        "4000999988887779",
     )
     shown = run("cloud", "show", *c, "--account", "m1")
     assert "Alice" in shown and "cash" in shown
-    assert b"4000123456789010" not in (tmp_path / "cloud.db").read_bytes()
+    assert b"4000123456789017" not in (tmp_path / "cloud.db").read_bytes()
     listed = run("cloud", "kiosks", *c)
     assert "k1" in listed and "never" in listed
 
