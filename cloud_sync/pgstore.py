@@ -53,10 +53,7 @@ from edge.ledger.sqlite_chain import OP_COLUMNS, op_from_row, op_row
 
 log = logging.getLogger(__name__)
 
-_INSERT_OP = (
-    f"INSERT INTO ops ({OP_COLUMNS}, hash) VALUES"
-    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
+_COPY_OPS = f"COPY ops ({OP_COLUMNS}, hash) FROM STDIN"
 _ADD_TOTALS = (
     f"INSERT INTO shares (account, purse, replica, {', '.join(TOTALS)})"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account, purse, replica) DO UPDATE SET "
@@ -149,7 +146,9 @@ class PgChainStore:
             return
         with self._conn.cursor() as cur:
             if self._ops:
-                cur.executemany(_INSERT_OP, self._ops)
+                with cur.copy(_COPY_OPS) as copy:  # one stream, not a statement per op
+                    for row in self._ops:
+                        copy.write_row(row)
             if self._heads:
                 cur.executemany(
                     "INSERT INTO heads VALUES (%s, %s, %s) ON CONFLICT (replica) DO UPDATE"
