@@ -24,7 +24,7 @@ COMMANDS = {
     "run": "kiosk.run:run",
     "provision": "provisioning.cli:provision",
     "cards": "provisioning.cards_cli:cards",
-    "cloud": "kiosk.cloud_cli:cloud",
+    "cloud": "kiosk.cloud:cloud",
     "sim": "kiosk.sim.cli:sim",
 }
 

@@ -29,7 +29,7 @@ from edge.ledger.sitekey import SiteSecrets, card_keys_of, create_site_key, load
 from edge.taps.pipeline import TapPipeline
 from edge.taps.reasons import DenyReason
 from edge.taps.tokens import card_ref
-from kiosk.cloud_cli import cloud
+from kiosk.cloud import cloud
 from provisioning.cards import allocate, parse_range
 from tests.kiosk_helpers import SITE_KEY, RecordingFeedback, enroll, gate_config, grant
 from tests.mqtt_broker import eventually

@@ -21,7 +21,7 @@ from edge.drivers.base import Token, TokenKind
 from edge.ledger import generate_key, load_private_key, save_private_key
 from edge.ledger.sitekey import load_site_secrets
 from edge.taps.tokens import card_ref
-from kiosk.cloud_cli import cloud
+from kiosk.cloud import cloud
 from tests.card_emulator import VpcdCard, plain_tag
 from tests.pcscd_process import VPCD_READER, Pcscd, wait_reader_empty, why_pcscd_unusable
 

@@ -191,7 +191,7 @@ def test_the_fleet_view_shows_refusals_and_skew(cloud, tmp_path):
     rec.store.flag("k1", "skewed", "message stamped +999 s from the cloud's clock")
     from click.testing import CliRunner
 
-    from kiosk.cloud_cli import cloud as cloud_group
+    from kiosk.cloud import cloud as cloud_group
 
     store_path = tmp_path / "cloud.db"
     key_file = tmp_path / "cloud.key"
