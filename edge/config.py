@@ -65,6 +65,8 @@ __all__ = ["ConfigError", "KioskConfig", "load_config"]
 
 
 class Strict(Settings, frozen=True, kw_only=True):
+    """A section of the kiosk config: amounts, checked as `_Amount`, are kept as plain ints."""
+
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
             value = getattr(self, name)

@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A settings section: frozen, keyword-only, and a key it does not know is refused. Subclasses
-    say `frozen=True, kw_only=True` again: msgspec does not inherit kw_only, nor mypy frozen."""
+    say `frozen=True, kw_only=True` again: msgspec does not inherit kw_only, nor mypy frozen.
+    Types and `Meta` bounds are checked by `load`, not by the constructor (code, tests); checks in
+    `__post_init__` run in both, and on `msgspec.structs.replace`."""
 
 
 class SettingsFault(ValueError):
