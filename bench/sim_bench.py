@@ -22,16 +22,8 @@ MEMBERS_PER_KIOSK = int(os.environ.get("KIOSK_BENCH_SIM_MEMBERS_PER_KIOSK", "25"
 def per_kiosk_at(kiosks: int) -> dict[str, float]:
     """Strict mode's per-kiosk downlink and ledger size with `kiosks` kiosks."""
     base = scenario.load(None)
-    sc = base.model_copy(
-        update={
-            "fleet": base.fleet.model_copy(
-                update={
-                    "kiosks": kiosks,
-                    "members": MEMBERS_PER_KIOSK * kiosks,
-                    "sites": max(1, kiosks // 5),
-                }
-            )
-        }
+    sc = base.with_fleet(
+        kiosks=kiosks, members=MEMBERS_PER_KIOSK * kiosks, sites=max(1, kiosks // 5)
     )
     report = fleet.simulate(sc, None, policies=("strict",), plots=False)
     return dict(report["policies"]["strict"]["per_kiosk"])

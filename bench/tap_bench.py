@@ -26,13 +26,15 @@ from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.pipeline import TapPipeline
 from edge.taps.tokens import card_ref
+from edge.validation import load
 
 MEMBERS = 500
 TAPS = 10_000
 
 
 def bench_config(root: Path) -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {
                 "id": "gate-1",
@@ -57,7 +59,7 @@ def bench_config(root: Path) -> KioskConfig:
             "nfc": {"backend": "sim"},
             "gpio": {"backend": "sim", "relay_pulse_s": 0.001},
             "display": {"backend": "sim"},
-        }
+        },
     )
 
 

@@ -4,43 +4,40 @@ points live, whether members may give points away, the counter's top-up bonus)."
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from msgspec import Meta, field
 
 from edge.ledger.membership import MIN_PIN_DIGITS, TierStep
+from edge.validation import Settings
+
+NonNegative = Annotated[int, Meta(ge=0)]
 
 
-class TierSetting(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=32)
-    min_points: int = Field(ge=0, description="points earned in the window to reach it")
-    min_spend: int = Field(default=0, ge=0, description="or cash spent in the window; 0 = none")
+class TierSetting(Settings, frozen=True, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=32)]
+    min_points: NonNegative  # points earned in the window to reach it
+    min_spend: NonNegative = 0  # or cash spent in the window; 0 = none
 
 
-class CounterBonus(BaseModel):
+class CounterBonus(Settings, frozen=True, kw_only=True):
     """A counter top-up of cash of at least `min_amount` gets `bonus` extra."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min_amount: int = Field(ge=1)
-    bonus: int = Field(ge=0)
+    min_amount: Annotated[int, Meta(ge=1)]
+    bonus: NonNegative
 
 
-class MembershipSettings(BaseModel):
+class MembershipSettings(Settings, frozen=True, kw_only=True):
     """The same tiers (names and thresholds) and points lifetime as the kiosks' `[rules]`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    tiers: list[TierSetting] = Field(default_factory=list)
-    pin_min_digits: int = Field(default=MIN_PIN_DIGITS, ge=MIN_PIN_DIGITS, le=12)
-    inactive_days: int = Field(default=0, ge=0, description="drop one tier after this; 0 = never")
-    review_every_days: int = Field(
-        default=0, ge=0, description="the reconciler reviews tiers this often; 0 = by hand only"
-    )
-    points_lifetime_days: int = Field(default=0, ge=0, description="0 = points never lapse")
+    tiers: list[TierSetting] = field(default_factory=list)
+    pin_min_digits: Annotated[int, Meta(ge=MIN_PIN_DIGITS, le=12)] = MIN_PIN_DIGITS
+    inactive_days: NonNegative = 0  # drop one tier after this; 0 = never
+    review_every_days: NonNegative = 0  # the reconciler reviews tiers this often; 0 = by hand only
+    points_lifetime_days: NonNegative = 0  # 0 = points never lapse
     point_transfers: bool = False  # members may give points to each other (积分转赠)
-    categories: list[str] = Field(default_factory=list)  # known member categories; [] = any
-    topup_bonus: list[CounterBonus] = Field(default_factory=list)  # counter top-ups of cash
+    categories: list[str] = field(default_factory=list)  # known member categories; [] = any
+    topup_bonus: list[CounterBonus] = field(default_factory=list)  # counter top-ups of cash
 
     def steps(self) -> list[TierStep]:
         return [TierStep(t.name, t.min_points, t.min_spend) for t in self.tiers]

@@ -1,4 +1,4 @@
-"""Settings of the agent (kiosk side) and the reconciler (cloud side), as pydantic models loaded
+"""Settings of the agent (kiosk side) and the reconciler (cloud side), as msgspec Structs loaded
 from a TOML file; every field has a working default except who and where a replica is."""
 
 from __future__ import annotations
@@ -7,22 +7,19 @@ import socket
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from msgspec import Meta, field
+from msgspec.structs import replace
 
 from cloud_sync.errors import ConfigError
 from cloud_sync.membership import MembershipSettings
 from cloud_sync.protocol import CLIENT_ID_PREFIX, check_name
 from edge.ledger.chain import KioskAuthority
-from edge.validation import settings_faults
+from edge.validation import Settings, SettingsFault, load
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TlsSettings(Settings):
+class TlsSettings(Settings, frozen=True, kw_only=True):
     """Mutual TLS: the deployment CA, and this party's certificate and key (PEM files)."""
 
     ca: Path
@@ -36,12 +33,12 @@ class TlsSettings(Settings):
         return ctx
 
 
-class BrokerSettings(Settings):
+class BrokerSettings(Settings, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8883
     tls: TlsSettings | None = None
-    keepalive_s: int = Field(default=30, ge=5)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    keepalive_s: Annotated[int, Meta(ge=5)] = 30
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
     mqtt_version: Literal[4, 5] = 5  # 4 = MQTT 3.1.1 (e.g. the embedded amqtt broker)
 
     def client_kwargs(self, session_expiry_s: int | None = None) -> dict[str, Any]:
@@ -74,7 +71,7 @@ class BrokerSettings(Settings):
         }
 
 
-class AgentSettings(Settings):
+class AgentSettings(Settings, frozen=True, kw_only=True):
     """The kiosk's sync agent."""
 
     site: str
@@ -82,22 +79,21 @@ class AgentSettings(Settings):
     broker: BrokerSettings = BrokerSettings()
     key_file: Path | None = None  # the device's Ed25519 key (the ledger's signing key)
     state_file: Path | None = None  # deny list and last ack; default beside nothing: in memory
-    batch_size: int = Field(default=100, ge=1, le=1000)
-    window: int = Field(default=500, ge=1)  # ops sent and not yet acked
-    ack_timeout_s: float = Field(default=3.0, gt=0)
-    rights_budget_ms: int = Field(default=300, ge=1)
-    poll_interval_s: float = Field(default=0.2, gt=0)
-    sync_interval_s: float = Field(default=30.0, gt=0)
-    backoff_min_s: float = Field(default=0.2, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100
+    window: Annotated[int, Meta(ge=1)] = 500  # ops sent and not yet acked
+    ack_timeout_s: Annotated[float, Meta(gt=0)] = 3.0
+    rights_budget_ms: Annotated[int, Meta(ge=1)] = 300
+    poll_interval_s: Annotated[float, Meta(gt=0)] = 0.2
+    sync_interval_s: Annotated[float, Meta(gt=0)] = 30.0
+    backoff_min_s: Annotated[float, Meta(gt=0)] = 0.2
+    backoff_max_s: Annotated[float, Meta(gt=0)] = 30.0
 
-    @field_validator("site", "device")
-    @classmethod
-    def _plain(cls, v: str) -> str:
-        return check_name(v, "name")
+    def __post_init__(self) -> None:
+        check_name(self.site, "site")
+        check_name(self.device, "device")
 
 
-class EscrowPolicy(Settings):
+class EscrowPolicy(Settings, frozen=True, kw_only=True):
     """How the cloud hands out its rights.
 
     Working float: when a kiosk spends from a purse, the cloud tops that kiosk's rights on the
@@ -106,19 +102,19 @@ class EscrowPolicy(Settings):
     used for `idle_recall_s` are recalled.
     """
 
-    float_fraction: float = Field(default=0.25, ge=0, le=1)
-    float_max: dict[str, int] = Field(default_factory=dict)  # per purse unit, e.g. {"cash": 5000}
+    float_fraction: Annotated[float, Meta(ge=0, le=1)] = 0.25
+    float_max: dict[str, int] = field(default_factory=dict)  # per purse unit, e.g. {"cash": 5000}
     request_headroom: bool = True
-    idle_recall_s: float = Field(default=3600.0, gt=0)
+    idle_recall_s: Annotated[float, Meta(gt=0)] = 3600.0
     # A request the free rights cannot cover, while kiosks hold enough: recall and answer when
     # the rights are back, or refuse after this long (the kiosk's rights budget is 300 ms).
-    recall_wait_ms: int = Field(default=1000, ge=0)
+    recall_wait_ms: Annotated[int, Meta(ge=0)] = 1000
     # Per purse unit: rights an idle recall leaves at a kiosk of the member's own scope, so a
     # member can still pay at their usual venue when it is cut off (docs/escrow-policy.md).
-    standing: dict[str, int] = Field(default_factory=lambda: {"cash": 3000, "visits": 1})
+    standing: dict[str, int] = field(default_factory=lambda: {"cash": 3000, "visits": 1})
 
 
-class TrustPolicy(Settings):
+class TrustPolicy(Settings, frozen=True, kw_only=True):
     """What the cloud accepts from each kiosk (`[reconciler.trust]`), beyond the chain rules.
     An op outside these bounds quarantines its kiosk: the op and the kiosk's later ops are held
     for an operator's review (`kiosk cloud device review`) and applied only once released.
@@ -127,11 +123,11 @@ class TrustPolicy(Settings):
     (UTC; 0 = no day bound). Debits beyond the kiosk's rights only within `debt_per_op` (the
     offline risk allowance the kiosks are configured with; 0 = strict)."""
 
-    credit_per_op: int = Field(default=100_000, ge=0)
-    credit_per_day: int = Field(default=1_000_000, ge=0)
-    points_per_100: int = Field(default=100, ge=0)
-    debt_per_op: int = Field(default=0, ge=0)
-    version_ahead_s: int = Field(default=86_400, ge=0)
+    credit_per_op: Annotated[int, Meta(ge=0)] = 100_000
+    credit_per_day: Annotated[int, Meta(ge=0)] = 1_000_000
+    points_per_100: Annotated[int, Meta(ge=0)] = 100
+    debt_per_op: Annotated[int, Meta(ge=0)] = 0
+    version_ahead_s: Annotated[int, Meta(ge=0)] = 86_400
 
     def authority(self, role: str) -> KioskAuthority:
         return KioskAuthority(
@@ -144,7 +140,7 @@ class TrustPolicy(Settings):
         )
 
 
-class EnrollSettings(Settings):
+class EnrollSettings(Settings, frozen=True, kw_only=True):
     """Online enrollment with claim codes (`[reconciler.enroll]`): where the deployment CA is, the
     site config templates (`<sites_dir>/<site>.toml`) and site secrets (`<site>.site.key`, else
     `reconciler.site_key_file`), and the broker address written into enrolled kiosks'
@@ -155,22 +151,22 @@ class EnrollSettings(Settings):
     ca_dir: Path
     sites_dir: Path
     broker_host: str | None = None
-    broker_port: int = Field(default=8883, ge=1, le=65535)
-    cert_days: int = Field(default=825, ge=1)
-    answer_ttl_s: int = Field(default=900, ge=60)  # the enrollment document's validity
+    broker_port: Annotated[int, Meta(ge=1, le=65535)] = 8883
+    cert_days: Annotated[int, Meta(ge=1)] = 825
+    answer_ttl_s: Annotated[int, Meta(ge=60)] = 900  # the enrollment document's validity
 
 
-class AlertSettings(Settings):
+class AlertSettings(Settings, frozen=True, kw_only=True):
     """`[reconciler.alerts]`: when the reconciler marks a kiosk offline and raises alerts."""
 
-    offline_after_s: float = Field(default=90.0, gt=0)  # no status or hello: marked offline
-    offline_alert_s: float = Field(default=300.0, ge=0)  # offline this long: alert
-    disk_low_bytes: int = Field(default=200_000_000, ge=0)
-    refusals_per_min: int = Field(default=10, ge=1)  # messages the reconciler refused
-    check_interval_s: float = Field(default=5.0, gt=0)
+    offline_after_s: Annotated[float, Meta(gt=0)] = 90.0  # no status or hello: marked offline
+    offline_alert_s: Annotated[float, Meta(ge=0)] = 300.0  # offline this long: alert
+    disk_low_bytes: Annotated[int, Meta(ge=0)] = 200_000_000
+    refusals_per_min: Annotated[int, Meta(ge=1)] = 10  # messages the reconciler refused
+    check_interval_s: Annotated[float, Meta(gt=0)] = 5.0
 
 
-class ReconcilerSettings(Settings):
+class ReconcilerSettings(Settings, frozen=True, kw_only=True):
     """The cloud reconciler."""
 
     replica: str = "cloud"
@@ -181,48 +177,41 @@ class ReconcilerSettings(Settings):
     # Empty: "/reconciler-" and 128 random bits, new at each start. Whoever knows a reconciler's
     # id can take its session (and the messages queued for it): a fixed one must be as secret.
     client_id: str = ""
-    session_expiry_s: int = Field(default=3600, ge=0)
+    session_expiry_s: Annotated[int, Meta(ge=0)] = 3600
     escrow: EscrowPolicy = EscrowPolicy()
     trust: TrustPolicy = TrustPolicy()
-    sweep_interval_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: Annotated[float, Meta(gt=0)] = 60.0
     site_key_file: Path | None = None  # HMAC key for card numbers (operator CLI)
-    chain_chunk: int = Field(default=200, ge=1)
+    chain_chunk: Annotated[int, Meta(ge=1)] = 200
     # An op or message stamped further than this from the cloud's clock is flagged (log and
     # `kiosk cloud kiosks`): a kiosk clock that is wrong, or ops made up for later.
-    max_skew_s: int = Field(default=600, gt=0)
+    max_skew_s: Annotated[int, Meta(gt=0)] = 600
     enroll: EnrollSettings | None = None  # online enrollment (claim codes) when set
     # Each kiosk's stream (docs/knowledge-model.md): kept here, and pushed this often.
     streams_file: Path = Path("streams.db")
-    stream_interval_s: float = Field(default=0.25, gt=0)
+    stream_interval_s: Annotated[float, Meta(gt=0)] = 0.25
     # Scope groups: home "chain-a" = these sites; a member whose home is the group is known at
     # every kiosk of its sites.
-    scopes: dict[str, list[str]] = Field(default_factory=dict)
+    scopes: dict[str, list[str]] = field(default_factory=dict)
     alerts: AlertSettings = AlertSettings()
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus endpoint
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None  # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
 
-    @field_validator("client_id")
-    @classmethod
-    def _secret_client_id(cls, v: str) -> str:
+    def __post_init__(self) -> None:
+        v = self.client_id
         if v and (not v.startswith(CLIENT_ID_PREFIX) or len(v) < 24):
             raise ValueError(
                 f"client_id must start with {CLIENT_ID_PREFIX!r} (the broker refuses other ids)"
                 " and be at least 24 characters of secret; leave it out for a random one"
             )
-        return v
-
-    @field_validator("store")
-    @classmethod
-    def _known_backend(cls, v: str) -> str:
-        scheme, sep, _ = v.partition("://")
+        scheme, sep, _ = self.store.partition("://")
         if sep and scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(
                 f"unknown store backend {scheme!r}: use sqlite:///PATH or postgresql://..."
             )
-        return v
 
 
-class ConsoleSettings(Settings):
+class ConsoleSettings(Settings, frozen=True, kw_only=True):
     """The operators' web console (`[console]`, package `backoffice`): its own database (default
     `console.db` beside a SQLite cloud store; `postgresql://...` at scale), the file holding its
     session-signing secret (default `console.secret` beside the database or config), and the
@@ -231,53 +220,51 @@ class ConsoleSettings(Settings):
 
     database: str | None = None
     secret_key_file: Path | None = None
-    lockout_failures: int = Field(default=5, ge=1)
-    lockout_minutes: int = Field(default=15, ge=1)
-    sites: list[str] = Field(default_factory=list)  # venues offered in forms (else from kiosks)
+    lockout_failures: Annotated[int, Meta(ge=1)] = 5
+    lockout_minutes: Annotated[int, Meta(ge=1)] = 15
+    sites: list[str] = field(default_factory=list)  # venues offered in forms (else from kiosks)
 
 
-class SiteLocale(Settings):
+class SiteLocale(Settings, frozen=True, kw_only=True):
     """How a venue reads its reports: currency sign and time zone (its days start at local
     midnight)."""
 
-    currency: str = Field(default="", max_length=3)
+    currency: Annotated[str, Meta(max_length=3)] = ""
     timezone: str = "UTC"
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
+    def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
-            ZoneInfo(v)
+            ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not a known time zone (e.g. Asia/Shanghai)") from None
-        return v
+            fault = f"timezone {self.timezone!r} is not a known time zone (e.g. Asia/Shanghai)"
+            raise ValueError(fault) from None
 
 
-class ReportSettings(SiteLocale):
+class ReportSettings(SiteLocale, frozen=True, kw_only=True):
     """`[reports]`: the chain's currency and time zone, and per venue overrides
     (`[reports.sites.<site>]`)."""
 
-    sites: dict[str, SiteLocale] = Field(default_factory=dict)
+    sites: dict[str, SiteLocale] = field(default_factory=dict)
 
     def locale(self, site: str | None) -> SiteLocale:
         return self.sites.get(site or "", self)
 
 
-class WebhookSettings(Settings):
+class WebhookSettings(Settings, frozen=True, kw_only=True):
     """`[webhooks]`: delivery of events to integrations (`backoffice.webhooks`)."""
 
-    attempts: int = Field(default=8, ge=1, le=30)  # then the delivery is marked failed
-    backoff_s: float = Field(default=2.0, gt=0)  # first retry; doubles each time
-    backoff_max_s: float = Field(default=3600.0, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
-    poll_s: float = Field(default=1.0, gt=0)  # how often the worker looks for new ops
-    low_balance: int = Field(default=1000, ge=0)  # cash at or below this after a tap: an event
+    attempts: Annotated[int, Meta(ge=1, le=30)] = 8  # then the delivery is marked failed
+    backoff_s: Annotated[float, Meta(gt=0)] = 2.0  # first retry; doubles each time
+    backoff_max_s: Annotated[float, Meta(gt=0)] = 3600.0
+    timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+    poll_s: Annotated[float, Meta(gt=0)] = 1.0  # how often the worker looks for new ops
+    low_balance: Annotated[int, Meta(ge=0)] = 1000  # cash at or below this after a tap: an event
     worker: bool = True  # run the delivery worker inside `kiosk cloud console`
 
 
-class CloudConfig(Settings):
+class CloudConfig(Settings, frozen=True, kw_only=True):
     """A TOML file with a `[reconciler]` table (and optionally `[agent]` for a test kiosk, and
     `[console]` for the back office)."""
 
@@ -287,7 +274,7 @@ class CloudConfig(Settings):
     console: ConsoleSettings = ConsoleSettings()
     reports: ReportSettings = ReportSettings()
     webhooks: WebhookSettings = WebhookSettings()
-    path: Path | None = Field(default=None, exclude=True)  # the file it came from (load_config)
+    path: Path | None = None  # the file it came from (load_config)
 
     def console_database(self) -> str:
         """Where the console's own tables live: `[console] database`, else `console.db`
@@ -329,6 +316,6 @@ def load_config(path: Path) -> CloudConfig:
             if k in enroll and not Path(enroll[k]).is_absolute():
                 enroll[k] = str(base / enroll[k])
     try:
-        return CloudConfig.model_validate(data).model_copy(update={"path": path})
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc)}") from None
+        return replace(load(CloudConfig, data), path=path)
+    except SettingsFault as exc:
+        raise ConfigError(f"{path}: wrong settings: {exc}") from None

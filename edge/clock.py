@@ -18,10 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
+
+from edge.validation import Settings
 
 __all__ = [
     "BEACON_FORMAT",
@@ -54,15 +57,13 @@ class UntrustedPolicy(enum.StrEnum):
     IGNORE = "ignore"  # trust the clock anyway (a kiosk with no time rules)
 
 
-class ClockConfig(BaseModel):
+class ClockConfig(Settings, frozen=True, kw_only=True):
     """`[clock]`: how the kiosk decides that its clock is right, and what it does when not."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     untrusted_policy: UntrustedPolicy = UntrustedPolicy.TIME_PASSES_FAIL_CLOSED
-    trust_rtc: bool = Field(default=True, description="a battery-backed RTC counts as trusted")
-    beacon_max_age_s: int = Field(default=24 * 3600, gt=0)
-    max_skew_s: int = Field(default=120, gt=0, description="beacon vs clock difference allowed")
+    trust_rtc: bool = True  # a battery-backed RTC counts as trusted
+    beacon_max_age_s: Annotated[int, Meta(gt=0)] = 24 * 3600
+    max_skew_s: Annotated[int, Meta(gt=0)] = 120  # beacon vs clock difference allowed
 
 
 # systemd's own tools report to $NOTIFY_SOCKET when they see it (timedatectl sent ERRNO=112 to

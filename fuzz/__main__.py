@@ -31,9 +31,9 @@ def main() -> int:
         return 1
     from fuzz.targets import TARGETS
 
-    # Every Python function loaded so far (ours, msgspec's and pydantic's Python layers, tomllib,
+    # Every Python function loaded so far (ours, msgspec's Python layer, tomllib,
     # json, base64...) reports its branches: the feedback that guides mutations. The decoders'
-    # C and Rust cores give none, so the targets also exercise what a receiver does next.
+    # C cores give none, so the targets also exercise what a receiver does next.
     atheris.instrument_all()
     corpora: list[str] = []
     if not any(not o.startswith("-") for o in options):

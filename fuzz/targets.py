@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
 
 from cloud_sync import enroll_wire, protocol
 from cloud_sync.errors import BatchError, MessageRefused
 from edge.config import KioskConfig
 from edge.drivers import cardformats
+from edge.validation import SettingsFault, load
 from provisioning.bundle import verify_signed
 from provisioning.errors import BundleRejected
 
@@ -84,8 +84,8 @@ def wedge_text(data: bytes) -> None:
 
 def kiosk_config(data: bytes) -> None:
     """A kiosk TOML file: loaded or refused with a named error."""
-    with contextlib.suppress(tomllib.TOMLDecodeError, ValidationError):
-        KioskConfig.model_validate(tomllib.loads(data.decode("utf-8", "replace")))
+    with contextlib.suppress(tomllib.TOMLDecodeError, SettingsFault):
+        load(KioskConfig, tomllib.loads(data.decode("utf-8", "replace")))
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -50,7 +50,7 @@ _OS_FIXES = {
 
 
 def one_line(text: str) -> str:
-    """A message on one line: multi-line messages (pydantic's) joined with '; '."""
+    """A message on one line: multi-line messages joined with '; '."""
     parts = [p.strip().rstrip(".") for p in str(text).splitlines() if p.strip()]
     return "; ".join(parts) or "no detail"
 

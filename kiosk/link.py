@@ -8,11 +8,9 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from edge.checks.system import BrokerAddress
 from edge.config import ConfigError, KioskConfig, load_config
-from edge.validation import settings_faults
+from edge.validation import SettingsFault, load
 
 if TYPE_CHECKING:
     from cloud_sync.settings import AgentSettings
@@ -28,14 +26,15 @@ def agent_settings(cfg: KioskConfig) -> AgentSettings | None:
     from cloud_sync.settings import AgentSettings
 
     k = cfg.kiosk
-    return AgentSettings.model_validate(
+    return load(
+        AgentSettings,
         {
             "state_file": k.state_dir / "agent.db",
             **cfg.agent,
             "site": k.site,
             "device": k.id,
             "key_file": k.key_file,
-        }
+        },
     )
 
 
@@ -45,8 +44,8 @@ def load_kiosk_config(path: Path) -> KioskConfig:
     cfg = load_config(path)
     try:
         agent_settings(cfg)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc, 'agent')}") from None
+    except SettingsFault as exc:
+        raise ConfigError(f"{path}: wrong settings: {exc.under('agent')}") from None
     return cfg
 
 

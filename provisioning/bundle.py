@@ -31,13 +31,12 @@ from typing import Any
 import tomli_w
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import ValidationError
 
 from edge.config import KioskConfig
 from edge.ledger import KeyFileError, public_bytes
 from edge.ledger.keys import public_key_from_bytes
 from edge.ledger.sitekey import SITE_SECRET_BYTES
-from edge.validation import settings_faults
+from edge.validation import SettingsFault, load
 from provisioning.errors import AlreadyEnrolled, BundleRejected, ProvisionError
 from provisioning.files import Owner, write_atomic
 from provisioning.identity import ensure_device_key, ensure_site_secret, kiosk_owner
@@ -146,9 +145,9 @@ def config_toml(config: Mapping[str, Any]) -> str:
 
 def _validate(config: dict[str, Any], where: str) -> KioskConfig:
     try:
-        return KioskConfig.model_validate(config)
-    except ValidationError as exc:
-        raise ProvisionError(f"{where}: wrong settings: {settings_faults(exc)}") from None
+        return load(KioskConfig, config)
+    except SettingsFault as exc:
+        raise ProvisionError(f"{where}: wrong settings: {exc}") from None
 
 
 def create_bundle(

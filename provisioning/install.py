@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from edge.drivers.config import WedgeConfig
+from edge.validation import SettingsFault, load
 from provisioning.errors import ProvisionError
 from provisioning.files import Owner, ensure_dir, write_atomic
 from provisioning.identity import ensure_device_key, kiosk_owner
@@ -107,7 +108,10 @@ def readers_of(config: Path) -> dict[str, WedgeConfig | None]:
     out: dict[str, WedgeConfig | None] = {}
     for part in ("wedge", "keypad"):
         if part in data:
-            out[part] = WedgeConfig.model_validate(data[part])
+            try:
+                out[part] = load(WedgeConfig, data[part])
+            except SettingsFault as exc:
+                raise ProvisionError(f"{config}: wrong settings: {exc.under(part)}") from None
     return out
 
 

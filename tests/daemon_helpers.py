@@ -19,11 +19,13 @@ from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.pipeline import Outcome
 from edge.taps.tokens import card_ref
+from edge.validation import load
 from kiosk.link import link_factory
 
 
 def kiosk_config(tmp: Path, role: str = "gate", **rules: Any) -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {
                 "id": "gate-1",
@@ -50,7 +52,7 @@ def kiosk_config(tmp: Path, role: str = "gate", **rules: Any) -> KioskConfig:
                 "coin_pulses": {1: 100, 5: 500},
             },
             "display": {"backend": "sim", "frames_dir": str(tmp / "frames")},
-        }
+        },
     )
 
 

@@ -11,6 +11,7 @@ from edge.ledger import Intent, Kind, Ledger
 from edge.ledger import records as rec
 from edge.taps.pipeline import Outcome
 from edge.taps.tokens import card_ref
+from edge.validation import load
 
 SITE_KEY = b"site-key-for-tests-0123456789abc"
 VERSION = 1_000
@@ -83,7 +84,8 @@ def sync_down(cloud: Ledger, kiosk: Ledger) -> None:
 
 
 def gate_config(**rules: object) -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {"id": "k1", "site": "pool", "role": "gate", "product": "swim"},
             "rules": {
@@ -91,5 +93,5 @@ def gate_config(**rules: object) -> KioskConfig:
                 "passback_minutes": 0,
                 **rules,
             },
-        }
+        },
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edge.config import KioskConfig
 from edge.taps.rules import Balance, Card, Member, Tap, TapState
+from edge.validation import load
 
 NOW = 1_790_000_000_000  # a fixed instant (2026-09-21 UTC), ms
 
@@ -37,7 +38,7 @@ def config(**overrides) -> KioskConfig:
             raw["rules"] = {**raw["rules"], **value}
         else:
             raw[section] = value
-    return KioskConfig.model_validate(raw)
+    return load(KioskConfig, raw)
 
 
 def state(member: Member | None = None, card: Card | None = None, **balances: Balance) -> TapState:

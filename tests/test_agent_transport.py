@@ -12,6 +12,7 @@ from cloud_sync.reconciler import Reconciler
 from cloud_sync.settings import AgentSettings
 from cloud_sync.store import SqliteCloudStore
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes
+from edge.validation import load
 
 
 class Direct:
@@ -93,8 +94,8 @@ async def test_a_kiosk_holding_part_of_a_price_gets_the_rest_online(tmp_path):
     transport.agent = agent
     agent.attach(transport)
     agent.last_contact_ms = 1 << 62
-    cfg = KioskConfig.model_validate(
-        {"kiosk": {"id": "k1", "site": "s1", "role": "pos", "pos_amount": 1_200}}
+    cfg = load(
+        KioskConfig, {"kiosk": {"id": "k1", "site": "s1", "role": "pos", "pos_amount": 1_200}}
     )
     kiosk = TapPipeline(cfg, led, SITE_KEY, RecordingFeedback(), rights=agent)
     out = await kiosk.card(nfc("04BB"))

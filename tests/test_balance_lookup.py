@@ -14,6 +14,7 @@ from edge.feedback.outputs import screen_for
 from edge.feedback.screens import BalanceScreen
 from edge.taps.pipeline import TapPipeline
 from edge.taps.reasons import DenyReason
+from edge.validation import dump, load
 from tests.kiosk_helpers import (
     SITE_KEY,
     RecordingFeedback,
@@ -59,12 +60,13 @@ async def test_lookup_button_then_card_shows_balances_and_history_and_spends_not
     assert isinstance(screen, BalanceScreen)
     assert screen.lines[0] == "100.00  320 pts"
     assert screen.lines[2].startswith("-1 visit")
-    zh = KioskConfig.model_validate(
+    zh = load(
+        KioskConfig,
         {
-            **cfg.model_dump(mode="json"),
-            "kiosk": {**cfg.kiosk.model_dump(mode="json"), "currency": "¥"},
+            **dump(cfg),
+            "kiosk": {**dump(cfg.kiosk), "currency": "¥"},
             "display": {"backend": "sim", "language": "zh"},
-        }
+        },
     )
     zh_screen = screen_for(out, zh)
     assert isinstance(zh_screen, BalanceScreen)
@@ -81,11 +83,12 @@ async def test_lookup_button_then_card_shows_balances_and_history_and_spends_not
 
 
 async def test_the_lookup_button_on_gpio_sends_its_event():
-    cfg = KioskConfig.model_validate(
+    cfg = load(
+        KioskConfig,
         {
             "kiosk": {"id": "k1", "site": "pool", "role": "topup"},
             "gpio": {"backend": "sim", "lookup_pin": 5},
-        }
+        },
     )
     assert cfg.gpio is not None
     pf = MockFactory()
@@ -105,8 +108,9 @@ async def test_a_top_up_closed_with_nothing_inserted_shows_the_balance_at_once(c
     enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 10000})
     sync_down(cloud, k1)
     clock = Clock()
-    cfg = KioskConfig.model_validate(
-        {"kiosk": {"id": "k1", "site": "pool", "role": "topup"}, "rules": {"debounce_seconds": 3}}
+    cfg = load(
+        KioskConfig,
+        {"kiosk": {"id": "k1", "site": "pool", "role": "topup"}, "rules": {"debounce_seconds": 3}},
     )
     kiosk = TapPipeline(cfg, k1, SITE_KEY, RecordingFeedback(ledger=k1), monotonic=clock)
     opened = await kiosk.card(nfc("04AA"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from msgspec.structs import replace
 
 from cloud_sync import ca
 from cloud_sync.protocol import device_client_id, secret_client_id
@@ -50,7 +51,7 @@ def _client(settings: BrokerSettings, ident: str, session: bool = True) -> aiomq
 
 def _on(settings: BrokerSettings, port: int) -> BrokerSettings:
     """The same certificate, aimed at another listener."""
-    return settings.model_copy(update={"port": port})
+    return replace(settings, port=port)
 
 
 def _anonymous(broker: Broker, ident: str) -> aiomqtt.Client:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.config import ConfigError
+from edge.config import ConfigError, KioskConfig
+from edge.validation import dump, load
 from kiosk.link import agent_settings, load_kiosk_config
 
 
@@ -58,3 +59,58 @@ def test_every_config_reader_names_faults_the_same_way(tmp_path):
     assert "fleet.kiosks: " in faults[2]
     for text in faults:
         assert "\n" not in text and "pydantic" not in text and "errors.pydantic.dev" not in text
+
+
+GATE = '[kiosk]\nid = "g"\nsite = "s"\nrole = "gate"\nproduct = "swim"\n'
+SWIM = '[rules.products.swim]\nname = "Swim"\nprice = 2500\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        (
+            GATE + SWIM + "[[rules.tiers]]\nname = 'gold'\nmin_points = -1\n",
+            "rules.tiers.0.min_points: ",
+        ),
+        (
+            GATE + SWIM + "[rules.categories.kid.prices]\nswim = -5\n",
+            "rules.categories.kid.prices.swim: ",
+        ),
+        (
+            GATE + SWIM + "[rules.products.run]\nname = 'Run'\nprice = 2.5\n",
+            "rules.products.run.price: ",
+        ),
+        (
+            GATE + SWIM + "[gpio]\nbackend = 'sim'\ncoin_pin = 6\ncoin_pulses = {x = 1}\n",
+            "gpio.coin_pulses: a key",
+        ),
+        (GATE + SWIM + "[kiosk.extra]\n", "kiosk.extra: not a known setting"),
+        (GATE.replace('site = "s"\n', "") + SWIM, "kiosk.site: required, missing"),
+        (GATE + SWIM + "state_dir = 5\n", "rules.products.swim.state_dir: not a known setting"),
+        (GATE + "state_dir = 5\n" + SWIM, "kiosk.state_dir: Expected a path"),
+        (
+            GATE.replace("gate", "door") + SWIM,
+            "kiosk.role: Invalid enum value 'door' (one of: gate, pos, topup)",
+        ),
+        (GATE + SWIM + "[offline]\nmode = 'risk'\n", "offline: mode = 'risk' needs risk_per_tap"),
+        (
+            GATE.replace("swim", "golf") + SWIM,
+            "(top level): kiosk.product 'golf' is not in [rules.products]",
+        ),
+    ],
+)
+def test_a_fault_is_named_by_its_dotted_place(tmp_path, text, fault):
+    path = tmp_path / "kiosk.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_kiosk_config(path)
+    assert f"{path}: wrong settings: {fault}" in str(info.value)
+
+
+def test_settings_dump_and_load_back_to_the_same(tmp_path):
+    path = tmp_path / "kiosk.toml"
+    path.write_text(GATE + SWIM + '[rules.categories.kid]\nprices = {swim = "12.00"}\n')
+    cfg = load_kiosk_config(path)
+    assert cfg.rules.categories["kid"].prices == {"swim": 1200}
+    assert type(cfg.rules.categories["kid"].prices["swim"]) is int  # msgspec encodes it in ops
+    assert load(KioskConfig, dump(cfg)) == cfg

@@ -17,6 +17,7 @@ from backoffice.money import parse_money
 from cloud_sync import admin
 from cloud_sync.store import SqliteCloudStore
 from edge.ledger import load_private_key
+from edge.validation import dump, load
 from tests.console_helpers import SHOTS, Console, browser, login, write_cloud
 
 playwright = pytest.importorskip("playwright.async_api")
@@ -194,16 +195,16 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
         base.kiosk.site_key_file.chmod(0o600)
         w.store.trust("gate-1", public_bytes(device_key), "kiosk")
         w.store.enroll("gate-1", w.site)
-        raw = base.model_dump(mode="json")
+        raw = dump(base)
         raw["kiosk"] |= {"site": w.site, "cloud_public_key": public_bytes(cloud_key).hex()}
         raw["agent"] = {
-            "broker": w.broker.settings("gate-1").model_dump(mode="json"),
+            "broker": dump(w.broker.settings("gate-1")),
             "poll_interval_s": 0.02,
             "sync_interval_s": 0.5,
             "backoff_min_s": 0.05,
             "backoff_max_s": 0.5,
         }
-        cfg = KioskConfig.model_validate(raw)
+        cfg = load(KioskConfig, raw)
         w.start_reconciler()
         await asyncio.to_thread(console.start)
         console.django()

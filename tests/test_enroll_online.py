@@ -18,6 +18,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 
 from cloud_sync import ca
 from cloud_sync.agent import SyncAgent
@@ -202,9 +203,7 @@ async def test_enroll_then_sync_over_mtls_and_replays_change_nothing(tmp_path: P
         # The enrolled kiosk syncs with its new certificate over mutual TLS.
         led = Ledger(tmp_path / "k1.db", replica="k1", key=ledger_key)
         led.trust("cloud", bytes.fromhex(cfg.kiosk.cloud_public_key), "cloud")
-        tuned = settings.model_copy(
-            update={"state_file": tmp_path / "k1-state.db", "poll_interval_s": 0.02}
-        )
+        tuned = replace(settings, state_file=tmp_path / "k1-state.db", poll_interval_s=0.02)
         c.w.ledgers["k1"] = led
         c.w.agents["k1"] = SyncAgent(led, tuned)
         store.append([Intent(Kind.INC, "m1", "cash", 1_000)], ref="topup-1")

@@ -22,6 +22,7 @@ from edge.drivers.gpio import (
     SimulatedInputs,
     make_pin_factory,
 )
+from edge.validation import load
 
 
 class FakeClock:
@@ -59,7 +60,7 @@ def board(pf: MockFactory, clock: FakeClock, **cfg: object) -> GpioBoard:
     }
     settings.update(cfg)
     return GpioBoard(
-        GpioConfig.model_validate(settings),
+        load(GpioConfig, settings),
         pin_factory=pf,
         clock=clock,
         sleep=no_wait,

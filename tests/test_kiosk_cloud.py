@@ -15,6 +15,7 @@ from edge.daemon.sdnotify import Notifier
 from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_key
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
+from edge.validation import dump, load
 from kiosk.link import link_factory
 from tests.daemon_helpers import kiosk_config, next_outcome, stop_daemon
 from tests.mqtt_broker import eventually, world
@@ -39,15 +40,15 @@ async def test_member_registered_at_the_cloud_taps_in_and_a_lost_report_stops_th
         save_private_key(base.kiosk.key_file, device_key)
         w.store.trust("gate-1", public_bytes(device_key), "kiosk")
         w.store.enroll("gate-1", w.site)
-        raw = base.model_dump(mode="json")
+        raw = dump(base)
         raw["kiosk"] |= {"site": w.site, "cloud_public_key": public_bytes(w.keys["cloud"]).hex()}
         raw["agent"] = {
-            "broker": w.broker.settings("gate-1").model_dump(mode="json"),
+            "broker": dump(w.broker.settings("gate-1")),
             "poll_interval_s": 0.02,
             "backoff_min_s": 0.05,
             "backoff_max_s": 0.5,
         }
-        cfg = KioskConfig.model_validate(raw)
+        cfg = load(KioskConfig, raw)
         w.start_reconciler()
 
         daemon = KioskDaemon(cfg, notifier=Notifier({}), link=link_factory(cfg))

@@ -21,6 +21,7 @@ from edge.ledger import records as rec
 from edge.taps.pipeline import TapPipeline
 from edge.taps.reasons import DenyReason
 from edge.taps.tokens import card_ref
+from edge.validation import load
 from tests.kiosk_helpers import SITE_KEY, RecordingFeedback, nfc
 
 
@@ -122,7 +123,8 @@ class Fleet:
 
 
 def gate(device: str, site: str, **rules: object) -> tuple[str, KioskConfig]:
-    cfg = KioskConfig.model_validate(
+    cfg = load(
+        KioskConfig,
         {
             "kiosk": {"id": device, "site": site, "role": "gate", "product": "swim"},
             "rules": {
@@ -130,7 +132,7 @@ def gate(device: str, site: str, **rules: object) -> tuple[str, KioskConfig]:
                 "debounce_seconds": 0,
                 **rules,
             },
-        }
+        },
     )
     return site, cfg
 

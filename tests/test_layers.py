@@ -105,23 +105,47 @@ def test_the_rules_refuse_what_the_design_forbids(module: str, target: str, ok: 
     assert allowed(target, prefixes) is ok
 
 
-def test_kiosk_run_loads_no_cloud_side_simulation_or_provisioning() -> None:
+def modules_after_loading_the_daemon(config: Path) -> list[str]:
+    """The modules a process holds once `kiosk run` is wired and its config (with the agent's
+    settings, when linked) is loaded."""
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
         "from kiosk.cli import cli\n"
         "import click\n"
         "cli.get_command(click.Context(cli), 'run')\n"
         "import edge.daemon.daemon, kiosk.link\n"
+        f"kiosk.link.link_factory(kiosk.link.load_kiosk_config(Path({str(config)!r})))\n"
         "print('\\n'.join(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
+
+
+KIOSK = '[kiosk]\nid = "t1"\nsite = "pool"\nrole = "topup"\n'
+
+
+def test_kiosk_run_loads_no_cloud_side_simulation_provisioning_or_pydantic(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "kiosk.toml"
+    config.write_text(KIOSK + '[gpio]\nbackend = "sim"\n[display]\nbackend = "sim"\n')
+    out = modules_after_loading_the_daemon(config)
     heavy = [
         m
         for m in out
-        if m.split(".")[0] in ("cloud_sync", "provisioning", "aiomqtt", "matplotlib", "django")
+        if m.split(".")[0]
+        in ("cloud_sync", "provisioning", "aiomqtt", "matplotlib", "django", "pydantic")
         or m.startswith(("kiosk.sim", "kiosk.demo", "edge.ledger.cli"))
     ]
     assert heavy == []
-    assert "edge.daemon.daemon" in out
+    assert {"edge.daemon.daemon", "edge.config"} <= set(out)
+
+
+def test_a_linked_kiosk_loads_its_agent_settings_without_pydantic(tmp_path: Path) -> None:
+    config = tmp_path / "kiosk.toml"
+    config.write_text(KIOSK + '[agent.broker]\nhost = "broker.example"\nport = 8883\n')
+    out = modules_after_loading_the_daemon(config)
+    assert "cloud_sync.settings" in out
+    assert [m for m in out if m.split(".")[0] == "pydantic"] == []

@@ -24,6 +24,7 @@ from edge.ledger import Intent, Kind, generate_key, public_bytes, save_private_k
 from edge.ledger import records as rec
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.pipeline import Outcome
+from edge.validation import dump, load
 from kiosk.link import link_factory
 from tests.daemon_helpers import kiosk_config, next_outcome
 from tests.mqtt_broker import World, eventually, world
@@ -81,7 +82,7 @@ class Venue:
 def _config(tmp: Path, w: World, kiosk: str, role: str, port: int | None) -> KioskConfig:
     (tmp / kiosk / "state").mkdir(parents=True)
     base = kiosk_config(tmp / kiosk, role=role)
-    raw: dict[str, Any] = base.model_dump(mode="json")
+    raw: dict[str, Any] = dump(base)
     raw["kiosk"] |= {
         "id": kiosk,
         "site": w.site,
@@ -90,7 +91,7 @@ def _config(tmp: Path, w: World, kiosk: str, role: str, port: int | None) -> Kio
     }
     if role == "pos":
         raw["kiosk"]["pos_amount"] = SALE
-    broker = w.broker.settings(kiosk).model_dump(mode="json")
+    broker = dump(w.broker.settings(kiosk))
     if port is not None:
         broker["port"] = port
     raw["agent"] = {
@@ -100,7 +101,7 @@ def _config(tmp: Path, w: World, kiosk: str, role: str, port: int | None) -> Kio
         "backoff_min_s": 0.05,
         "backoff_max_s": 0.3,
     }
-    return KioskConfig.model_validate(raw)
+    return load(KioskConfig, raw)
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ from edge.ledger import records as rec
 from edge.ledger.records import hash_pin
 from edge.taps.pipeline import TapPipeline
 from edge.taps.reasons import DenyReason
+from edge.validation import load
 from tests.kiosk_helpers import (
     SITE_KEY,
     RecordingFeedback,
@@ -184,11 +185,12 @@ async def test_right_pin_opens_the_gate(site):
 
 
 def topup_config() -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {"id": "k1", "site": "pool", "role": "topup"},
             "rules": {"topup_bonus": [{"min_amount": 10000, "bonus": 1000}]},
-        }
+        },
     )
 
 
@@ -270,8 +272,9 @@ async def test_point_of_sale_charges_the_amount_keyed_before_the_tap(site):
     enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 5000})
     grant(cloud, k1, "m1", "cash", 5000)
     sync_down(cloud, k1)
-    cfg = KioskConfig.model_validate(
-        {"kiosk": {"id": "k1", "site": "pool", "role": "pos"}, "rules": {"debounce_seconds": 0}}
+    cfg = load(
+        KioskConfig,
+        {"kiosk": {"id": "k1", "site": "pool", "role": "pos"}, "rules": {"debounce_seconds": 0}},
     )
     kiosk, _ = make_kiosk(k1, cfg)
     assert await kiosk.keyed("1250") is None
@@ -382,7 +385,7 @@ async def test_a_top_up_at_one_kiosk_is_spendable_at_an_online_gate(site):
     enroll(cloud, "m1", "Alice", "04AA")
     sync_down(cloud, gate)
     sync_down(cloud, topup)
-    top_cfg = KioskConfig.model_validate({"kiosk": {"id": "k2", "site": "pool", "role": "topup"}})
+    top_cfg = load(KioskConfig, {"kiosk": {"id": "k2", "site": "pool", "role": "topup"}})
     top_kiosk, _ = make_kiosk(topup, top_cfg)
     await top_kiosk.card(nfc("04AA"))
     await top_kiosk.coin(5000)

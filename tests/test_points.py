@@ -17,6 +17,7 @@ from edge.ledger import Clock, Intent, Kind, Ledger, generate_key, public_bytes
 from edge.ledger.membership import DAY_MS, Lot, Spend, held_lots, lapsed_points, next_lapse
 from edge.taps.pipeline import TapPipeline
 from edge.taps.tokens import card_ref
+from edge.validation import load
 from tests.kiosk_helpers import SITE_KEY, RecordingFeedback, nfc
 
 T0 = 1_790_000_000_000
@@ -78,7 +79,8 @@ def site(tmp_path):
 
 
 def pos_config(**rules: object) -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {"id": "k1", "site": "pool", "role": "pos", "pos_amount": 1000},
             "rules": {
@@ -89,7 +91,7 @@ def pos_config(**rules: object) -> KioskConfig:
                 "points_expiry_notice_days": 30,
                 **rules,
             },
-        }
+        },
     )
 
 

@@ -30,6 +30,7 @@ from edge.feedback.screens import (
 from edge.taps.pipeline import TapPipeline
 from edge.taps.reasons import DenyReason
 from edge.taps.rules import Notice
+from edge.validation import dump, load
 from tests.kiosk_helpers import (
     SITE_KEY,
     RecordingFeedback,
@@ -163,10 +164,10 @@ def test_prices_in_config_are_minor_units_or_exact_decimal_strings(tmp_path):
 
 
 def zh_cfg(**rules) -> KioskConfig:
-    raw = gate_config(**rules).model_dump(mode="json")
+    raw = dump(gate_config(**rules))
     raw["kiosk"] |= {"currency": "¥", "timezone": "Asia/Shanghai"}
     raw["display"] = {"backend": "sim", "language": "zh"}
-    return KioskConfig.model_validate(raw)
+    return load(KioskConfig, raw)
 
 
 async def test_not_enough_balance_shows_balance_and_price(cloud_and_kiosks):
@@ -187,9 +188,9 @@ async def test_stray_coin_says_insert_card_first_and_a_finished_topup_says_done(
     cloud, k1, _ = cloud_and_kiosks()
     enroll(cloud, "m1", "Alice", "04AA", purses={"cash": 1000})
     sync_down(cloud, k1)
-    raw = zh_cfg().model_dump(mode="json")
+    raw = dump(zh_cfg())
     raw["kiosk"] |= {"role": "topup", "product": ""}
-    cfg = KioskConfig.model_validate(raw)
+    cfg = load(KioskConfig, raw)
     kiosk = TapPipeline(cfg, k1, SITE_KEY, RecordingFeedback())
     stray = await kiosk.coin(100)
     assert stray.decision.reason is DenyReason.INSERT_CARD_FIRST
@@ -209,7 +210,7 @@ async def test_clock_in_the_site_time_zone_and_door_alarm_screen():
     assert fx.status().now.utcoffset() == timedelta(hours=8)
     await fx.door_alarm()
     assert fx.shown[-1] == "AlarmScreen"
-    raw = cfg.model_dump(mode="json")
+    raw = dump(cfg)
     raw["kiosk"]["timezone"] = "Mars/Olympus"
     with pytest.raises(ValueError, match="not a known zone"):
-        KioskConfig.model_validate(raw)
+        load(KioskConfig, raw)

@@ -120,7 +120,7 @@ def test_pi_config_on_a_machine_without_the_hardware_names_each_fix(nfc_stub: ob
     ("text", "message"),
     [
         ("[wedge\nbackend = 1", "not valid TOML"),
-        ('[wedge]\nbackend = "real"\npth = "/dev/x"\n', "wedge.pth: Extra inputs"),
+        ('[wedge]\nbackend = "real"\npth = "/dev/x"\n', "wedge.pth: not a known setting"),
         ('[wedge]\nbackend = "usb"\n', "wedge.backend: "),
         ('[wedge]\nbackend = "real"\n', "needs `path` or `name`"),
         ('[gpio]\nbackend = "sim"\ncoin_pin = 6\n', "coin_pulses"),

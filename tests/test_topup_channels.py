@@ -11,13 +11,15 @@ from edge.config import KioskConfig
 from edge.ledger import Intent, Kind, generate_key
 from edge.taps.pipeline import TapPipeline
 from edge.taps.rules import topup_bonus
+from edge.validation import load
 from tests.kiosk_helpers import SITE_KEY, RecordingFeedback, enroll, grant, nfc, sync_down
 from tests.test_pipeline import Clock
 
 
 def topup_config(*rules: dict[str, object]) -> KioskConfig:
-    return KioskConfig.model_validate(
-        {"kiosk": {"id": "k1", "site": "pool", "role": "topup"}, "rules": {"topup_bonus": rules}}
+    return load(
+        KioskConfig,
+        {"kiosk": {"id": "k1", "site": "pool", "role": "topup"}, "rules": {"topup_bonus": rules}},
     )
 
 

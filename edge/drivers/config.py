@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from msgspec import Meta, field
 
 from edge.drivers.base import DriverError
-from edge.validation import settings_faults
+from edge.validation import Settings, SettingsFault, load
 
 __all__ = [
     "ConfigError",
@@ -34,69 +34,58 @@ class ConfigError(DriverError):
     """The config file is missing, is not TOML, or has a wrong value (the message says where)."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NfcConfig(BaseModel):
-    """NFC reader (PC/SC). Extra keys are kept for the NFC driver, which owns their meaning."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+class NfcConfig(Settings, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """NFC reader (PC/SC). Other keys are let through: they belong to reader models' drivers."""
 
     backend: Backend = "real"
-    reader: str = Field(default="", description="part of the PC/SC reader name; empty = first")
+    reader: str = ""  # part of the PC/SC reader name; empty = first
 
 
-class WedgeConfig(_Section):
+class WedgeConfig(Settings, frozen=True, kw_only=True):
     """Keyboard-wedge reader (magstripe, barcode/QR scanner or PIN keypad) via evdev."""
 
     backend: Backend = "real"
-    path: str | None = Field(default=None, description="e.g. /dev/input/by-id/usb-...-event-kbd")
-    name: str | None = Field(default=None, description="part of the device name, if no path")
+    path: str | None = None  # e.g. /dev/input/by-id/usb-...-event-kbd
+    name: str | None = None  # part of the device name, if no path
     grab: bool = True
     mode: Literal["codes", "pin"] = "codes"
-    frame_gap_s: float = Field(default=0.1, gt=0, le=5)
-    max_pin_length: int = Field(default=8, ge=4, le=12)
-    retry_initial_s: float = Field(default=0.5, gt=0)
-    retry_max_s: float = Field(default=10.0, gt=0)
+    frame_gap_s: Annotated[float, Meta(gt=0, le=5)] = 0.1
+    max_pin_length: Annotated[int, Meta(ge=4, le=12)] = 8
+    retry_initial_s: Annotated[float, Meta(gt=0)] = 0.5
+    retry_max_s: Annotated[float, Meta(gt=0)] = 10.0
 
-    @model_validator(mode="after")
-    def _needs_a_device(self) -> WedgeConfig:
+    def __post_init__(self) -> None:
         if self.backend == "real" and not (self.path or self.name):
             raise ValueError("a real wedge needs `path` or `name` to find its device")
-        return self
 
 
-class GpioConfig(_Section):
+class GpioConfig(Settings, frozen=True, kw_only=True):
     """Gate relay, LEDs, buzzer, door sensor, coin acceptor and the balance lookup button on
     GPIO (BCM numbers)."""
 
     backend: Backend = "real"
-    pin_factory: str | None = Field(
-        default=None, description="gpiozero factory name (lgpio, rpigpio, ...); None = default"
-    )
+    pin_factory: str | None = None  # gpiozero factory name (lgpio, rpigpio, ...); None = default
     relay_pin: int | None = 17
     relay_active_low: bool = False
-    relay_pulse_s: float = Field(default=0.5, gt=0, le=30)
+    relay_pulse_s: Annotated[float, Meta(gt=0, le=30)] = 0.5
     green_led_pin: int | None = 27
     red_led_pin: int | None = 22
     buzzer_pin: int | None = 23
     door_pin: int | None = None
     door_pull_up: bool = True
     door_open_is_high: bool = True
-    door_held_open_s: float = Field(default=10.0, gt=0)
+    door_held_open_s: Annotated[float, Meta(gt=0)] = 10.0
     coin_pin: int | None = None
     coin_pull_up: bool = True
-    coin_pulse_gap_s: float = Field(default=0.2, gt=0, le=5)
-    coin_debounce_s: float = Field(default=0.015, ge=0, le=1)
-    coin_pulses: dict[int, int] = Field(
-        default_factory=dict, description="pulse count -> amount in minor units"
-    )
+    coin_pulse_gap_s: Annotated[float, Meta(gt=0, le=5)] = 0.2
+    coin_debounce_s: Annotated[float, Meta(ge=0, le=1)] = 0.015
+    coin_pulses: dict[int, int] = field(
+        default_factory=dict
+    )  # pulse count -> amount in minor units
     lookup_pin: int | None = None  # a push button: the next card shows its balance
     lookup_pull_up: bool = True
 
-    @model_validator(mode="after")
-    def _coin_table(self) -> GpioConfig:
+    def __post_init__(self) -> None:
         if self.coin_pin is not None and not self.coin_pulses:
             raise ValueError("coin_pin is set but coin_pulses (pulses -> minor units) is empty")
         if any(k <= 0 or v <= 0 for k, v in self.coin_pulses.items()):
@@ -118,10 +107,9 @@ class GpioConfig(_Section):
         ]
         if len(pins) != len(set(pins)):
             raise ValueError(f"two parts share a GPIO pin: {sorted(pins)}")
-        return self
 
 
-class DisplayConfig(_Section):
+class DisplayConfig(Settings, frozen=True, kw_only=True):
     """128x64 monochrome OLED via luma.oled, or the simulated panel (PNG frames)."""
 
     backend: Backend = "real"
@@ -135,13 +123,12 @@ class DisplayConfig(_Section):
     gpio_rst: int | None = 25
     rotate: Literal[0, 1, 2, 3] = 0
     language: Literal["en", "zh"] = "en"
-    frames_dir: Path | None = Field(default=None, description="sim: save each frame as PNG here")
+    frames_dir: Path | None = None  # sim: save each frame as PNG here
 
 
-class DriversConfig(BaseModel):
-    """The hardware a kiosk has; a missing section means the part is not fitted."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)  # the full kiosk config has more
+class DriversConfig(Settings, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """The hardware a kiosk has; a missing section means the part is not fitted (other keys: the
+    full kiosk config has more)."""
 
     nfc: NfcConfig | None = None
     wedge: WedgeConfig | None = None
@@ -149,11 +136,11 @@ class DriversConfig(BaseModel):
     display: DisplayConfig | None = None
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
-def load_model(model: type[ModelT], path: Path) -> ModelT:
-    """Read a TOML file into a pydantic model; one ConfigError that says where a fault is."""
+def load_model(model: type[SettingsT], path: Path) -> SettingsT:
+    """Read a TOML file as settings of type `model`; one ConfigError saying where a fault is."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -167,9 +154,9 @@ def load_model(model: type[ModelT], path: Path) -> ModelT:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: wrong settings: {settings_faults(exc)}") from None
+        return load(model, data)
+    except SettingsFault as exc:
+        raise ConfigError(f"{path}: wrong settings: {exc}") from None
 
 
 def load_drivers_config(path: Path) -> DriversConfig:

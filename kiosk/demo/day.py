@@ -33,6 +33,7 @@ from edge.ledger.records import hash_pin
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.pipeline import Outcome
 from edge.taps.tokens import card_ref
+from edge.validation import load
 
 SITE = "riverside-pool"
 
@@ -92,7 +93,8 @@ class KioskLink:
 
 
 def kiosk_config(root: Path, kiosk_id: str, role: str) -> KioskConfig:
-    return KioskConfig.model_validate(
+    return load(
+        KioskConfig,
         {
             "kiosk": {
                 "id": kiosk_id,
@@ -138,7 +140,7 @@ def kiosk_config(root: Path, kiosk_id: str, role: str) -> KioskConfig:
                 # the top-up kiosk speaks Chinese and shows prices in yuan
                 "language": "zh" if role == "topup" else "en",
             },
-        }
+        },
     )
 
 

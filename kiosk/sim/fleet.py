@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.validation import dump
 from kiosk.sim import metrics, population, world
 from kiosk.sim.engine import Record
 from kiosk.sim.policies import POLICIES, CentralRun, EscrowRun, Run
@@ -181,7 +182,7 @@ def _report(
                     )
                 )
     return {
-        "scenario": scenario.model_dump(mode="json"),
+        "scenario": dump(scenario),
         "fleet": {
             "sites": len(pop.sites),
             "kiosks": len(pop.kiosks),

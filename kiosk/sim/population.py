@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass
 
 from edge.config import KioskConfig
+from edge.validation import load
 from kiosk.sim.scenario import Scenario
 
 HOUR_MS = 3_600_000
@@ -37,7 +38,8 @@ class KioskSpec:
         kiosk: dict[str, object] = {"id": self.id, "site": self.site, "role": self.role.value}
         if self.role is Role.GATE:
             kiosk["product"] = "swim"
-        return KioskConfig.model_validate(
+        return load(
+            KioskConfig,
             {
                 "kiosk": kiosk,
                 "rules": {
@@ -46,7 +48,7 @@ class KioskSpec:
                     "topup_bonus": [{"min_amount": 10000, "bonus": 500}],
                     "debounce_seconds": 3.0,
                 },
-            }
+            },
         )
 
 

@@ -5,28 +5,30 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from msgspec import Meta, field
+from msgspec.structs import replace
 
 from cloud_sync.settings import EscrowPolicy
+from edge import validation
 from edge.errors import KioskError
-from edge.validation import settings_faults
+from edge.validation import Settings, SettingsFault
 
 
 class ScenarioError(KioskError):
     """A scenario file is unreadable or invalid."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+Fraction = Annotated[float, Meta(ge=0, lt=1)]
+Positive = Annotated[int, Meta(gt=0)]
 
 
-class Fleet(_Model):
-    sites: int = Field(default=5, ge=1)
-    kiosks: int = Field(default=50, ge=3)
-    members: int = Field(default=5000, ge=1)
-    hours: float = Field(default=24.0, gt=0, le=24 * 7)
+class Fleet(Settings, frozen=True, kw_only=True):
+    sites: Annotated[int, Meta(ge=1)] = 5
+    kiosks: Annotated[int, Meta(ge=3)] = 50
+    members: Annotated[int, Meta(ge=1)] = 5000
+    hours: Annotated[float, Meta(gt=0, le=24 * 7)] = 24.0
     seed: int = 1
 
     @property
@@ -35,24 +37,22 @@ class Fleet(_Model):
         return max(1, min(self.sites, self.kiosks // 3))
 
 
-class Network(_Model):
+class Network(Settings, frozen=True, kw_only=True):
     delay_ms: tuple[int, int] = (15, 60)
-    loss: float = Field(default=0.0, ge=0, lt=1)
-    duplicate: float = Field(default=0.0, ge=0, lt=1)
+    loss: Fraction = 0.0
+    duplicate: Fraction = 0.0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Network:
+    def __post_init__(self) -> None:
         lo, hi = self.delay_ms
         if not 0 <= lo <= hi:
             raise ValueError("delay_ms must be [low, high] with 0 <= low <= high")
-        return self
 
 
-class Outage(_Model):
+class Outage(Settings, frozen=True, kw_only=True):
     kind: Literal["site", "kiosk", "cloud"]
     target: str = ""
-    start: float = Field(ge=0, description="hours from the start of the run")
-    hours: float = Field(gt=0)
+    start: Annotated[float, Meta(ge=0)]  # hours from the start of the run
+    hours: Annotated[float, Meta(gt=0)]
 
     @property
     def start_ms(self) -> int:
@@ -68,27 +68,27 @@ class Outage(_Model):
         return f"{what} {self.start:g}h+{self.hours:g}h"
 
 
-class Policies(_Model):
-    common_cap: int = Field(default=5000, gt=0)
-    risk_per_tap: int = Field(default=2000, gt=0)
-    risk_total: int = Field(default=20000, gt=0)
+class Policies(Settings, frozen=True, kw_only=True):
+    common_cap: Positive = 5000
+    risk_per_tap: Positive = 2000
+    risk_total: Positive = 20000
 
 
-class Scenario(_Model):
+class Scenario(Settings, frozen=True, kw_only=True):
     fleet: Fleet = Fleet()
     network: Network = Network()
     policies: Policies = Policies()
     escrow: EscrowPolicy = EscrowPolicy()
-    outage: list[Outage] = Field(default_factory=list)
+    outage: list[Outage] = field(default_factory=list)
 
     def with_fleet(self, **changes: object) -> Scenario:
         given = {k: v for k, v in changes.items() if v is not None}
         if not given:
             return self
-        return self.model_copy(update={"fleet": self.fleet.model_copy(update=given)})
+        return replace(self, fleet=replace(self.fleet, **given))
 
     def with_escrow(self, escrow: EscrowPolicy) -> Scenario:
-        return self.model_copy(update={"escrow": escrow})
+        return replace(self, escrow=escrow)
 
 
 def default_text() -> str:
@@ -101,9 +101,9 @@ def parse(text: str, origin: str = "scenario") -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{origin}: not valid TOML: {exc}") from None
     try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{origin}: invalid scenario: {settings_faults(exc)}") from None
+        return validation.load(Scenario, data)
+    except SettingsFault as exc:
+        raise ScenarioError(f"{origin}: invalid scenario: {exc}") from None
 
 
 def load(path: Path | None) -> Scenario:
