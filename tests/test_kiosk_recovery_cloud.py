@@ -25,6 +25,7 @@ from edge.ledger import Intent, Kind, Ledger, chain, generate_key, public_bytes,
 from edge.ledger.head_record import read_head_record
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from edge.taps.reasons import DenyReason
+from edge.validation import dump, load
 from kiosk.cli import cli
 from tests.daemon_helpers import kiosk_config, next_outcome, running
 from tests.mqtt_broker import World, eventually, world
@@ -53,17 +54,17 @@ def linked_kiosk(tmp_path: Path, w: World, cash: int, held: int) -> tuple[KioskC
     w.store.enroll("gate-1", w.site)
     if held:
         w.store.append([Intent(Kind.XFER, "m1", "cash", held, counterpart="gate-1")])
-    raw = base.model_dump(mode="json")
+    raw = dump(base)
     raw["kiosk"] |= {"site": w.site, "cloud_public_key": public_bytes(w.keys["cloud"]).hex()}
     raw["agent"] = {
-        "broker": w.broker.settings("gate-1").model_dump(mode="json"),
+        "broker": dump(w.broker.settings("gate-1")),
         "poll_interval_s": 0.02,
         "backoff_min_s": 0.05,
         "backoff_max_s": 0.5,
         "ack_timeout_s": 1.0,
         "sync_interval_s": 2.0,
     }
-    return KioskConfig.model_validate(raw), token
+    return load(KioskConfig, raw), token
 
 
 def restore(cfg: KioskConfig, copy: Path) -> None:
