@@ -4,7 +4,10 @@ frame; READY/WATCHDOG to systemd; SIGTERM-style stop shows out of service; bad c
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import sqlite3
+from pathlib import Path
 
 from click.testing import CliRunner
 from PIL import Image
@@ -166,3 +169,33 @@ def test_provision_service_refuses_unbounded_time(tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "service.request").stat().st_mode & 0o777 == 0o600
+
+
+def _ops_in_main_file_alone(db: Path, tmp: Path) -> int:
+    """Ops a copy of the ledger's main file holds without its write-ahead log (an SD image)."""
+    copy = tmp / "image.db"
+    shutil.copyfile(db, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM ops").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_an_idle_kiosk_folds_its_ledger_log_into_the_file(tmp_path):
+    """Between taps the daemon folds the write-ahead log into the ledger file (so taps seldom
+    pay for a checkpoint in their commit): a second after a tap, the file alone holds it."""
+    cfg = kiosk_config(tmp_path)
+    site = Site(tmp_path, cfg)
+    site.enroll("m1", "Alice", "04A1B2C3D4E5F6", cash=5000)
+    site.push()
+    db = cfg.kiosk.state_dir / "ledger.db"
+    async with running(cfg) as (daemon, outcomes):
+        before = _ops_in_main_file_alone(db, tmp_path)
+        daemon.nfc.present_uid("04A1B2C3D4E5F6")
+        assert (await next_outcome(outcomes)).decision.approved
+        for _ in range(100):  # the fold runs after a second without events
+            if _ops_in_main_file_alone(db, tmp_path) > before:
+                break
+            await asyncio.sleep(0.05)
+        assert _ops_in_main_file_alone(db, tmp_path) > before

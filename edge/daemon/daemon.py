@@ -105,6 +105,8 @@ class KioskDaemon:
         self.agent: CloudLink | None = None
         self.ready = asyncio.Event()
         self.ledger: Ledger | None = None
+        self._fold: asyncio.Task[None] | None = None  # the ledger's log folded while idle
+        self._folded_at = 0  # ledger changes at the last fold
         self.kiosk: TapPipeline | None = None
         self.feedback: GateAndScreen | None = None
         self.nfc: NfcReader | None = None
@@ -282,6 +284,7 @@ class KioskDaemon:
                 event = await asyncio.wait_for(self.inbox.get(), timeout=1.0)
             except TimeoutError:
                 self.heartbeat = time.monotonic()
+                self._fold_when_idle()
                 continue
             self.heartbeat = time.monotonic()
             try:
@@ -298,6 +301,17 @@ class KioskDaemon:
                 self._error(f"{type(event).__name__}: {exc}")
             if self.agent is not None:
                 self.agent.notify()  # new ops to upload: the agent sends them, we never wait
+
+    def _fold_when_idle(self) -> None:
+        """A second without events: fold the ledger's log in a thread if taps wrote since the
+        last fold (never awaited here: the next tap does not wait for it)."""
+        ledger = self.ledger
+        if ledger is None or ledger.changes == self._folded_at:
+            return
+        if self._fold is not None and not self._fold.done():
+            return
+        self._folded_at = ledger.changes
+        self._fold = asyncio.create_task(asyncio.to_thread(ledger.fold_log), name="log-fold")
 
     async def handle(self, event: object) -> None:
         """Route one driver event to the pipeline."""
