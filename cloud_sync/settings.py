@@ -115,7 +115,7 @@ class EscrowPolicy(Settings):
     recall_wait_ms: int = Field(default=1000, ge=0)
     # Per purse unit: rights an idle recall leaves at a kiosk of the member's own scope, so a
     # member can still pay at their usual venue when it is cut off (docs/escrow-policy.md).
-    standing: dict[str, int] = Field(default_factory=lambda: {"cash": 3000, "visits": 1})
+    standing: dict[str, int] = Field(default_factory=lambda: {"cash": 1500, "visits": 1})
     # Per purse unit: what the cloud always keeps free of a member's rights when it places any
     # beyond what a tap asks (floats, headroom, standing floats), so a member can still spend
     # elsewhere while a kiosk holding some of their rights is cut off (docs/escrow-policy.md).

@@ -181,9 +181,7 @@ def _report(
         for name, r in runs.items():
             policies[name]["vs_online_taps"] = _versus(pop, runs["online"].record, r.record)
             if name in ("strict", "risk"):
-                false, timed_out, spent_more = _false_refusals(
-                    pop, runs["online"].record, r.record
-                )
+                false, timed_out, spent_more = _false_refusals(pop, runs["online"].record, r.record)
                 policies[name]["false_refusals_online"] = false
                 policies[name]["refusals_after_rpc_timeout"] = timed_out
                 policies[name]["refusals_after_serving_more"] = spent_more
