@@ -20,7 +20,7 @@ from bench.report import Row, percentile, row
 from cloud_sync.agent import SyncAgent
 from cloud_sync.protocol import OpsUpload, Topics, encode_ops, seal
 from cloud_sync.reconciler import Reconciler, ReconcilerService
-from cloud_sync.settings import AgentSettings, EscrowPolicy, ReconcilerSettings
+from cloud_sync.settings import AgentSettings, EscrowPolicy, ReconcilerSettings, TrustPolicy
 from cloud_sync.store import CloudStore, SqliteCloudStore
 from edge.ledger import Intent, Kind, Ledger, generate_key, public_bytes
 from edge.ledger.op import SIGNING_CONTEXT, Op
@@ -55,8 +55,9 @@ def _ingest_rate(
     """Ops per second through Reconciler.handle: envelope check, batch decode, per-op verify,
     durable store, signed ack."""
     store.trust("k1", public_bytes(kiosk_key), "kiosk")
-    store.enroll("k1", "s1")
-    rec = Reconciler(store, cloud_key, escrow=EscrowPolicy(float_fraction=0))  # type: ignore[arg-type]
+    store.enroll("k1", "s1", role="topup")  # the fixture credits its members, then spends
+    trust = TrustPolicy(credit_per_op=10**9, credit_per_day=0)
+    rec = Reconciler(store, cloud_key, escrow=EscrowPolicy(float_fraction=0), trust=trust)  # type: ignore[arg-type]
     t = Topics("s1", "k1")
     msgs = [
         seal(
@@ -64,7 +65,7 @@ def _ingest_rate(
             topic=t.ops,
             sender="k1",
             key=kiosk_key,
-            ts_ms=0,
+            ts_ms=time.time_ns() // 1_000_000,
         )
         for i in range(0, len(ops), 100)
     ]
