@@ -5,6 +5,7 @@ where the common offline practice overspends. Runs `kiosk sim fleet`'s default s
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from bench.report import Row, row
 from kiosk.sim import fleet, scenario
@@ -19,20 +20,35 @@ SCALE = [int(n) for n in os.environ.get("KIOSK_BENCH_SIM_SCALE", "10,40,160").sp
 MEMBERS_PER_KIOSK = int(os.environ.get("KIOSK_BENCH_SIM_MEMBERS_PER_KIOSK", "25"))
 
 
-def per_kiosk_at(kiosks: int) -> dict[str, float]:
-    """Strict mode's per-kiosk downlink and ledger size with `kiosks` kiosks."""
+def at_scale(kiosks: int) -> dict[str, Any]:
+    """Strict mode at `kiosks` kiosks (with the always-online server it is compared with): its
+    per-kiosk downlink and ledger size, and its false refusals online."""
     base = scenario.load(None)
     sc = base.with_fleet(
         kiosks=kiosks, members=MEMBERS_PER_KIOSK * kiosks, sites=max(1, kiosks // 5)
     )
-    report = fleet.simulate(sc, None, policies=("strict",), plots=False)
-    return dict(report["policies"]["strict"]["per_kiosk"])
+    report = fleet.simulate(sc, None, policies=("online", "strict"), plots=False, jobs=2)
+    strict = report["policies"]["strict"]
+    return {
+        **strict["per_kiosk"],
+        "false_refusals_online": strict["false_refusals_online"],
+        "online_approved": report["policies"]["online"]["approved"],
+    }
 
 
 def scale_rows() -> list[Row]:
     small, big = SCALE[0], SCALE[-1]
-    loads = {n: per_kiosk_at(n) for n in SCALE}
-    rows = []
+    loads = {n: at_scale(n) for n in SCALE}
+    rows = [
+        row(
+            f"sim_false_refusals_{'_'.join(map(str, SCALE))}",
+            "taps",
+            sum(v["false_refusals_online"] for v in loads.values()),
+            "always_online_approvals",
+            sum(v["online_approved"] for v in loads.values()),
+            "value == 0",
+        )
+    ]
     for key, name in (("downlink_bytes_per_day", "downlink"), ("ledger_ops", "ledger")):
         for n in SCALE[1:]:
             rows.append(
@@ -57,6 +73,7 @@ def run() -> list[Row]:
         raise AssertionError(f"fleet simulation broke invariants: {broken}")
     p = report["policies"]
     shown = p["strict"]["balance_shown"]["online"]
+    offline = p["strict"]["balance_shown"]["offline"]
     online, strict, risk, common = p["online"], p["strict"], p["risk"], p["common"]
     allowance = sc.policies.risk_total * report["fleet"]["kiosks"]
     return [
@@ -133,6 +150,24 @@ def run() -> list[Row]:
             "online_taps_showing_a_balance",
             shown["taps"],
             "== 1.0",
+        ),
+        # Offline a kiosk shows its best knowledge ("as of 14:02"): off only by what the
+        # member spent elsewhere during the partition.
+        row(
+            "sim_strict_balance_shown_exact_offline",
+            "taps",
+            offline["exact"],
+            "offline_taps_showing_a_balance",
+            offline["taps"],
+            "(information)",
+        ),
+        row(
+            "sim_strict_balance_offline_mean_err",
+            "cash",
+            offline["mean_abs_error"],
+            "offline_max_abs_error",
+            offline["max_abs_error"],
+            "(information)",
         ),
         *scale_rows(),
     ]

@@ -21,6 +21,7 @@ import aiomqtt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cloud_sync import escrow
 from cloud_sync.ca import ENROLL_ROOT
 from cloud_sync.errors import BatchError, MessageRefused
 from cloud_sync.membership import MembershipSettings
@@ -276,6 +277,7 @@ class Reconciler:
             out.extend(self._answer_waiting(ops))
             self._floats(t, ops)
             self._standing_after(t, ops)
+            out.extend(self._rebalance(t, ops))
             self._relay(t, ops)
             out.extend(self.publish_new(exclude=t.device))
             out.extend(self.push_chain(t))
@@ -374,8 +376,9 @@ class Reconciler:
         spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
         states = self.store.purse_many(spent)
         for account, purse in spent:
-            state = states[(account, purse)]
-            want = self._float_target(state, t.device) - state.rights(t.device)
+            want = escrow.float_top_up(
+                states[(account, purse)], t.device, self.replica, self.escrow
+            )
             if want <= 0:
                 continue
             ref = f"float:{t.device}:{ops[-1].seq}:{account}:{purse}"
@@ -437,13 +440,27 @@ class Reconciler:
         known = self.store.register(op.account, op.purse)
         return known is None or known.version <= op.amount
 
-    def _float_target(self, state: PurseState, device: str) -> int:
-        pool = max(0, state.rights(self.replica) - state.credit_limit) + max(
-            0, state.rights(device)
-        )
-        target = int(pool * self.escrow.float_fraction)
-        cap = self.escrow.float_max.get(purse_unit(state.purse))
-        return min(target, cap) if cap is not None else target
+    def _rebalance(self, t: Topics, ops: Sequence[Op]) -> list[Outgoing]:
+        """The member spent here and the cloud's free rights fell short of the reserve: move
+        rights back from the other online kiosks holding some (a standing float at home, a
+        float left elsewhere), before one of them is cut off with them."""
+        spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
+        out: list[Outgoing] = []
+        for (account, purse), state in self.store.purse_many(spent).items():
+            if escrow.free(state, self.replica) >= self.escrow.reserve.get(purse_unit(purse), 0):
+                continue
+            holders = {}
+            for share in state.shares:
+                if share.replica in (self.replica, t.device) or state.rights(share.replica) <= 0:
+                    continue
+                dev = self.store.device(share.replica)
+                if dev is not None and dev.online:
+                    holders[share.replica] = dev.site
+            recalls = escrow.shortfall_recalls(state, list(holders), self.replica, self.escrow)
+            for device, amount in recalls.items():
+                rid = f"short:{t.device}:{ops[-1].seq}:{device}:{account}:{purse}"
+                out.append(self._recall(holders[device], device, rid, account, purse, amount))
+        return out
 
     def _on_hello(self, t: Topics, msg: Hello) -> list[Outgoing]:
         self.store.seen(
@@ -483,7 +500,7 @@ class Reconciler:
         want = msg.amount
         if self.escrow.request_headroom:
             state = self.store.purse(msg.account, msg.purse)
-            want += max(0, self._float_target(state, t.device))
+            want += escrow.headroom(state, t.device, self.replica, self.escrow, msg.amount)
         ops = self.store.grant(msg.account, msg.purse, t.device, want, msg.amount, ref)
         if not ops:
             out = self._recall_for(t, msg)
@@ -777,42 +794,46 @@ class Reconciler:
         if self.membership is not None:
             due_upkeep(self.store, self.membership, self.clock())
         cutoff = self.clock() - int(self.escrow.idle_recall_s * 1000)
-        out = []
+        idle: dict[tuple[str, str], list[escrow.Idle]] = {}
+        sites: dict[str, str] = {}
         for account, purse, device, held in self.store.idle_rights(cutoff):
             dev = self.store.device(device)
             if dev is None:
                 continue
-            rights = held
+            sites[device] = dev.site
             home = self.streams.home(account)
-            if home is not None and self.streams.in_scope(home, dev.site):  # the usual venue
-                rights -= self.escrow.standing.get(purse_unit(purse), 0)
-            if rights <= 0:
-                continue
-            # Unique per purse: the kiosk answers a recall once per id (its xfer's ref), so one
-            # id for all of a kiosk's idle purses would recall only the first of them.
-            heads = f"{self.store.head(self.replica)[0]}:{self.store.head(device)[0]}"
-            rid = f"idle:{heads}:{account}:{purse}"
-            out.append(self._recall(dev.site, device, rid, account, purse, rights))
+            usual = home is not None and self.streams.in_scope(home, dev.site)
+            idle.setdefault((account, purse), []).append(escrow.Idle(device, held, usual))
+        out = []
+        for (account, purse), holders in idle.items():
+            state = self.store.purse(account, purse)
+            for device, amount in escrow.idle_recalls(
+                state, holders, self.replica, self.escrow
+            ).items():
+                # Unique per purse: the kiosk answers a recall once per id (its xfer's ref),
+                # so one id for all of a kiosk's idle purses would recall only the first.
+                heads = f"{self.store.head(self.replica)[0]}:{self.store.head(device)[0]}"
+                rid = f"idle:{heads}:{account}:{purse}"
+                out.append(self._recall(sites[device], device, rid, account, purse, amount))
         return out
 
     def _place_standing(self, site: str, accounts: Sequence[str], payees: Sequence[str]) -> None:
         """Useful offline: each member of a scope gets `standing` rights at the kiosks of the
-        scope that take payment in that unit, while the cloud keeps at least as much free for
-        online use anywhere (docs/escrow-policy.md)."""
+        scope that take payment in that unit, while the cloud keeps the unit's `reserve` free
+        for use anywhere else (docs/escrow-policy.md)."""
         devices = self._devices()
         kiosks = [d for d in payees if devices.get(d) == site]
         for account in accounts:
             for state in self.store.purses(account):
                 unit = purse_unit(state.purse)
-                amount = self.escrow.standing.get(unit, 0)
-                if not amount:
+                if not self.escrow.standing.get(unit, 0):
                     continue
-                free = state.rights(self.replica) - state.credit_limit
+                free = escrow.free(state, self.replica)
                 for device in kiosks:
                     if device not in self._payees.get(unit, ()):
                         continue
-                    want = amount - max(0, state.rights(device))
-                    if want <= 0 or free - want < amount:
+                    want = escrow.standing_grant(state, device, self.escrow, free)
+                    if not want:
                         continue
                     ref = f"standing:{device}:{account}:{state.purse}:{state.value}"
                     if self.store.grant(account, state.purse, device, want, want, ref):

@@ -99,7 +99,8 @@ class EscrowPolicy(Settings, frozen=True, kw_only=True):
     Working float: when a kiosk spends from a purse, the cloud tops that kiosk's rights on the
     purse up to `float_fraction` of the cloud's free rights (capped by `float_max` per unit).
     Online requests get what they ask plus `request_headroom` of a float. Rights a kiosk has not
-    used for `idle_recall_s` are recalled.
+    used for `idle_recall_s` are recalled. Nothing beyond what a tap asks is placed at a kiosk
+    if the cloud would keep less than `reserve` of the member's rights free.
     """
 
     float_fraction: Annotated[float, Meta(ge=0, le=1)] = 0.25
@@ -111,7 +112,11 @@ class EscrowPolicy(Settings, frozen=True, kw_only=True):
     recall_wait_ms: Annotated[int, Meta(ge=0)] = 1000
     # Per purse unit: rights an idle recall leaves at a kiosk of the member's own scope, so a
     # member can still pay at their usual venue when it is cut off (docs/escrow-policy.md).
-    standing: dict[str, int] = field(default_factory=lambda: {"cash": 3000, "visits": 1})
+    standing: dict[str, int] = field(default_factory=lambda: {"cash": 1500, "visits": 1})
+    # Per purse unit: what the cloud always keeps free of a member's rights when it places any
+    # beyond what a tap asks (floats, headroom, standing floats), so a member can still spend
+    # elsewhere while a kiosk holding some of their rights is cut off (docs/escrow-policy.md).
+    reserve: dict[str, int] = field(default_factory=lambda: {"cash": 5000, "visits": 1})
 
 
 class TrustPolicy(Settings, frozen=True, kw_only=True):

@@ -179,8 +179,13 @@ async def test_every_screen_shows_the_balance_the_cloud_holds(tmp_path):
         assert shown(out) == v.cloud_cash() == expected - PRICE
         assert v.daemons["gate-1"].ledger.head()[0] >= 2  # and each op went up once:
         assert v.w.store is not None
+        store = v.w.store
         for kiosk, d in v.daemons.items():
-            assert v.w.store.head(kiosk)[0] == d.ledger.head()[0]
+            # A kiosk may still be sending back rights the cloud recalled to keep its reserve.
+            await eventually(
+                lambda kiosk=kiosk, d=d: store.head(kiosk)[0] == d.ledger.head()[0],
+                what=f"{kiosk}'s ops stored",
+            )
 
 
 async def test_a_partitioned_gate_shows_its_best_knowledge_and_heals(tmp_path):

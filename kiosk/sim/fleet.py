@@ -146,16 +146,28 @@ def _versus(pop: population.Population, base: Record, other: Record) -> dict[str
     }
 
 
-def _false_refusals(base: Record, other: Record) -> tuple[int, int]:
+def _false_refusals(
+    pop: population.Population, base: Record, other: Record
+) -> tuple[int, int, int]:
     """Taps refused by a kiosk that was online, which the always-online server approved: (those
-    with no excuse, those during which a rights request timed out on the simulated network)."""
-    refused = [
-        n
-        for n, mine in other.outcomes.items()
-        if mine and base.outcomes.get(n) == "" and n not in other.offline_taps
+    with no excuse, those during which a rights request timed out on the simulated network,
+    those for lack of balance of a member this policy had served more: it approved an earlier
+    tap of theirs the server refused, during an outage, so the member truly had less left)."""
+    served_more: dict[int, int] = {}  # member -> first tap approved here, refused by the server
+    refused = []
+    for tap in pop.taps:
+        mine, theirs = other.outcomes.get(tap.n), base.outcomes.get(tap.n)
+        if mine == "" and theirs:
+            served_more.setdefault(tap.member, tap.n)
+        elif mine and theirs == "" and tap.n not in other.offline_taps:
+            refused.append(tap)
+    spent_more = [
+        t
+        for t in refused
+        if other.outcomes[t.n] == "INSUFFICIENT_BALANCE" and served_more.get(t.member, t.n) < t.n
     ]
-    timed_out = sum(1 for n in refused if n in other.timeout_taps)
-    return len(refused) - timed_out, timed_out
+    timed_out = sum(1 for t in refused if t.n in other.timeout_taps and t not in spent_more)
+    return len(refused) - timed_out - len(spent_more), timed_out, len(spent_more)
 
 
 def _report(
@@ -170,9 +182,10 @@ def _report(
         for name, r in runs.items():
             policies[name]["vs_online_taps"] = _versus(pop, runs["online"].record, r.record)
             if name in ("strict", "risk"):
-                false, timed_out = _false_refusals(runs["online"].record, r.record)
+                false, timed_out, spent_more = _false_refusals(pop, runs["online"].record, r.record)
                 policies[name]["false_refusals_online"] = false
                 policies[name]["refusals_after_rpc_timeout"] = timed_out
+                policies[name]["refusals_after_serving_more"] = spent_more
                 checks.append(
                     metrics.Check(
                         name,

@@ -251,10 +251,14 @@ def per_kiosk(result: Result) -> dict[str, float]:
 
 
 def _false(p: dict[str, Any]) -> str:
-    """False refusals online, and in brackets those after a rights request timed out."""
+    """False refusals online; in brackets those after a rights request timed out, and those
+    for lack of balance after this policy had served the member more than the server."""
     if "false_refusals_online" not in p:
         return "-"
-    return f"{p['false_refusals_online']} (+{p['refusals_after_rpc_timeout']} t/o)"
+    extra = f"+{p['refusals_after_rpc_timeout']} t/o"
+    if p.get("refusals_after_serving_more"):
+        extra += f", +{p['refusals_after_serving_more']} spent"
+    return f"{p['false_refusals_online']} ({extra})"
 
 
 def balance_text(report: dict[str, Any]) -> str:
