@@ -50,6 +50,8 @@ def screen(
     states = store.purse_many(sorted({(o.account, o.purse) for o in fresh}))
     rights = {key: state.rights(dev.device) for key, state in states.items()}
     taps: dict[str, chain.TapContext] = {}
+    # A tap's ops lie within 8 seqs: the stored ones a tap of this batch may continue.
+    last_stored = store.ops(dev.device, max(0, stored - 8), limit=8) if fresh else []
     expected = stored + 1
     for i, op in enumerate(fresh):
         if op.seq != expected:
@@ -58,7 +60,7 @@ def screen(
         key = (op.account, op.purse)
         tap = taps.get(op.ref)
         if tap is None:
-            tap = taps[op.ref] = _tap_before(store, dev.device, op, stored)
+            tap = taps[op.ref] = _tap_before(last_stored, op)
         why = chain.authority_refusal(
             op,
             authority,
@@ -94,13 +96,12 @@ def _counter_before(store: CloudStore, op: Op) -> int:
     return known.version if known is not None else 0
 
 
-def _tap_before(store: CloudStore, device: str, op: Op, stored: int) -> chain.TapContext:
-    """What the stored ops of the same tap (written just before, in one transaction) spent.
-    A tap's ops lie within 8 seqs: a tap starting further than that past the stored head has
-    none stored (its ops earlier in the batch were met first)."""
+def _tap_before(last_stored: Sequence[Op], op: Op) -> chain.TapContext:
+    """What the stored ops of the same tap (written just before, in one transaction) spent;
+    a tap whose earlier ops are in the same batch meets them first, and never gets here."""
     tap = chain.TapContext()
-    if op.ref and op.seq - 8 <= stored:
-        for prior in store.ops(device, max(0, op.seq - 8), limit=8):
+    if op.ref:
+        for prior in last_stored:
             if prior.seq < op.seq and prior.ref == op.ref:
                 chain.tap_context_add(tap, prior)
     return tap

@@ -35,6 +35,12 @@ def token(uid: str) -> Token:
     return Token(TokenKind.NTAG424_SUN, uid, True)
 
 
+def _copy_private(seed: Path, path: Path) -> None:
+    """A copy of a seed ledger, owner-only like every ledger the product creates."""
+    shutil.copyfile(seed, path)
+    path.chmod(0o600)
+
+
 @dataclass(frozen=True, slots=True)
 class Seed:
     dir: Path
@@ -49,21 +55,21 @@ class Seed:
         return self.dir / "kiosk-seed.db"
 
     def open_store(self, path: Path, clock: Clock) -> SqliteCloudStore:
-        shutil.copyfile(self.cloud_db, path)
+        _copy_private(self.cloud_db, path)
         # durable=False: the durability the product needs is not what a simulation measures.
         store = SqliteCloudStore(path, replica=CLOUD, key=key_for(self.seed, CLOUD), durable=False)
         store.ledger.clock = clock
         return store
 
     def open_central(self, path: Path, clock: Clock, risk: RiskPolicy) -> Ledger:
-        shutil.copyfile(self.cloud_db, path)
+        _copy_private(self.cloud_db, path)
         key = key_for(self.seed, CLOUD)
         return Ledger(
             path, replica=CLOUD, key=key, role="cloud", risk=risk, clock=clock, durable=False
         )
 
     def open_kiosk(self, path: Path, device: str, clock: Clock, risk: RiskPolicy) -> Ledger:
-        shutil.copyfile(self.kiosk_db, path)
+        _copy_private(self.kiosk_db, path)
         key = key_for(self.seed, device)
         return Ledger(path, replica=device, key=key, risk=risk, clock=clock, durable=False)
 
