@@ -431,10 +431,15 @@ class Reconciler:
             for op in ops
             if op.kind is Kind.SET
             and op.purse in RELAYED_REGISTERS
+            and self._stored(op)
             and (op.purse != rec.SUN_COUNTER or self._newest_counter(op))
         ]
         if relayed:
             self.store.append(relayed, ref=f"relay:{t.device}:{ops[-1].seq}")
+
+    def _stored(self, op: Op) -> bool:
+        """The op itself is on the kiosk's stored chain (not refused, not waiting for a gap)."""
+        return self.store.ops(op.replica, op.seq - 1, limit=1) == [op]
 
     def _newest_counter(self, op: Op) -> bool:
         known = self.store.register(op.account, op.purse)

@@ -250,6 +250,36 @@ def test_a_kiosk_lock_register_far_ahead_of_the_clouds_clock_is_held(site):
     assert "ahead of the cloud's clock" in site.store.held("g1")[0].reason
 
 
+def test_a_register_the_chain_refuses_is_never_relayed_to_the_scope(site):
+    """A lockout op that fails its signature, uploaded after a good op of the same batch, is
+    refused by the ledger, and the cloud does not sign it on to the scope's kiosks."""
+    g1 = site.kiosk("g1", "gate")
+    g1.append([Intent(Kind.SET, "m1", "last_entry", 1, data=str(site.now))], ref="entry")
+    (good,) = list(g1.ops("g1", site.sent["g1"]))
+    bad = Op(
+        replica="g1",
+        seq=good.seq + 1,
+        wall_ms=site.now,
+        mono_ms=0,
+        kind=Kind.SET,
+        account="m1",
+        purse="pin_locked_until",
+        amount=1,
+        counterpart="",
+        ref="lock",
+        data=str(site.now + 600_000),
+        prev=good.hash(),
+    ).signed(generate_key())  # not g1's key
+    topic = Topics("s1", "g1").ops
+    batch = OpsUpload(batch=encode_ops([good, bad]))
+    site.rec.handle(
+        topic, seal(batch, topic=topic, sender="g1", key=site.keys["g1"], ts_ms=site.now)
+    )
+    assert site.store.head("g1")[0] == good.seq
+    assert site.store.register("m1", "last_entry") is not None  # the good one travels on
+    assert site.store.register("m1", "pin_locked_until") is None
+
+
 def test_a_quarantined_kiosk_gets_no_rights_and_its_ops_wait_for_release(site):
     g1 = site.kiosk("g1", "gate")
     site.store.append([Intent(Kind.INC, "m1", "cash", 1_000)], ref="counter")
