@@ -53,7 +53,7 @@ def audit_cli(cfg: CloudConfig, command: str, params: Mapping[str, Any], error: 
 
     def card_ref(number: str) -> str:
         if secrets is not None:
-            return admin.card_token(secrets, number)
+            return admin.card_token(secrets, number, check_digit=False)  # whatever was typed
         return hashlib.sha256(number.encode()).hexdigest()[:16]  # never the number itself
 
     record_cli(command, params, error, card_ref)

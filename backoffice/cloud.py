@@ -44,7 +44,12 @@ class Cloud:
         UID-only card). A number with a wrong check digit names no card."""
         if self.secrets is None or not number.strip():
             return []
-        refs = [admin.card_token(self.secrets, number)] if admin.number_checks(number) else []
+        check = self.cfg.membership.card_check_digit
+        refs = (
+            [admin.card_token(self.secrets, number, check_digit=check)]
+            if admin.number_checks(number) or not check
+            else []
+        )
         if all(c in "0123456789abcdefABCDEF " for c in number):
             refs += [admin.card_token(self.secrets, number, k) for k in ("nfc", "uid")]
         return refs
@@ -52,7 +57,8 @@ class Cloud:
     def card_token(self, number: str, kind: str) -> str:
         if self.secrets is None:
             raise ConfigError("set reconciler.site_key_file: card numbers need the site key")
-        return admin.card_token(self.secrets, number, kind)
+        check = self.cfg.membership.card_check_digit
+        return admin.card_token(self.secrets, number, kind, check_digit=check)
 
     def sites(self) -> list[str]:
         known = set(self.cfg.console.sites) | {d.site for d in self.store.devices()}

@@ -38,6 +38,9 @@ class MembershipSettings(Settings, frozen=True, kw_only=True):
     point_transfers: bool = False  # members may give points to each other (积分转赠)
     categories: list[str] = field(default_factory=list)  # known member categories; [] = any
     topup_bonus: list[CounterBonus] = field(default_factory=list)  # counter top-ups of cash
+    # Card numbers carry a Luhn check digit (ours do). False for a card stock printed by a system
+    # before this one, without it; the kiosks' `[rules] card_check_digit` says the same.
+    card_check_digit: bool = True
 
     def steps(self) -> list[TierStep]:
         return [TierStep(t.name, t.min_points, t.min_spend) for t in self.tiers]

@@ -162,6 +162,9 @@ class Rules(Strict, frozen=True, kw_only=True):
     # NFC cards read by their UID alone (no NTAG 424 SUN) are clonable: off unless a site opts in
     # (docs/security.md "Cards"). Barcodes and magstripes are not concerned.
     accept_uid_cards: bool = False  # accept clonable UID-only NFC cards
+    # Swiped card numbers carry a Luhn check digit (ours do); false for a card stock printed by a
+    # system before this one, without it (the cloud's `[membership] card_check_digit` too).
+    card_check_digit: bool = True
     redeem_points: bool = False
     points_per_cash_unit: Annotated[int, Meta(gt=0)] = 100  # points worth 100 minor units
     # A member may decline to pay with points: the default, and the code keyed before a tap

@@ -236,6 +236,35 @@ async def test_a_swiped_number_with_a_wrong_check_digit_is_refused_before_lookup
     assert out.card_ref == ""  # no reference computed, nothing looked up
 
 
+async def test_a_card_stock_without_check_digits_works_only_where_the_site_says_so(
+    tmp_path: Path,
+) -> None:
+    """A venue's magstripe cards printed by its previous system carry no Luhn digit: refused by
+    default, taken at a kiosk whose `[rules] card_check_digit = false`, and linked by the
+    operator only where the cloud's `[membership] card_check_digit = false` says the same."""
+    cloud_led, kiosk = _site(tmp_path)
+    enroll(cloud_led, "m1", "Alice", UID, purses={"cash": 10_000})
+    legacy = "6012345678"
+    assert not check_digit_ok(legacy)
+    swipe = Token(TokenKind.MAGSTRIPE, legacy, authenticated=False)
+    cloud_led.append(rec.card_intents(card_ref(SITE_KEY, swipe), "m1", 1))
+    grant(cloud_led, kiosk, "m1", "cash", 10_000)
+    kiosk.apply_many(list(cloud_led.ops("cloud")))
+    strict = TapPipeline(gate_config(), kiosk, SITE_KEY, RecordingFeedback())
+    assert (await strict.card(swipe)).decision.reason is DenyReason.UNKNOWN_CARD
+    old_stock = TapPipeline(
+        gate_config(card_check_digit=False), kiosk, SITE_KEY, RecordingFeedback()
+    )
+    out = await old_stock.card(swipe)
+    assert out.decision.approved and out.decision.member_name == "Alice"
+    secrets = load_or_make_secrets(tmp_path)
+    with pytest.raises(ActionRefused, match="check digit"):
+        admin.card_token(secrets, legacy)
+    assert admin.card_token(secrets, legacy, check_digit=False) == card_ref(
+        secrets.card_ref_key, swipe
+    )
+
+
 # -- card master key versions ---------------------------------------------------------------------
 
 

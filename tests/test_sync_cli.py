@@ -121,3 +121,22 @@ def test_member_settings_coupons_and_vouchers(tmp_path):
         assert store.purse("voucher:V9", "cash").value == 3000
     finally:
         store.close()
+
+
+def test_a_card_stock_without_check_digits_is_linked_where_the_cloud_says_so(tmp_path):
+    save_private_key(tmp_path / "cloud.key", generate_key())
+    run("cloud", "site-key", "--file", str(tmp_path / "site.key"))
+    cfg = tmp_path / "cloud.toml"
+    base = (
+        f'[reconciler]\nkey_file = "cloud.key"\nstore = "sqlite:///{tmp_path}/cloud.db"\n'
+        'site_key_file = "site.key"\n[reconciler.broker]\nport = 1\nconnect_timeout_s = 0.5\n'
+    )
+    cfg.write_text(base)
+    c = ("--config", str(cfg))
+    run("cloud", "member", "register", *c, "--account", "m1", "--name", "Alice")
+    link = ("cloud", "card", "link", *c, "--account", "m1", "--card", "6012345678")
+    refused = CliRunner().invoke(cli, list(link))
+    assert refused.exit_code != 0 and "check digit" in refused.output
+    cfg.write_text(base + "[membership]\ncard_check_digit = false\n")
+    run(*link)
+    assert "6012345678" not in (tmp_path / "cloud.db").read_bytes().decode("latin-1")

@@ -184,7 +184,11 @@ class TapPipeline:
     async def card(self, token: Token) -> Outcome:
         """A card was tapped, swiped or scanned."""
         started = time.perf_counter_ns()
-        if token.kind is TokenKind.MAGSTRIPE and not rec.check_digit_ok(token.value):
+        if (
+            token.kind is TokenKind.MAGSTRIPE
+            and self.cfg.rules.card_check_digit
+            and not rec.check_digit_ok(token.value)
+        ):
             # Numbers are issued with a Luhn digit: a neighbour's number, or a misread, names
             # no card and is refused before anything is looked up (barcodes: the decoder).
             return await self.refuse(DenyReason.UNKNOWN_CARD, "check digit wrong")

@@ -238,7 +238,8 @@ def _card_of(
         raise click.UsageError("--uid-only goes with --nfc-uid or --reader")
     assert number is not None
     try:
-        return admin.card_token(site_secrets(cfg), number)
+        check = cfg.membership.card_check_digit
+        return admin.card_token(site_secrets(cfg), number, check_digit=check)
     except ActionRefused as exc:
         raise click.BadParameter(str(exc), param_hint="--card") from None
 
@@ -382,9 +383,12 @@ _status_command("cancel", "cancelled", "Cancel a card for good (注销); it neve
 def card_replace(config: Path, site: str, old: str, new: str) -> None:
     """Replace a card: the old one is denied, the new one linked to the same account."""
     with reconciler_for(config) as (cfg, rec):
-        key = site_secrets(cfg)
+        key, check = site_secrets(cfg), cfg.membership.card_check_digit
         account, outs = admin.replace_card(
-            rec, site, admin.card_token(key, old), admin.card_token(key, new)
+            rec,
+            site,
+            admin.card_token(key, old, check_digit=check),
+            admin.card_token(key, new, check_digit=check),
         )
         click.echo(f"card of {account} replaced")
         publish_to_kiosks(cfg, list(outs))
