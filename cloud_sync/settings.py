@@ -295,31 +295,33 @@ class CloudConfig(Settings, frozen=True, kw_only=True):
         return f"sqlite:///{sqlite_path.parent / 'console.db'}"
 
 
+def _beside(base: Path, table: object, keys: tuple[str, ...]) -> None:
+    """Relative paths among `keys` of a config table are taken from the config's folder (a
+    value of the wrong type is left for the settings check to name)."""
+    if not isinstance(table, dict):
+        return
+    for k in keys:
+        value = table.get(k)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            table[k] = str(base / value)
+
+
 def load_config(path: Path) -> CloudConfig:
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
     data.setdefault("kind", "kiosk-edge-cloud")
     base = path.parent
     rec = data.get("reconciler", {})
-    rec.setdefault("streams_file", "streams.db")
-    for k in ("key_file", "site_key_file", "streams_file"):
-        if k in rec and not Path(rec[k]).is_absolute():
-            rec[k] = str(base / rec[k])
-    console = data.get("console")
-    if isinstance(console, dict) and not Path(console.get("secret_key_file", "/")).is_absolute():
-        console["secret_key_file"] = str(base / console["secret_key_file"])
-    tls = rec.get("broker", {}).get("tls") if isinstance(rec.get("broker"), dict) else None
-    if isinstance(tls, dict):
-        for k in ("ca", "cert", "key"):
-            if isinstance(tls.get(k), str) and not Path(tls[k]).is_absolute():
-                tls[k] = str(base / tls[k])
-    enroll = rec.get("enroll")
-    if isinstance(enroll, dict):
-        for k in ("ca_dir", "sites_dir"):
-            if k in enroll and not Path(enroll[k]).is_absolute():
-                enroll[k] = str(base / enroll[k])
+    if isinstance(rec, dict):
+        rec.setdefault("streams_file", "streams.db")
+        _beside(base, rec, ("key_file", "site_key_file", "streams_file"))
+        broker = rec.get("broker")
+        tls = broker.get("tls") if isinstance(broker, dict) else None
+        _beside(base, tls, ("ca", "cert", "key"))
+        _beside(base, rec.get("enroll"), ("ca_dir", "sites_dir"))
+    _beside(base, data.get("console"), ("secret_key_file",))
     try:
         return replace(load(CloudConfig, data), path=path)
     except SettingsFault as exc:

@@ -114,3 +114,26 @@ def test_settings_dump_and_load_back_to_the_same(tmp_path):
     assert cfg.rules.categories["kid"].prices == {"swim": 1200}
     assert type(cfg.rules.categories["kid"].prices["swim"]) is int  # msgspec encodes it in ops
     assert load(KioskConfig, dump(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("[reconciler]\nkey_file = 3\n", "reconciler.key_file"),
+        ("reconciler = 5\n", "reconciler"),
+        ('[reconciler]\nkey_file = "k"\n[reconciler.broker]\ntls = 1\n', "reconciler.broker.tls"),
+        (
+            '[reconciler]\nkey_file = "k"\n[console]\nsecret_key_file = 7\n',
+            "console.secret_key_file",
+        ),
+    ],
+)
+def test_a_cloud_config_with_a_wrong_type_where_a_path_goes_is_one_line(tmp_path, text, place):
+    from cloud_sync.errors import ConfigError as CloudConfigError
+    from cloud_sync.settings import load_config as load_cloud_config
+
+    path = tmp_path / "cloud.toml"
+    path.write_text(text)
+    with pytest.raises(CloudConfigError) as info:
+        load_cloud_config(path)
+    assert f"wrong settings: {place}" in str(info.value)
