@@ -180,6 +180,17 @@ def test_an_outage_of_an_unknown_site_is_refused(tmp_path: Path):
     assert "nowhere" in result.output
 
 
+def test_the_default_scenario_fits_its_outage_to_a_small_fleet(tmp_path: Path):
+    """`--kiosks 3` leaves one site: the default evening outage falls on it, not on a site the
+    fleet does not have (a file the user wrote is never changed: see the test above)."""
+    small = ["--kiosks", "3", "--members", "10", "--hours", "0.05", "--no-plots"]
+    result = click.testing.CliRunner().invoke(
+        cli, ["sim", "fleet", *small, "--policy", "strict", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 sites, 3 kiosks" in result.output and "outages: site s0" in result.output
+
+
 def test_the_default_scenario_is_a_day_with_a_two_hour_site_outage():
     sc = scenario.load(None)
     assert sc.fleet.hours == 24

@@ -73,6 +73,8 @@ def fleet(
         scenario = load(scenario_file).with_fleet(
             kiosks=kiosks, members=members, hours=hours, seed=seed
         )
+        if scenario_file is None:  # ours: fit its outage to the fleet asked for
+            scenario = scenario.within_sites()
         report = simulate(
             scenario, out, policies=policies or POLICIES, plots=not no_plots, jobs=jobs
         )

@@ -87,6 +87,17 @@ class Scenario(Settings, frozen=True, kw_only=True):
             return self
         return replace(self, fleet=replace(self.fleet, **given))
 
+    def within_sites(self) -> Scenario:
+        """Site outages moved to the last site where the fleet is too small to have theirs (the
+        default scenario's evening outage of s1 on a 3-kiosk fleet, which has one site)."""
+        n = self.fleet.site_count
+        sites, last = {f"s{i}" for i in range(n)}, f"s{n - 1}"
+        moved = [
+            replace(o, target=last) if o.kind == "site" and o.target not in sites else o
+            for o in self.outage
+        ]
+        return replace(self, outage=moved)
+
     def with_escrow(self, escrow: EscrowPolicy) -> Scenario:
         return replace(self, escrow=escrow)
 
