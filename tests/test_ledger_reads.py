@@ -58,3 +58,22 @@ def test_history_of_one_purse_is_the_account_history_filtered(cloud_and_kiosks):
                 assert k1.history(account, limit, purse=purse) == [
                     op for op in everything if op.purse == purse
                 ]
+
+
+def test_a_tap_reads_no_history_where_points_never_lapse(cloud_and_kiosks):
+    """A member's history only grows; a tap's work must not. Points lots (read from the
+    history) are read only where points lapse, and then they are there."""
+    from edge.taps.members import read_balances
+
+    cloud, k1, _ = cloud_and_kiosks()
+    for i in range(600):
+        cloud.append([Intent(Kind.INC, "m1", "points", 1)], ref=f"earn{i}")
+    k1.apply_many(list(cloud.ops("cloud")))
+    statements: list[str] = []
+    k1._conn.set_trace_callback(statements.append)
+    never = read_balances(k1, "m1", points_lifetime_days=0)
+    k1._conn.set_trace_callback(None)
+    assert never["points"].value == 600 and never["points"].lots == ()
+    assert not [s for s in statements if "FROM ops" in s]
+    lapsing = read_balances(k1, "m1", points_lifetime_days=365)
+    assert sum(lot.amount for lot in lapsing["points"].lots) > 0

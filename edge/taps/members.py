@@ -85,7 +85,9 @@ def read_balances(
         for st in ledger.purses(account)
     }
     points = balances.get("points")
-    if points is not None and points.value > 0:
+    # The lots matter only where points lapse: otherwise no history is read at a tap (a
+    # member's history only grows, a tap's work must not).
+    if points is not None and points.value > 0 and points_lifetime_days > 0:
         ops = ledger.history(account, LOT_HISTORY, purse="points")
         lots = points_lots(ops, points.value, points_lifetime_days)
         balances["points"] = replace(points, lots=tuple(lots))
