@@ -460,15 +460,11 @@ class PgCloudStore(CloudStore):
         return out
 
     def purses(self, account: str | None = None) -> list[PurseState]:
-        if account is None:
-            keys = self._conn.execute(
-                "SELECT DISTINCT account, purse FROM shares ORDER BY account, purse"
-            ).fetchall()
-        else:
-            keys = self._conn.execute(
-                "SELECT DISTINCT account, purse FROM shares WHERE account = %s ORDER BY purse",
-                (account,),
-            ).fetchall()
+        if account is not None:
+            return self.purses_of([account])[account]
+        keys = self._conn.execute(
+            "SELECT DISTINCT account, purse FROM shares ORDER BY account, purse"
+        ).fetchall()
         states = self.purse_many([(a, p) for a, p in keys])
         return [states[(a, p)] for a, p in keys]
 

@@ -85,6 +85,11 @@ RELAYED_REGISTERS = frozenset(
 MAX_KEPT = 100_000  # a forked kiosk's kept ops read to tell its branch's taps from them
 
 
+def _spent_purses(ops: Sequence[Op]) -> list[tuple[str, str]]:
+    """(account, purse) of every purse the ops spent from, in order."""
+    return sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -373,7 +378,7 @@ class Reconciler:
     def _floats(self, t: Topics, ops: Sequence[Op]) -> None:
         """The member is active at this kiosk: top its working float up on what was spent (the
         grants travel in the kiosk's stream)."""
-        spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
+        spent = _spent_purses(ops)
         states = self.store.purse_many(spent)
         for account, purse in spent:
             want = escrow.float_top_up(
@@ -439,7 +444,7 @@ class Reconciler:
 
     def _stored(self, op: Op) -> bool:
         """The op itself is on the kiosk's stored chain (not refused, not waiting for a gap)."""
-        return self.store.ops(op.replica, op.seq - 1, limit=1) == [op]
+        return self._stored_hash(op.replica, op.seq) == op.hash()
 
     def _newest_counter(self, op: Op) -> bool:
         known = self.store.register(op.account, op.purse)
@@ -449,9 +454,8 @@ class Reconciler:
         """The member spent here and the cloud's free rights fell short of the reserve: move
         rights back from the other online kiosks holding some (a standing float at home, a
         float left elsewhere), before one of them is cut off with them."""
-        spent = sorted({(op.account, op.purse) for op in ops if op.kind in SPENDING})
         out: list[Outgoing] = []
-        for (account, purse), state in self.store.purse_many(spent).items():
+        for (account, purse), state in self.store.purse_many(_spent_purses(ops)).items():
             if escrow.free(state, self.replica) >= self.escrow.reserve.get(purse_unit(purse), 0):
                 continue
             holders = {}
