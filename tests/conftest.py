@@ -1,4 +1,5 @@
-"""Shared fixtures: ledgers of a small fleet (one cloud, kiosks) in temporary SQLite files."""
+"""Shared fixtures: ledgers of a small fleet (one cloud, kiosks) in temporary SQLite files, a real
+pcscd with the virtual reader."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edge.ledger import Ledger, RiskPolicy, generate_key, public_bytes
 from edge.ledger.purse import STRICT
+
+if TYPE_CHECKING:
+    from tests.pcscd_process import Pcscd
 
 
 class Fleet:
@@ -36,6 +41,21 @@ class Fleet:
     def close(self) -> None:
         for led in self.ledgers.values():
             led.close()
+
+
+@pytest.fixture(scope="module")
+def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
+    """A real pcscd with the vpcd virtual reader, one per test module (skips where it cannot
+    run here, saying why). Imported here: only the PC/SC tests need pyscard."""
+    from tests.pcscd_process import Pcscd, why_pcscd_unusable
+
+    reason = why_pcscd_unusable()
+    if reason:
+        pytest.skip(reason)
+    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
+    daemon.start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ over PC/SC and its SUN tap verifies."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,9 @@ from edge.drivers.nfc_cards import BlankNtag424
 from edge.ledger.sitekey import create_site_key
 from kiosk.cli import cli
 from tests.card_emulator import VpcdCard
-from tests.pcscd_process import VPCD_READER, Pcscd, why_pcscd_unusable
+from tests.pcscd_process import VPCD_READER, Pcscd
 
 pytestmark = pytest.mark.pcsc
-
-
-@pytest.fixture(scope="module")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    reason = why_pcscd_unusable()
-    if reason:
-        pytest.skip(reason)
-    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
-    daemon.start()
-    yield daemon
-    daemon.stop()
 
 
 def test_issue_personalises_a_blank_card_on_a_pcsc_writer(pcscd: Pcscd, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ UID it reads, so the gate then recognises the card."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,22 +22,11 @@ from edge.ledger.sitekey import load_site_secrets
 from edge.taps.tokens import card_ref
 from kiosk.cloud import cloud
 from tests.card_emulator import VpcdCard, plain_tag
-from tests.pcscd_process import VPCD_READER, Pcscd, wait_reader_empty, why_pcscd_unusable
+from tests.pcscd_process import VPCD_READER, Pcscd, wait_reader_empty
 
 pytestmark = pytest.mark.pcsc
 
 UID = "04A1B2C3D4E5F6"
-
-
-@pytest.fixture(scope="module")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    reason = why_pcscd_unusable()
-    if reason:
-        pytest.skip(reason)
-    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
-    daemon.start()
-    yield daemon
-    daemon.stop()
 
 
 def _tap_soon(card: VpcdCard) -> threading.Thread:

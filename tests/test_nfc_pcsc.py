@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,23 +26,12 @@ from edge.drivers.nfc import (
     create_nfc_reader,
 )
 from tests.card_emulator import VpcdCard, ntag424, plain_tag
-from tests.pcscd_process import VPCD_READER, Pcscd, wait_reader_empty, why_pcscd_unusable
+from tests.pcscd_process import VPCD_READER, Pcscd, wait_reader_empty
 
 pytestmark = pytest.mark.pcsc
 
 EVENT_TIMEOUT_S = 20.0  # only to avoid hangs: a tap is normally seen within half a second
 UID = "04958CAA5C5E80"
-
-
-@pytest.fixture(scope="module")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    reason = why_pcscd_unusable()
-    if reason:
-        pytest.skip(reason)
-    daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log")
-    daemon.start()
-    yield daemon
-    daemon.stop()
 
 
 @pytest.fixture
