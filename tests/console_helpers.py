@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cloud_sync import ca
+from cloud_sync import admin, ca
 from cloud_sync.settings import CloudConfig, load_config
-from edge.ledger import generate_key, save_private_key
+from cloud_sync.store import SqliteCloudStore
+from edge.ledger import generate_key, load_private_key, save_private_key
 from edge.ledger.sitekey import create_site_key, load_site_secrets
 from tests.mqtt_broker import free_port
 
@@ -108,6 +110,13 @@ class Console:
         conn.close()
         conn.settings_dict["NAME"] = self.cfg.console_database().removeprefix("sqlite:///")
 
+    def store(self) -> SqliteCloudStore:
+        """The cloud store the console serves, opened as the CLI would (close it after)."""
+        s = self.cfg.reconciler
+        return SqliteCloudStore(
+            s.store.removeprefix("sqlite:///"), replica="cloud", key=load_private_key(s.key_file)
+        )
+
     def operator(self, name: str, group: str, site: str = "") -> None:
         from django.contrib.auth.models import Group, User
 
@@ -137,3 +146,19 @@ async def login(page: Any, url: str, user: str, password: str = PASSWORD) -> Non
     await page.fill("#id_password", password)
     await page.click("input[type=submit]")
     await page.wait_for_load_state()
+
+
+def running_console(root: Path) -> Iterator[Console]:
+    """A console on a cloud at `root` holding members m1 (Alice Wong) and m2 (Bob Li), written
+    outside the console (as the CLI would) before it starts; stopped after."""
+    c = Console(write_cloud(root))
+    store = c.store()
+    admin.register_member(store, "m1", "Alice Wong")
+    admin.register_member(store, "m2", "Bob Li")
+    store.close()
+    c.start()
+    c.django()
+    try:
+        yield c
+    finally:
+        c.stop()

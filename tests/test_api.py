@@ -13,35 +13,16 @@ from pathlib import Path
 import pytest
 
 from cloud_sync import admin
-from cloud_sync.store import SqliteCloudStore
-from edge.ledger import load_private_key
-from tests.console_helpers import Console, write_cloud
+from tests.console_helpers import running_console
 
 requests = pytest.importorskip("requests")
 pytest.importorskip("rest_framework")
 pytestmark = pytest.mark.slow
 
 
-def open_store(console: Console) -> SqliteCloudStore:
-    s = console.cfg.reconciler
-    return SqliteCloudStore(
-        s.store.removeprefix("sqlite:///"), replica="cloud", key=load_private_key(s.key_file)
-    )
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    c = Console(write_cloud(tmp_path_factory.mktemp("api") / "cloud"))
-    store = open_store(c)
-    admin.register_member(store, "m1", "Alice Wong")
-    admin.register_member(store, "m2", "Bob Li")
-    store.close()
-    c.start()
-    c.django()
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from running_console(tmp_path_factory.mktemp("api") / "cloud")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +97,7 @@ def test_members_and_cards_through_the_api(console, tokens):
     assert back.status_code == 409  # a lost card is never unfrozen
     page = call(console, t, "GET", "/api/members/?search=chen").json()
     assert [m["account"] for m in page["results"]] == ["m9"]
-    store = open_store(console)
+    store = console.store()
     try:
         assert admin.card_status(store, ref).value == "lost"
     finally:
@@ -135,7 +116,7 @@ def test_the_transaction_feed_pages_by_cursor_without_gaps_or_repeats(console, t
         cursor = page["next_cursor"]
         if not page["more"]:
             break
-    store = open_store(console)
+    store = console.store()
     try:
         total = sum(store.heads().values())
     finally:
@@ -160,7 +141,7 @@ def test_the_shift_report_counts_each_integrations_top_ups_from_the_audit_trail(
     today = dt.datetime.now(dt.UTC).date()
     report = shifts(Window(today - dt.timedelta(days=1), today + dt.timedelta(days=2)))
     rows = [r for r in report.main.rows if r["operator"] == "api:pos-1"]
-    store = open_store(console)
+    store = console.store()
     try:  # what the cloud credited for this integration's receipts, from the ops
         receipts = [a.before["receipt"] for a in console.actions(actor="api:pos-1",
                     action="top_up", allowed=True)]  # fmt: skip

@@ -15,10 +15,9 @@ import pytest
 
 from backoffice.money import parse_money
 from cloud_sync import admin
-from cloud_sync.store import SqliteCloudStore
 from edge.ledger import load_private_key
 from edge.validation import dump, load
-from tests.console_helpers import SHOTS, Console, browser, login, write_cloud
+from tests.console_helpers import SHOTS, Console, browser, login, running_console, write_cloud
 
 playwright = pytest.importorskip("playwright.async_api")
 pytestmark = [
@@ -27,26 +26,9 @@ pytestmark = [
 ]
 
 
-def cloud_store(console: Console) -> SqliteCloudStore:
-    s = console.cfg.reconciler
-    return SqliteCloudStore(
-        s.store.removeprefix("sqlite:///"), replica="cloud", key=load_private_key(s.key_file)
-    )
-
-
 @pytest.fixture
 def console(tmp_path):
-    c = Console(write_cloud(tmp_path / "cloud"))
-    store = cloud_store(c)  # members written outside the console (the CLI) before it starts
-    admin.register_member(store, "m1", "Alice Wong")
-    admin.register_member(store, "m2", "Bob Li")
-    store.close()
-    c.start()
-    c.django()
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from running_console(tmp_path / "cloud")
 
 
 async def test_login_works_and_three_wrong_passwords_lock_the_account(console):
@@ -93,7 +75,7 @@ async def test_cashier_tops_up_once_per_receipt_and_is_refused_deleting_a_member
         assert resp is not None and resp.status == 403
         assert await page.locator("#forbidden").count() == 1
         await b.close()
-    store = cloud_store(console)
+    store = console.store()
     try:
         assert store.purse("m1", "cash").value == 1250
         assert store.purse("m2", "cash").value == 0
@@ -136,7 +118,7 @@ async def test_an_import_with_one_bad_row_shows_it_and_imports_nothing_until_fix
         assert "every row needs an account and a name" in errors
         assert await page.locator("form input[name=import_file_name]").count() == 0  # no confirm
         await page.screenshot(path=str(SHOTS / "import-errors-en.png"), full_page=True)
-        store = cloud_store(console)
+        store = console.store()
         assert not admin.is_member(store, "m10")
         await page.goto(console.url + "/admin/members/member/import/")
         await page.set_input_files("input[type=file]", str(good))
@@ -185,7 +167,7 @@ async def test_console_member_and_card_pass_a_real_kiosk_and_a_lost_report_stops
         console = Console(config)
         cloud_key = load_private_key(console.cfg.reconciler.key_file)
         w.keys["cloud"] = cloud_key
-        w.store = cloud_store(console)
+        w.store = console.store()
         w.reconciler = Reconciler(w.store, cloud_key, chain_chunk=50)
         base = kiosk_config(tmp_path)
         device_key = generate_key()
@@ -275,7 +257,7 @@ def test_every_console_string_has_a_chinese_translation():
 
 
 async def test_screenshots_of_the_main_pages_in_english_and_chinese(console):
-    store = cloud_store(console)
+    store = console.store()
     try:
         admin.top_up(store, "m1", "cash", 8800, "R-1")
         store.enroll("gate-1", "s1")
