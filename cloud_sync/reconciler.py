@@ -1012,21 +1012,22 @@ class ReconcilerService:
     async def _streams(self) -> None:
         """Operator actions (a card linked, lost or frozen, a counter top-up) are written to the
         store by another process: route them into the kiosks' streams within a tick."""
-        while True:
-            await asyncio.sleep(self.settings.stream_interval_s)
-            try:
-                outs = self.reconciler.publish_new()
-            except Exception:  # a store hiccup must not take the consumer down with it
-                log.exception("stream routing failed")
-                continue
-            await self.publish(outs)
+        await self._every(
+            self.settings.stream_interval_s, self.reconciler.publish_new, "stream routing"
+        )
 
     async def _sweeper(self) -> None:
+        await self._every(self.settings.sweep_interval_s, self.reconciler.sweep, "recall sweep")
+
+    async def _every(
+        self, interval_s: float, step: Callable[[], list[Outgoing]], what: str
+    ) -> None:
+        """Run `step` every `interval_s` and publish what it returns, for ever."""
         while True:
-            await asyncio.sleep(self.settings.sweep_interval_s)
+            await asyncio.sleep(interval_s)
             try:
-                outs = self.reconciler.sweep()
+                outs = step()
             except Exception:  # a store hiccup must not take the consumer down with it
-                log.exception("recall sweep failed")
+                log.exception("%s failed", what)
                 continue
             await self.publish(outs)

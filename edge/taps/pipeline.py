@@ -338,13 +338,7 @@ class TapPipeline:
         durable = time.perf_counter_ns()
         session.total += amount
         session.coins += 1
-        balances = self._balances(session.member)
-        decision = Decision(
-            approved=True,
-            member_name=session.name,
-            credits=(),
-            remaining={p: b.value for p, b in balances.items()},
-        )
+        decision = self._session_decision(session)
         outcome = Outcome(
             decision,
             tap_id,
@@ -496,6 +490,16 @@ class TapPipeline:
         except Exception as err:  # the cloud link must never break a tap
             log.warning("lookup failed: %s", err)
             return False
+
+    def _session_decision(self, session: _TopupSession) -> Decision:
+        """A top-up session's screen: approved, with what the member holds now."""
+        balances = self._balances(session.member)
+        return Decision(
+            approved=True,
+            member_name=session.name,
+            credits=(),
+            remaining={p: b.value for p, b in balances.items()},
+        )
 
     def _balances(self, account: str) -> dict[str, Balance]:
         """The account's purses as this kiosk best knows them (docs/knowledge-model.md): rights
@@ -650,13 +654,7 @@ class TapPipeline:
         if bonus:
             self.ledger.append(self._credit(session.member, bonus), ref=tap_id)
             durable = time.perf_counter_ns()
-        balances = self._balances(session.member)
-        decision = Decision(
-            approved=True,
-            member_name=session.name,
-            credits=(),
-            remaining={p: b.value for p, b in balances.items()},
-        )
+        decision = self._session_decision(session)
         outcome = Outcome(
             decision,
             tap_id,
